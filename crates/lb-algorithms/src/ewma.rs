@@ -1,0 +1,130 @@
+//! Peak EWMA: a latency estimate that jumps up at once and decays down slowly.
+//!
+//! An exponentially weighted moving average smooths noise, but a plain one also hides a backend that has
+//! *just* become slow: it takes many slow responses to move the average. The *peak* variant (Finagle's
+//! `PeakEwma`, used by Linkerd and tower) takes any sample above the current estimate as the new estimate
+//! immediately, and only averages samples below it, with a weight that depends on the time since the last
+//! sample: `w = exp(-elapsed / decay)`, `cost = cost * w + sample * (1 - w)`.
+//!
+//! Reading the estimate also decays it toward zero with the time since the last sample. That is the
+//! *probe*: a backend that was slow and then got no traffic slowly looks attractive again, receives a
+//! request, and its estimate is refreshed by a real measurement.
+//!
+//! State: two `AtomicU64` (the estimate as `f64` bits, the time of the last sample). Updates are
+//! load-compute-store without a lock; two samples racing may lose one of them, which an estimator that
+//! already forgets old samples on purpose can afford. Reads never write.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::Nanos;
+
+/// Bits meaning "no sample yet" (a NaN that `f64` arithmetic never produces from our inputs).
+const EMPTY: u64 = u64::MAX;
+
+/// A lock-free peak-EWMA latency estimate, in nanoseconds.
+#[derive(Debug)]
+pub struct PeakEwma {
+    cost: AtomicU64,
+    stamp: AtomicU64,
+}
+
+impl Default for PeakEwma {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PeakEwma {
+    /// No sample yet.
+    pub fn new() -> Self {
+        PeakEwma { cost: AtomicU64::new(EMPTY), stamp: AtomicU64::new(0) }
+    }
+
+    /// The estimate at `now`, decayed toward zero since the last sample; `None` before the first sample.
+    #[inline]
+    pub fn get(&self, now: Nanos, decay: Nanos) -> Option<f64> {
+        let bits = self.cost.load(Ordering::Relaxed);
+        if bits == EMPTY {
+            return None;
+        }
+        let cost = f64::from_bits(bits);
+        let elapsed = now.saturating_sub(self.stamp.load(Ordering::Relaxed));
+        if elapsed == 0 {
+            return Some(cost);
+        }
+        Some(cost * weight(elapsed, decay))
+    }
+
+    /// Add one sample taken at `now`.
+    pub fn observe(&self, sample: f64, now: Nanos, decay: Nanos) {
+        let bits = self.cost.load(Ordering::Relaxed);
+        let next = if bits == EMPTY {
+            sample
+        } else {
+            let cost = f64::from_bits(bits);
+            if sample > cost {
+                sample
+            } else {
+                let elapsed = now.saturating_sub(self.stamp.load(Ordering::Relaxed));
+                let w = weight(elapsed, decay);
+                cost * w + sample * (1.0 - w)
+            }
+        };
+        self.stamp.store(now, Ordering::Relaxed);
+        self.cost.store(next.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// `exp(-elapsed / decay)`: 1 for no time passed, toward 0 as time passes.
+#[inline]
+fn weight(elapsed: Nanos, decay: Nanos) -> f64 {
+    if decay == 0 {
+        return 0.0;
+    }
+    (-(elapsed as f64) / decay as f64).exp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const DECAY: u64 = 10_000 * MS;
+
+    #[test]
+    fn empty_until_first_sample() {
+        let e = PeakEwma::new();
+        assert_eq!(e.get(0, DECAY), None);
+        e.observe(5.0 * MS as f64, 0, DECAY);
+        assert_eq!(e.get(0, DECAY), Some(5.0 * MS as f64));
+    }
+
+    #[test]
+    fn a_peak_is_taken_at_once() {
+        let e = PeakEwma::new();
+        e.observe(10.0 * MS as f64, 0, DECAY);
+        e.observe(500.0 * MS as f64, MS, DECAY);
+        assert_eq!(e.get(MS, DECAY), Some(500.0 * MS as f64));
+    }
+
+    #[test]
+    fn lower_samples_pull_the_estimate_down_by_time_weight() {
+        let e = PeakEwma::new();
+        e.observe(100.0, 0, DECAY);
+        // One decay constant later, w = e^-1 ~ 0.3679: cost = 100 * 0.3679 + 0 * 0.6321.
+        e.observe(0.0, DECAY, DECAY);
+        let got = e.get(DECAY, DECAY).unwrap_or(f64::NAN);
+        assert!((got - 100.0 * (-1.0f64).exp()).abs() < 1e-9, "{got}");
+    }
+
+    #[test]
+    fn reading_decays_toward_zero_with_idle_time() {
+        let e = PeakEwma::new();
+        e.observe(100.0, 0, DECAY);
+        let half_life = (DECAY as f64 * std::f64::consts::LN_2) as u64;
+        let got = e.get(half_life, DECAY).unwrap_or(f64::NAN);
+        assert!((got - 50.0).abs() < 1e-6, "{got}");
+        // Reading did not change the stored state.
+        assert_eq!(e.get(0, DECAY), Some(100.0));
+    }
+}
