@@ -44,7 +44,12 @@ pub mod hash_key;
 pub mod rng;
 
 // One module per algorithm (keep alphabetical).
+pub mod least_connections;
+pub mod peak_ewma;
+pub mod power_of_two;
+pub mod random;
 pub mod round_robin;
+pub mod weighted_round_robin;
 
 use std::fmt;
 use std::str::FromStr;
@@ -290,12 +295,45 @@ pub fn build(
 ) -> Result<Arc<dyn Balancer>, BuildError> {
     Ok(match algorithm {
         Algorithm::RoundRobin => Arc::new(round_robin::RoundRobin::new(backends)),
+        Algorithm::WeightedRoundRobin => Arc::new(weighted_round_robin::WeightedRoundRobin::new(backends)),
+        Algorithm::Random => Arc::new(random::Random::new(backends, options.seed)),
+        Algorithm::LeastConnections => Arc::new(least_connections::LeastConnections::new(backends)),
+        Algorithm::PowerOfTwo => Arc::new(power_of_two::PowerOfTwo::new(backends, options)),
+        Algorithm::PeakEwma => Arc::new(peak_ewma::PeakEwmaBalancer::new(backends, options)),
         // TEMPORARY while the other algorithm files are being written; remove when all exist.
         other => {
             let _ = options;
             return Err(BuildError::BadOption { algorithm: other, reason: "not written yet".into() });
         }
     })
+}
+
+/// Why backend `i` cannot be picked for `req` (not selectable, or already tried), or `None` if it can.
+/// `panic` is [`BackendSet::in_panic`], read once per pick by the caller.
+#[inline]
+pub(crate) fn unavailable(
+    set: &BackendSet,
+    panic: bool,
+    i: usize,
+    req: &PickRequest<'_>,
+) -> Option<SkipReason> {
+    let b = &set.backends()[i];
+    if !b.is_selectable(panic) {
+        Some(SkipReason::Health(b.health()))
+    } else if req.is_excluded(i) {
+        Some(SkipReason::AlreadyTried)
+    } else {
+        None
+    }
+}
+
+/// Slow start by acceptance, for algorithms that draw or rotate rather than weigh: turn backend `i` down
+/// with probability `1 - ramp`. Draws from `rng` only while `i` is ramping, so the common case costs no
+/// shared atomic write.
+#[inline]
+pub(crate) fn ramp_rejects(set: &BackendSet, i: usize, now: Nanos, rng: &rng::Rng) -> bool {
+    let ramp = set.ramp(i, now);
+    ramp < 1.0 && rng.unit() >= ramp
 }
 
 /// Walk the backends from `start`, wrapping around, and return the first one that is selectable and not
