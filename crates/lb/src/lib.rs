@@ -1,0 +1,110 @@
+//! `lb`: an HTTP load balancer built on `lb-algorithms`, small enough to read in an afternoon and fast
+//! enough to stand next to nginx and HAProxy.
+//!
+//! It accepts HTTP/1.1 clients, routes each request by host and path to an upstream group, lets the
+//! group's algorithm pick a backend, and streams the request and the response through a pooled
+//! keep-alive connection. Failed attempts are retried on another backend within a budget; failing
+//! backends are taken out by active health checks and passive outlier detection; every decision can be
+//! explained to the client (`X-Lb-Explain: 1`) and is counted in Prometheus metrics.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML schema, checked with `file:line:column` errors.
+//! - [`upstream`]: upstream groups (backend set + balancer + stats, swapped atomically) and routing.
+//! - [`server`]: worker threads, `SO_REUSEPORT` listeners, the accept loop, graceful shutdown.
+//! - [`proxy`]: the forwarding function: pick, connect, send, retry, map failures to 502/503/504.
+//! - [`pool`]: each worker's pool of keep-alive connections to backends.
+//! - [`retry`]: which failures are retried, and the retry budget.
+//! - [`health`]: active health checks. [`outlier`]: passive ejection of failing backends.
+//! - [`metrics`]: counters and the Prometheus text. [`admin`]: the admin HTTP API. [`access_log`]: JSON lines.
+//! - [`cli`]: the command line (demo mode, quick mode, `--config`, `check`); `main.rs` only calls it.
+//!
+//! # Using it as a library
+//!
+//! Tests and the demo start the proxy in-process, on port 0, and stop it when done:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use lb::config::{Config, UpstreamConfig};
+//! use lb_algorithms::{Algorithm, BackendSpec};
+//!
+//! let mut config = Config::default();
+//! config.server.listen = vec!["127.0.0.1:0".parse()?];
+//! config.server.workers = 1;
+//! config.upstreams.push(UpstreamConfig::new(
+//!     "app",
+//!     Algorithm::RoundRobin,
+//!     vec![BackendSpec::new("127.0.0.1:9001"), BackendSpec::new("127.0.0.1:9002")],
+//! ));
+//! let running = lb::start(config).await?;
+//! println!("proxy on http://{}", running.listen[0]);
+//! running.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod access_log;
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod outlier;
+pub mod pool;
+pub mod proxy;
+pub mod retry;
+pub mod server;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::{Running, run, start};
+
+/// What can go wrong in the proxy outside a single request (requests fail with an HTTP status instead).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A worker thread or runtime could not be started.
+    #[error("cannot start worker {worker}: {source}")]
+    Worker {
+        /// Its number.
+        worker: usize,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The algorithm refused its options.
+    #[error("upstream {upstream}: {source}")]
+    Algorithm {
+        /// The upstream.
+        upstream: String,
+        /// Why.
+        source: lb_algorithms::BuildError,
+    },
+    /// A backend address or list is not acceptable.
+    #[error("upstream {upstream}: {reason}")]
+    BadBackend {
+        /// The upstream.
+        upstream: String,
+        /// Why.
+        reason: String,
+    },
+    /// No backend with this address in this upstream.
+    #[error("upstream {upstream}: no backend {addr}")]
+    UnknownBackend {
+        /// The upstream.
+        upstream: String,
+        /// The address asked for.
+        addr: String,
+    },
+    /// No upstream with this name.
+    #[error("no upstream named {0:?}")]
+    UnknownUpstream(String),
+    /// The configuration has errors.
+    #[error("{0}")]
+    Config(#[from] config::ConfigErrors),
+}

@@ -1,0 +1,739 @@
+//! The forwarding function: one client request in, one response out, through the best backend we can
+//! find.
+//!
+//! # What happens to a request
+//!
+//! ```text
+//! route (host, path) -> upstream
+//!   load the upstream's state (one atomic load)
+//!   hash key, forwarding headers, request id
+//!   attempt 1..=attempts:
+//!     pick (excluding backends already tried or over their in-flight cap)
+//!     in-flight guard on, connection from this worker's pool (or connect)
+//!     send; wait for the response headers (per-attempt and whole-request timeouts)
+//!     failure or 502/503/504 -> metrics, outlier detection, maybe retry elsewhere (budget permitting)
+//!   response: hop-by-hop headers out, request id and explain headers in, body streamed
+//! ```
+//!
+//! # Decisions worth knowing
+//!
+//! - **The in-flight guard lives in the response body** ([`ProxyBody`]), so a backend streaming a long
+//!   response counts as busy until the last byte (or until the client goes away and hyper drops the
+//!   body). Least-connections would be blind to long downloads otherwise.
+//! - **Latency feeds the EWMA when the response headers arrive**, not at body end: time to first byte
+//!   is the backend's responsiveness; the body's duration depends on its size and on how fast *the
+//!   client* reads, which says nothing about the backend. Finagle and Linkerd measure the same way.
+//! - **The connection goes back to the pool when the body ends**, from inside the body wrapper: HTTP/1.1
+//!   cannot send the next request on it before then.
+//! - **A stale pooled connection is not a failure.** If the backend closed an idle connection just as we
+//!   picked it, hyper hands the unsent request back and we resend it on a fresh connection to the same
+//!   backend, without counting an attempt.
+//! - **Errors are answers**: no route 404, no selectable backend 503, connect failure or broken
+//!   connection 502, timeout 504, each with a one-line plain-text body naming the upstream or backend.
+//!   Nothing on this path unwraps; a bug becomes a 502, not a dead worker.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use lb_algorithms::{Explain, InFlightGuard, KeySource, Nanos, PickRequest, now_nanos};
+use tokio::time::Instant;
+
+use crate::access_log::{AccessLogEntry, access_log};
+use crate::metrics::{FailureKind, Metrics};
+use crate::outlier::{self, Outcome};
+use crate::pool::{self, Pool, Sender, UpstreamBody};
+use crate::retry::{is_idempotent_without_body, is_retryable_status};
+use crate::upstream::{Upstream, UpstreamState, Upstreams};
+
+/// What every worker shares: the routing table, the metrics, the switches.
+#[derive(Debug)]
+pub struct Shared {
+    /// Every upstream group and the routes to them.
+    pub upstreams: Arc<Upstreams>,
+    /// The metrics every request updates.
+    pub metrics: Arc<Metrics>,
+    /// Honour `X-Lb-Explain: 1`.
+    pub explain: bool,
+    /// Log one JSON line per request.
+    pub access_log: bool,
+}
+
+/// One worker thread's forwarding state: the shared parts plus its own connection pool. Lives in an
+/// `Rc` because it never leaves its thread (see `server.rs`).
+#[derive(Debug)]
+pub struct Worker {
+    shared: Arc<Shared>,
+    pool: Pool,
+    /// Request ids are `{worker seed}-{counter}`: unique without a random draw or a shared counter.
+    id_prefix: u32,
+    next_id: Cell<u64>,
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_LB_EXPLAIN: HeaderName = HeaderName::from_static("x-lb-explain");
+static X_LB_BACKEND: HeaderName = HeaderName::from_static("x-lb-backend");
+static X_LB_ALGORITHM: HeaderName = HeaderName::from_static("x-lb-algorithm");
+static X_LB_REASON: HeaderName = HeaderName::from_static("x-lb-reason");
+static X_LB_SKIPPED: HeaderName = HeaderName::from_static("x-lb-skipped");
+static X_LB_ATTEMPTS: HeaderName = HeaderName::from_static("x-lb-attempts");
+static X_LB_RETRY: HeaderName = HeaderName::from_static("x-lb-retry");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The headers that describe one connection, not the message (RFC 9110 section 7.6.1): a proxy must
+/// not forward them, in either direction.
+fn hop_by_hop() -> [&'static HeaderName; 9] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+    ]
+}
+
+/// Remove hop-by-hop headers, including any that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Fast path: most requests carry none of them, and checking is cheaper than removing.
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for name in hop_by_hop() {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+impl Worker {
+    /// A worker with an empty pool. `id_prefix` makes its request ids distinct from other workers'.
+    pub fn new(shared: Arc<Shared>, id_prefix: u32) -> Self {
+        Worker { shared, pool: Pool::new(), id_prefix, next_id: Cell::new(0) }
+    }
+
+    /// The worker's connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    fn new_request_id(&self) -> HeaderValue {
+        let n = self.next_id.get().wrapping_add(1);
+        self.next_id.set(n);
+        let mut s = String::with_capacity(24);
+        let _ = write!(s, "{:08x}-{n:x}", self.id_prefix);
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("lb"))
+    }
+
+    /// Forward one request. Never fails: every problem becomes a status code and a short body.
+    pub async fn handle(
+        self: Rc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let log_start = self.shared.access_log.then(|| (std::time::SystemTime::now(), Instant::now()));
+        let (method, path) =
+            if log_start.is_some() { (req.method().clone(), req.uri().path().to_string()) } else { Default::default() };
+        let mut outcome = Forwarded::default();
+        let response = self.forward(req, client, &mut outcome).await;
+        if let Some((time, started)) = log_start {
+            let request_id = response.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            access_log(&AccessLogEntry {
+                time,
+                client: Some(client),
+                method: method.as_str(),
+                path: &path,
+                upstream: outcome.upstream.as_deref(),
+                backend: outcome.backend.as_deref(),
+                status: response.status().as_u16(),
+                duration: started.elapsed(),
+                attempts: outcome.attempts,
+                request_id,
+            });
+        }
+        Ok(response)
+    }
+
+    async fn forward(
+        self: &Rc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        outcome: &mut Forwarded,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = req.into_parts();
+        let request_id = match parts.headers.get(&X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.new_request_id();
+                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+                id
+            }
+        };
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        let Some(upstream) = self.shared.upstreams.route(host, parts.uri.path()) else {
+            let msg = format!("no route for host {} path {}\n", host.unwrap_or("(none)"), parts.uri.path());
+            return error_response(StatusCode::NOT_FOUND, msg, &request_id);
+        };
+        let upstream = Arc::clone(upstream);
+        outcome.upstream = self.shared.access_log.then(|| upstream.name.clone());
+        let state = upstream.load();
+        let config = &upstream.config;
+
+        let explain_on = self.shared.explain && parts.headers.get(&X_LB_EXPLAIN).is_some_and(|v| v == "1");
+        let key = match &config.hash_key {
+            Some(k) if config.algorithm.is_hashing() => {
+                k.hash(&RequestKeys { headers: &parts.headers, uri: &parts.uri, client: client.ip() })
+            }
+            _ => None,
+        };
+        add_forwarding_headers(&mut parts.headers, client.ip());
+        parts.headers.remove(&X_LB_EXPLAIN);
+        if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
+            // Absolute-form (`GET http://host/path`) from a client that thinks we are a forward proxy:
+            // backends expect origin-form.
+            let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            parts.uri = Uri::try_from(pq).unwrap_or_else(|_| Uri::from_static("/"));
+        }
+        // HTTP/1.1 upstream even for HTTP/1.0 clients: keep-alive to backends is the point of a pool.
+        parts.version = Version::HTTP_11;
+
+        let has_body = !body.is_end_stream();
+        let replayable = is_idempotent_without_body(&parts.method, has_body);
+        // A request we can build again for a retry; the clone of the headers is the price of retrying
+        // GETs after the first request has been consumed by a 502.
+        let template = replayable.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        let body: UpstreamBody = if has_body { Either::Left(body) } else { Either::Right(Empty::new()) };
+        let mut next: Option<Request<UpstreamBody>> = Some(Request::from_parts(parts, body));
+
+        upstream.budget.deposit();
+        let deadline = Instant::now() + config.timeouts.request;
+        let max_attempts = config.retry.attempts.max(1);
+        let mut ctx = Attempts {
+            upstream: &upstream,
+            state: &state,
+            metrics: &self.shared.metrics,
+            tried: Vec::new(),
+            explain: explain_on.then(Explain::default),
+            retries: Vec::new(),
+            attempts: 0,
+            last_backend: None,
+            last_failure: None,
+        };
+
+        let response = loop {
+            let now = now_nanos();
+            let pick = {
+                let req = PickRequest { key, exclude: &ctx.tried, now };
+                state.balancer.pick(&req, ctx.explain.as_mut())
+            };
+            let Some(index) = pick else {
+                break ctx.no_backend(&request_id);
+            };
+            let backend = &state.set.backends()[index];
+            if backend.in_flight() >= config.limits.max_in_flight_per_backend {
+                // Circuit breaker: this backend is full; try another without spending an attempt.
+                ctx.tried.push(index);
+                if let Some(e) = ctx.explain.as_mut() {
+                    e.skipped.push((index, lb_algorithms::SkipReason::OverCapacity));
+                }
+                continue;
+            }
+            ctx.attempts += 1;
+            ctx.last_backend = Some(index);
+            let Some(guard) = state.set.start(index, now) else {
+                break ctx.internal(&request_id);
+            };
+            let addr = backend.addr();
+            let Some(request) = next.take().or_else(|| template.as_ref().map(rebuild)) else {
+                break ctx.internal(&request_id);
+            };
+            let can_retry = ctx.attempts < max_attempts;
+            match self.attempt(request, addr, &upstream, deadline).await {
+                AttemptResult::Response(response, sender) => {
+                    let status = response.status().as_u16();
+                    let done = now_nanos();
+                    guard.record_latency(done, state.set.options().ewma_decay);
+                    let elapsed = Duration::from_nanos(done.saturating_sub(now));
+                    self.shared.metrics.record_response(&upstream, &state.stats[index], status, elapsed);
+                    ctx.observe(index, if status >= 500 { Outcome::Failure } else { Outcome::Success }, done);
+                    if replayable && is_retryable_status(status) && can_retry && ctx.may_retry(done) {
+                        let why = format!("{addr} answered {status}");
+                        ctx.last_failure = Some((response.status(), format!("backend {why}\n")));
+                        ctx.retry(index, why);
+                        continue;
+                    }
+                    break self.respond(response, sender, guard, addr, config.timeouts.idle, &request_id, &mut ctx);
+                }
+                AttemptResult::Failed { kind, message, unsent } => {
+                    drop(guard);
+                    let done = now_nanos();
+                    self.shared.metrics.record_failure(&state.stats[index], kind);
+                    ctx.observe(index, Outcome::Failure, done);
+                    let status = match kind {
+                        FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                        FailureKind::Connect | FailureKind::Broken => StatusCode::BAD_GATEWAY,
+                    };
+                    // Retry: anything that never left (we still hold it), or a replayable request that
+                    // broke. Timeouts are not retried (see retry.rs).
+                    let retryable = unsent.is_some() || (replayable && kind == FailureKind::Broken);
+                    let body = format!("backend {addr}: {message}\n");
+                    if retryable && can_retry && kind != FailureKind::Timeout && ctx.may_retry(done) {
+                        ctx.last_failure = Some((status, body));
+                        ctx.retry(index, format!("{addr}: {message}"));
+                        next = unsent;
+                        continue;
+                    }
+                    break ctx.error(status, body, &request_id);
+                }
+            }
+        };
+        if self.shared.access_log {
+            outcome.attempts = ctx.attempts;
+            outcome.backend = ctx.last_backend.and_then(|i| state.set.get(i)).map(|b| b.addr().to_string());
+        }
+        response
+    }
+
+    /// One attempt on one backend: a connection (pooled or new), the request, the response headers.
+    async fn attempt(
+        &self,
+        mut request: Request<UpstreamBody>,
+        addr: &str,
+        upstream: &Upstream,
+        deadline: Instant,
+    ) -> AttemptResult {
+        let timeouts = &upstream.config.timeouts;
+        if !request.headers().contains_key(header::HOST) {
+            // HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one.
+            if let Ok(v) = HeaderValue::from_str(addr) {
+                request.headers_mut().insert(header::HOST, v);
+            }
+        }
+        // Idle pooled connections first; each one that turns out dead costs nothing but a loop turn.
+        loop {
+            let pooled = self.pool.take(addr, now_nanos());
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(mut s) => {
+                    // Usually ready at once; a connection whose last response just ended may need the
+                    // dispatcher to catch up. A dead one fails here and we take the next.
+                    match tokio::time::timeout(timeouts.connect, s.ready()).await {
+                        Ok(Ok(())) => s,
+                        _ => continue,
+                    }
+                }
+                None => {
+                    let connect_by = deadline.min(Instant::now() + timeouts.connect);
+                    let budget = connect_by.saturating_duration_since(Instant::now());
+                    match pool::connect(addr, budget).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            return AttemptResult::Failed {
+                                kind: FailureKind::Connect,
+                                message: e.to_string(),
+                                unsent: Some(request),
+                            };
+                        }
+                    }
+                }
+            };
+            let per_attempt = Instant::now() + timeouts.response_headers;
+            let (limit, which) = if deadline < per_attempt {
+                (deadline, ("request", timeouts.request))
+            } else {
+                (per_attempt, ("response_headers", timeouts.response_headers))
+            };
+            match tokio::time::timeout_at(limit, sender.try_send_request(request)).await {
+                Ok(Ok(response)) => return AttemptResult::Response(response, sender),
+                Ok(Err(mut e)) => match e.take_message() {
+                    // Never written: a pooled connection that died while idle. Resend on another.
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        continue;
+                    }
+                    unsent => {
+                        let kind = if unsent.is_some() { FailureKind::Connect } else { FailureKind::Broken };
+                        return AttemptResult::Failed { kind, message: describe(e.error()), unsent };
+                    }
+                },
+                Err(_) => {
+                    return AttemptResult::Failed {
+                        kind: FailureKind::Timeout,
+                        message: format!("{} timeout ({})", which.0, humantime_duration(which.1)),
+                        unsent: None,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Turn a backend response into the client's response.
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        self: &Rc<Self>,
+        response: Response<Incoming>,
+        sender: Sender,
+        guard: InFlightGuard,
+        addr: &str,
+        idle: Duration,
+        request_id: &HeaderValue,
+        ctx: &mut Attempts<'_>,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        if !parts.headers.contains_key(&X_REQUEST_ID) {
+            parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        }
+        ctx.explain_headers(&mut parts.headers);
+        let ret = ReturnTo {
+            worker: Rc::clone(self),
+            addr: addr.to_string(),
+            sender,
+            expires: now_nanos().saturating_add(idle.as_nanos() as u64),
+        };
+        Response::from_parts(parts, ProxyBody::upstream(body, guard, ret))
+    }
+}
+
+/// What the access log wants to know about a forwarded request.
+#[derive(Debug, Default)]
+struct Forwarded {
+    upstream: Option<String>,
+    backend: Option<String>,
+    attempts: u32,
+}
+
+enum AttemptResult {
+    Response(Response<Incoming>, Sender),
+    Failed { kind: FailureKind, message: String, unsent: Option<Request<UpstreamBody>> },
+}
+
+/// The bookkeeping of one request's attempts.
+struct Attempts<'a> {
+    upstream: &'a Upstream,
+    state: &'a UpstreamState,
+    metrics: &'a Metrics,
+    /// Backends this request tried or skipped: the next pick excludes them.
+    tried: Vec<usize>,
+    explain: Option<Explain>,
+    /// Why each retry happened (explain only).
+    retries: Vec<String>,
+    attempts: u32,
+    last_backend: Option<usize>,
+    /// The answer we would give if the retry finds no other backend.
+    last_failure: Option<(StatusCode, String)>,
+}
+
+impl Attempts<'_> {
+    fn observe(&self, index: usize, outcome: Outcome, now: Nanos) {
+        if let Some(config) = &self.upstream.config.outlier_detection {
+            outlier::observe(config, self.upstream, self.state, index, outcome, now);
+        }
+    }
+
+    /// Is there budget for one more try? Counts the refusal when not.
+    fn may_retry(&self, now: Nanos) -> bool {
+        if self.upstream.budget.try_withdraw(now) {
+            true
+        } else {
+            self.metrics.record_retry_budget_exhausted(&self.upstream.name);
+            false
+        }
+    }
+
+    fn retry(&mut self, index: usize, why: String) {
+        self.metrics.record_retry(&self.upstream.name);
+        self.tried.push(index);
+        if self.explain.is_some() {
+            self.retries.push(why);
+        }
+    }
+
+    fn no_backend(&mut self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        if let Some((status, body)) = self.last_failure.take() {
+            // A retry found no other backend to try: the client gets the last failure.
+            return self.error(status, body, request_id);
+        }
+        self.metrics.record_no_backend(&self.upstream.name);
+        let msg = format!("no healthy backend for upstream {}\n", self.upstream.name);
+        self.error(StatusCode::SERVICE_UNAVAILABLE, msg, request_id)
+    }
+
+    fn internal(&mut self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        self.error(StatusCode::BAD_GATEWAY, "internal error: request could not be rebuilt\n".into(), request_id)
+    }
+
+    fn error(&mut self, status: StatusCode, body: String, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let mut response = error_response(status, body, request_id);
+        self.explain_headers(response.headers_mut());
+        response
+    }
+
+    fn explain_headers(&mut self, headers: &mut HeaderMap) {
+        let Some(explain) = self.explain.take() else { return };
+        let set = &self.state.set;
+        let addr = |i: usize| set.get(i).map_or("?", |b| b.addr());
+        let mut put = |name: &HeaderName, value: String| {
+            // Reasons are ours and ASCII, but a backend address from the config could in theory hold
+            // anything; a header we cannot encode is left out rather than failing the response.
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name.clone(), v);
+            }
+        };
+        if let Some(i) = self.last_backend {
+            put(&X_LB_BACKEND, addr(i).to_string());
+        }
+        put(&X_LB_ALGORITHM, self.upstream.config.algorithm.name().to_string());
+        put(&X_LB_REASON, explain.reason.clone());
+        if !explain.skipped.is_empty() {
+            let skipped: Vec<String> = explain.skipped.iter().map(|(i, why)| format!("{}={why}", addr(*i))).collect();
+            put(&X_LB_SKIPPED, skipped.join(", "));
+        }
+        put(&X_LB_ATTEMPTS, self.attempts.to_string());
+        if !self.retries.is_empty() {
+            put(&X_LB_RETRY, self.retries.join("; "));
+        }
+    }
+}
+
+fn rebuild((method, uri, headers): &(Method, Uri, HeaderMap)) -> Request<UpstreamBody> {
+    let mut request = Request::new(Either::Right(Empty::new()));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    *request.headers_mut() = headers.clone();
+    request
+}
+
+/// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set, hop-by-hop removed.
+fn add_forwarding_headers(headers: &mut HeaderMap, client: IpAddr) {
+    strip_hop_by_hop(headers);
+    let ip = match client {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {ip}"),
+        None => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+}
+
+/// A plain-text error answer.
+pub fn error_response(status: StatusCode, body: String, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    response
+}
+
+/// A hyper error in words a client can act on: "connection refused", "connection closed before the
+/// response", not hyper's debug chain.
+fn describe(e: &hyper::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.to_string();
+        }
+        source = s.source();
+    }
+    if e.is_incomplete_message() {
+        "connection closed before the response was complete".to_string()
+    } else if e.is_canceled() || e.is_closed() {
+        "connection closed".to_string()
+    } else {
+        e.to_string()
+    }
+}
+
+fn humantime_duration(d: Duration) -> String {
+    humantime_serde::re::humantime::format_duration(d).to_string()
+}
+
+/// The request as the hash-key extractors see it.
+struct RequestKeys<'a> {
+    headers: &'a HeaderMap,
+    uri: &'a Uri,
+    client: IpAddr,
+}
+
+impl KeySource for RequestKeys<'_> {
+    fn client_ip(&self) -> Option<IpAddr> {
+        Some(self.client)
+    }
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.get(name).map(|v| v.as_bytes())
+    }
+    fn path(&self) -> &str {
+        self.uri.path()
+    }
+    fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+}
+
+/// Where a finished response's connection goes back to.
+struct ReturnTo {
+    worker: Rc<Worker>,
+    addr: String,
+    sender: Sender,
+    expires: Nanos,
+}
+
+/// The response body the client receives: the backend's body streamed frame by frame, holding the
+/// in-flight guard and the pooled connection until it ends; or a short error text.
+pub struct ProxyBody {
+    inner: Inner,
+}
+
+enum Inner {
+    Upstream { body: Incoming, hold: Option<(InFlightGuard, ReturnTo)> },
+    Full(Option<Bytes>),
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner {
+            Inner::Upstream { hold, .. } => f.debug_struct("ProxyBody::Upstream").field("open", &hold.is_some()).finish(),
+            Inner::Full(b) => f.debug_tuple("ProxyBody::Full").field(b).finish(),
+        }
+    }
+}
+
+impl ProxyBody {
+    fn upstream(body: Incoming, guard: InFlightGuard, ret: ReturnTo) -> Self {
+        let mut this = ProxyBody { inner: Inner::Upstream { body, hold: Some((guard, ret)) } };
+        // A response with no body (HEAD, 204, 304) may never be polled: finish now.
+        if let Inner::Upstream { body, hold } = &mut this.inner {
+            if body.is_end_stream() {
+                finish(hold);
+            }
+        }
+        this
+    }
+
+    /// A complete body.
+    pub fn full(bytes: Bytes) -> Self {
+        ProxyBody { inner: Inner::Full(Some(bytes)) }
+    }
+}
+
+/// The response ended cleanly: the connection can carry another request; the backend is free.
+fn finish(hold: &mut Option<(InFlightGuard, ReturnTo)>) {
+    if let Some((guard, ret)) = hold.take() {
+        ret.worker.pool.put(&ret.addr, ret.sender, ret.expires);
+        drop(guard);
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut self.get_mut().inner {
+            Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Upstream { body, hold } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => finish(hold),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => finish(hold),
+                    // A broken body: the connection is not reusable; dropping it closes it, and the
+                    // guard with it.
+                    Poll::Ready(Some(Err(_))) => *hold = None,
+                    _ => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(bytes) => bytes.is_none(),
+            Inner::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Inner::Full(None) => SizeHint::with_exact(0),
+            Inner::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("x-kept", "yes"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.get("x-kept").map(|v| v.as_bytes()), Some(&b"yes"[..]));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("203.0.113.9"));
+        h.insert(header::HOST, HeaderValue::from_static("app.example"));
+        add_forwarding_headers(&mut h, "::ffff:127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])));
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "app.example");
+    }
+}
