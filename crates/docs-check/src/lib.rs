@@ -1,0 +1,362 @@
+//! The docs test: what a lesson tells a learner to run is run, and what it links to exists.
+//!
+//! A lesson that shows `$ cargo run -p toy-backend -- ...` and the output it prints makes a promise.
+//! This crate keeps it: it reads `README.md`, `README.ko.md` and every `docs/**/*.md`, runs each
+//! command of each `console` block in the repository root, compares what it prints with what the page
+//! shows, and checks every relative link, anchor and backticked repository path. The format lesson
+//! authors write to is in `docs/writing-lessons.md`.
+//!
+//! # Layout
+//!
+//! - [`markdown`]: fenced blocks, headings and their GitHub anchors, links, code spans.
+//! - [`console`]: a `console` block's options and its `$ ` commands with their expected output.
+//! - [`matcher`]: expected against actual output, with `...` and `[..]`; the short diff on failure.
+//! - [`cargo_run`]: `cargo run -p PKG -- ARGS` rewritten to the built binary.
+//! - [`runner`]: `bash -c` with a timeout, process groups, background services, waiting for ports.
+//! - [`links`]: relative links, anchors, repository paths in backticks.
+//! - this file: the walk over the files and the report ([`check_files`], [`Report`]).
+//!
+//! `src/main.rs` is the `docs-check` command; `tests/lessons.rs` runs the same check over the
+//! repository under `cargo nextest run --workspace`.
+
+pub mod cargo_run;
+pub mod console;
+pub mod links;
+pub mod markdown;
+pub mod matcher;
+pub mod runner;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::console::{Command, ConsoleBlock};
+use crate::markdown::Document;
+use crate::runner::{Background, Environment};
+
+/// How many lines of a failed command's stderr a report shows.
+const STDERR_LINES: usize = 20;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+/// What to check and for how long.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Check links and paths only; run no command.
+    pub links_only: bool,
+    /// Stop starting commands after this instant; files not reached are reported as not checked.
+    pub deadline: Option<Instant>,
+    /// Print each command to stderr before running it.
+    pub verbose: bool,
+}
+
+/// One problem, where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub file: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message.replace('\n', "\n    "))
+    }
+}
+
+/// The result for one Markdown file.
+#[derive(Debug, Clone, Default)]
+pub struct FileReport {
+    /// The path relative to the repository root.
+    pub file: String,
+    pub passed: usize,
+    pub failed: usize,
+    /// Commands after a failure (their state is unknown, running them would only add noise) or past
+    /// the time limit.
+    pub not_run: usize,
+    /// Commands in `console,ignore` blocks.
+    pub skipped: usize,
+    pub broken_links: usize,
+    pub links_only: bool,
+    pub failures: Vec<Failure>,
+}
+
+impl FileReport {
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// `docs/lessons/weights.md: 4 commands passed, 1 skipped, links ok`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if self.links_only {
+            parts.push(format!(
+                "{} commands not run (--links-only)",
+                self.passed + self.not_run + self.skipped
+            ));
+        } else {
+            parts.push(format!("{} commands passed", self.passed));
+            if self.failed > 0 {
+                parts.push(format!("{} failed", self.failed));
+            }
+            if self.not_run > 0 {
+                parts.push(format!("{} not run", self.not_run));
+            }
+            parts.push(format!("{} skipped", self.skipped));
+        }
+        parts.push(match self.broken_links {
+            0 => "links ok".to_string(),
+            1 => "1 broken link".to_string(),
+            n => format!("{n} broken links"),
+        });
+        format!("{}: {}", self.file, parts.join(", "))
+    }
+}
+
+/// The result for a set of files.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub files: Vec<FileReport>,
+    /// Set when the deadline stopped the check: what was cut short.
+    pub time_limit: Option<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.time_limit.is_none() && self.files.iter().all(FileReport::ok)
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &Failure> {
+        self.files.iter().flat_map(|f| &f.failures)
+    }
+
+    /// `N passed, M failed`, counting files.
+    pub fn final_line(&self) -> String {
+        let passed = self.files.iter().filter(|f| f.ok()).count();
+        format!("{passed} passed, {} failed", self.files.len() - passed)
+    }
+}
+
+/// The files the docs test reads: `README.md`, `README.ko.md` (when present) and `docs/**/*.md`,
+/// in that order, the docs sorted by path.
+pub fn lesson_files(root: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut files: Vec<PathBuf> =
+        ["README.md", "README.ko.md"].iter().map(|name| root.join(name)).filter(|p| p.is_file()).collect();
+    let mut docs = Vec::new();
+    collect_markdown(&root.join("docs"), &mut docs)?;
+    docs.sort();
+    files.extend(docs);
+    Ok(files)
+}
+
+fn collect_markdown(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let entries = fs::read_dir(dir).map_err(|source| Error::Read { path: dir.to_path_buf(), source })?;
+    for entry in entries {
+        let path = entry.map_err(|source| Error::Read { path: dir.to_path_buf(), source })?.path();
+        if path.is_dir() {
+            collect_markdown(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "md") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Checks `files` (paths inside `root`) one after another, calling `on_file` as each one finishes.
+/// Files run in sequence because lessons share ports such as 8080; a file's background services are
+/// stopped before the next file starts.
+pub fn check_files(
+    root: &Path,
+    files: &[PathBuf],
+    options: &Options,
+    mut on_file: impl FnMut(&FileReport),
+) -> Report {
+    let env = Environment::new(root);
+    let mut anchors = HashMap::new();
+    let mut report = Report::default();
+    for (index, file) in files.iter().enumerate() {
+        if options.deadline.is_some_and(|d| Instant::now() >= d) {
+            let rest: Vec<String> = files[index..].iter().map(|f| relative(root, f)).collect();
+            report.time_limit = Some(format!("time limit reached; not checked: {}", rest.join(", ")));
+            break;
+        }
+        let file_report = check_file(&env, file, options, &mut anchors);
+        on_file(&file_report);
+        let cut_short = file_report.not_run > 0 && options.deadline.is_some_and(|d| Instant::now() >= d);
+        report.files.push(file_report);
+        if cut_short {
+            let rest: Vec<String> = files[index..].iter().map(|f| relative(root, f)).collect();
+            report.time_limit = Some(format!("time limit reached in {}", rest.join(", ")));
+            break;
+        }
+    }
+    report
+}
+
+fn check_file(
+    env: &Environment,
+    file: &Path,
+    options: &Options,
+    anchors: &mut HashMap<PathBuf, Vec<String>>,
+) -> FileReport {
+    let name = relative(&env.root, file);
+    let mut report =
+        FileReport { file: name.clone(), links_only: options.links_only, ..FileReport::default() };
+    let fail = |report: &mut FileReport, line: usize, message: String| {
+        report.failures.push(Failure { file: name.clone(), line, message });
+    };
+    let text = match fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            fail(&mut report, 0, format!("cannot read: {e}"));
+            return report;
+        }
+    };
+    let doc = Document::parse(&text);
+    for broken in links::check(&env.root, file, &doc, anchors) {
+        report.broken_links += 1;
+        fail(&mut report, broken.line, broken.message);
+    }
+    let mut blocks = Vec::new();
+    let mut malformed = false;
+    for parsed in doc.fences.iter().filter_map(console::parse_block) {
+        match parsed {
+            Ok(block) => blocks.push(block),
+            Err(error) => {
+                malformed = true;
+                report.failed += 1;
+                fail(&mut report, error.line, format!("malformed console block: {}", error.message));
+            }
+        }
+    }
+    let count = |block: &ConsoleBlock| block.commands.len();
+    report.skipped = blocks.iter().filter(|b| b.options.ignore).map(count).sum();
+    let runnable: Vec<&ConsoleBlock> = blocks.iter().filter(|b| !b.options.ignore).collect();
+    if options.links_only || malformed {
+        report.not_run = runnable.iter().map(|b| count(b)).sum();
+        return report;
+    }
+    let mut services: Vec<Background> = Vec::new();
+    let mut stopped = false;
+    for block in runnable {
+        if stopped {
+            report.not_run += count(block);
+            continue;
+        }
+        match run_block(env, block, options, &mut services) {
+            Ok(passed) => report.passed += passed,
+            Err((passed, line, message)) => {
+                report.passed += passed;
+                report.failed += 1;
+                report.not_run += count(block) - passed - 1;
+                fail(&mut report, line, message);
+                stopped = true;
+            }
+        }
+    }
+    for service in services {
+        service.stop();
+    }
+    report
+}
+
+/// Runs one block; `Ok(commands passed)` or `Err((commands passed, line, why))` at the first failure.
+fn run_block(
+    env: &Environment,
+    block: &ConsoleBlock,
+    options: &Options,
+    services: &mut Vec<Background>,
+) -> Result<usize, (usize, usize, String)> {
+    let last_background = block.commands.iter().rposition(|c| c.background);
+    let wait = |services: &mut Vec<Background>, line: usize| -> Result<(), (usize, usize, String)> {
+        if block.options.wait.is_empty() {
+            return Ok(());
+        }
+        let deadline = options.deadline.unwrap_or_else(|| Instant::now() + runner::PORT_WAIT);
+        runner::wait_for_ports(&block.options.wait, services, deadline).map(|_| ()).map_err(|e| (0, line, e))
+    };
+    if last_background.is_none() {
+        wait(services, block.line)?;
+    }
+    for (index, command) in block.commands.iter().enumerate() {
+        let at_failure = |message: String| (index, command.line, format!("`$ {}`\n{message}", command.text));
+        if options.verbose {
+            eprintln!("  line {}: $ {}", command.line, command.text);
+        }
+        let mut timeout = block.options.timeout;
+        if let Some(deadline) = options.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(at_failure("not run: the time limit was reached".to_string()));
+            }
+            timeout = timeout.min(left);
+        }
+        if command.background {
+            services.push(Background::start(env, &command.text, command.line).map_err(at_failure)?);
+            if Some(index) == last_background {
+                wait(services, command.line).map_err(|(_, _, e)| at_failure(e))?;
+            }
+            continue;
+        }
+        let expected_status = if index + 1 == block.commands.len() { block.options.exit } else { 0 };
+        let outcome = runner::run(env, &command.text, timeout).map_err(at_failure)?;
+        if let Some(problem) = judge(command, &outcome, expected_status, timeout) {
+            let mut message = problem;
+            let stderr = outcome.stderr.trim_end();
+            if !stderr.is_empty() {
+                message.push_str(&format!("\nstderr:\n{}", runner::tail(stderr, STDERR_LINES)));
+            }
+            for service in services.iter_mut() {
+                if let Some(how) = service.exited() {
+                    message.push_str(&format!(
+                        "\nnote: the background command at line {} (`{}`) {how}",
+                        service.line, service.text
+                    ));
+                }
+            }
+            return Err(at_failure(message));
+        }
+    }
+    Ok(block.commands.len())
+}
+
+/// `None` if the command did what the lesson says, else what differs.
+fn judge(
+    command: &Command,
+    outcome: &runner::Outcome,
+    expected_status: i32,
+    timeout: Duration,
+) -> Option<String> {
+    let mut problems = Vec::new();
+    if outcome.timed_out {
+        problems.push(format!(
+            "timed out after {} s and was killed (a slow command can say `console,timeout=SECONDS`; \
+             a service must end with ` &`)",
+            timeout.as_secs_f32()
+        ));
+    } else if outcome.status != expected_status {
+        problems.push(format!("exit status {} (expected {expected_status})", outcome.status));
+    }
+    if !matcher::output_matches(&command.expected, &outcome.stdout) {
+        problems.push(format!(
+            "output differs (- in the lesson, + printed):\n{}",
+            matcher::diff(&command.expected, &outcome.stdout)
+        ));
+    }
+    (!problems.is_empty()).then(|| problems.join("\n"))
+}
+
+fn relative(root: &Path, file: &Path) -> String {
+    file.strip_prefix(root).unwrap_or(file).display().to_string()
+}
