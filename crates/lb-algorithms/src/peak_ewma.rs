@@ -112,12 +112,18 @@ impl PeakEwmaBalancer {
         mean
     }
 
-    /// Expected wait: `latency x (in_flight + 1)^bias / effective_weight`; lower is better.
+    /// Expected wait, `latency x (in_flight + 1)^bias`, still to be divided by the effective weight
+    /// (see [`Self::weight`]); lower is better.
     #[inline]
-    fn cost(&self, i: usize, latency: f64, now: Nanos) -> f64 {
+    fn cost(&self, i: usize, latency: f64) -> f64 {
         let active = self.set.backends()[i].in_flight() as f64 + 1.0;
-        let load = if self.bias == 1.0 { active } else { active.powf(self.bias) };
-        if self.equal_weights { latency * load } else { latency * load / self.set.effective_weight(i, now) }
+        latency * if self.bias == 1.0 { active } else { active.powf(self.bias) }
+    }
+
+    /// The divisor of the cost: 1 when every weight is equal and nothing ramps.
+    #[inline]
+    fn weight(&self, i: usize, now: Nanos) -> f64 {
+        if self.equal_weights { 1.0 } else { self.set.effective_weight(i, now) }
     }
 }
 
@@ -141,8 +147,10 @@ impl Balancer for PeakEwmaBalancer {
         let now = req.now;
         let (la, measured_a) = self.latency(a, now);
         let (lb, measured_b) = self.latency(b, now);
-        let (ca, cb) = (self.cost(a, la, now), self.cost(b, lb, now));
-        let winner = if cb < ca { b } else { a };
+        let (ca, cb) = (self.cost(a, la), self.cost(b, lb));
+        let (wa, wb) = (self.weight(a, now), self.weight(b, now));
+        // ca / wa versus cb / wb, by cross-multiplication: no division on the pick.
+        let winner = if cb * wa < ca * wb { b } else { a };
         if let Some(e) = explain {
             let backends = self.set.backends();
             let describe = |i: usize, latency: f64, measured: bool, cost: f64| {
@@ -156,9 +164,9 @@ impl Balancer for PeakEwmaBalancer {
                 )
             };
             let (w, l) = if winner == a {
-                (describe(a, la, measured_a, ca), describe(b, lb, measured_b, cb))
+                (describe(a, la, measured_a, ca / wa), describe(b, lb, measured_b, cb / wb))
             } else {
-                (describe(b, lb, measured_b, cb), describe(a, la, measured_a, ca))
+                (describe(b, lb, measured_b, cb / wb), describe(a, la, measured_a, ca / wa))
             };
             e.reason = format!("peak-ewma: {w} beat {l}");
         }

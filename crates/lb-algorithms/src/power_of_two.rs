@@ -64,18 +64,22 @@ impl PowerOfTwo {
         PowerOfTwo { set, rng: Rng::seeded(options.seed), bias: options.active_request_bias, equal_weights }
     }
 
-    /// Envoy's score: `effective_weight / (in_flight + 1)^bias`, higher is better.
+    /// Does `b` beat `a` on Envoy's score `effective_weight / (in_flight + 1)^bias` (higher is better)?
+    /// Compared by cross-multiplication, `w_b x load_a > w_a x load_b`, to keep divisions off the pick.
     #[inline]
-    fn score(&self, i: usize, now: u64) -> f64 {
-        let active = self.set.backends()[i].in_flight() as f64 + 1.0;
-        let weight = self.set.effective_weight(i, now);
-        if self.bias == 1.0 {
-            weight / active
-        } else if self.bias == 0.0 {
-            weight
-        } else {
-            weight / active.powf(self.bias)
-        }
+    fn b_scores_higher(&self, a: usize, b: usize, now: u64) -> bool {
+        let backends = self.set.backends();
+        let load = |i: usize| {
+            let active = backends[i].in_flight() as f64 + 1.0;
+            if self.bias == 1.0 {
+                active
+            } else if self.bias == 0.0 {
+                1.0
+            } else {
+                active.powf(self.bias)
+            }
+        };
+        self.set.effective_weight(b, now) * load(a) > self.set.effective_weight(a, now) * load(b)
     }
 }
 
@@ -97,22 +101,31 @@ pub(crate) fn two_candidates(
             e.skip(i, why);
         }
     };
+    // One 64-bit draw gives both candidates: the high half of `r x n` is the first (Lemire's
+    // multiply-shift), and the low half is a fresh uniform number for the second. Each draw is an
+    // atomic read-modify-write on the shared RNG, the dearest step of a pick, so this saves one.
     let mut first = None;
     for _ in 0..TRIES {
-        let i = rng.below(n);
+        let m = u128::from(rng.next_u64()) * n as u128;
+        let i = (m >> 64) as usize;
         match unavailable(set, panic, i, req) {
             None => {
-                first = Some(i);
+                first = Some((i, m as u64));
                 break;
             }
             Some(why) => note(i, why),
         }
     }
-    let Some(a) = first else { return sample_scan(set, panic, rng, req, None) };
+    let Some((a, mut spare)) = first else { return sample_scan(set, panic, rng, req, None) };
     if n > 1 {
-        for _ in 0..TRIES {
-            // Uniform over the other n - 1 backends: a distinct second candidate in one draw.
-            let j = (a + 1 + rng.below(n - 1)) % n;
+        for attempt in 0..TRIES {
+            let bits = if attempt == 0 { spare } else { rng.next_u64() };
+            spare = 0;
+            // Uniform over the other n - 1 backends: a distinct second candidate, without a division.
+            let mut j = a + 1 + ((u128::from(bits) * (n - 1) as u128) >> 64) as usize;
+            if j >= n {
+                j -= n;
+            }
             match unavailable(set, panic, j, req) {
                 None => return Some((a, Some(j))),
                 Some(why) => note(j, why),
@@ -182,7 +195,7 @@ impl Balancer for PowerOfTwo {
         let b_wins = if self.equal_weights {
             backends[b].in_flight() < backends[a].in_flight()
         } else {
-            self.score(b, req.now) > self.score(a, req.now)
+            self.b_scores_higher(a, b, req.now)
         };
         let (winner, loser) = if b_wins { (b, a) } else { (a, b) };
         if let Some(e) = explain {
