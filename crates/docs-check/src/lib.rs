@@ -186,6 +186,9 @@ pub fn check_files(
     let mut anchors = HashMap::new();
     let mut report = Report::default();
     for (index, file) in files.iter().enumerate() {
+        if runner::interrupted() {
+            break;
+        }
         if options.deadline.is_some_and(|d| Instant::now() >= d) {
             let rest: Vec<String> = files[index..].iter().map(|f| relative(root, f)).collect();
             report.time_limit = Some(format!("time limit reached; not checked: {}", rest.join(", ")));
@@ -250,7 +253,7 @@ fn check_file(
     let mut services: Vec<Background> = Vec::new();
     let mut stopped = false;
     for block in runnable {
-        if stopped {
+        if stopped || runner::interrupted() {
             report.not_run += count(block);
             continue;
         }

@@ -35,6 +35,15 @@ struct Args {
 
 fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    // Commands run in their own process groups, so the terminal's Ctrl-C does not reach them; catch it
+    // here and let the checker stop them, background services included, before exiting.
+    std::thread::spawn(|| {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+            eprintln!("interrupted: stopping the commands that are running");
+            docs_check::runner::interrupt();
+        }
+    });
     let root = repository_root()?;
     let files = if args.files.is_empty() {
         lesson_files(&root)?
@@ -64,6 +73,9 @@ fn main() -> anyhow::Result<ExitCode> {
         println!("{limit}");
     }
     println!("{}", report.final_line());
+    if docs_check::runner::interrupted() {
+        return Ok(ExitCode::from(130));
+    }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -21,6 +21,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -36,6 +37,19 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long `wait=HOST:PORT` waits for a port at most.
 pub const PORT_WAIT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(10);
+
+/// Set by [`interrupt`]: every wait in this module gives up, so the caller can stop the background
+/// services it started. They live in their own process groups, out of reach of the terminal's Ctrl-C.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Stops what is running as soon as possible (the `docs-check` binary calls this on Ctrl-C).
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 /// Where commands run and which binaries they find.
 #[derive(Debug, Clone)]
@@ -101,6 +115,11 @@ pub fn run(env: &Environment, text: &str, timeout: Duration) -> Result<Outcome, 
     let (status, timed_out) = loop {
         match child.try_wait() {
             Ok(Some(status)) => break (status, false),
+            Ok(None) if interrupted() => {
+                signal_group(&child, Signal::KILL);
+                let _ = child.wait();
+                return Err("interrupted".to_string());
+            }
             Ok(None) if Instant::now() >= deadline => {
                 signal_group(&child, Signal::KILL);
                 match child.wait() {
@@ -198,6 +217,9 @@ pub fn wait_for_ports(
                         service.line, service.text
                     ));
                 }
+            }
+            if interrupted() {
+                return Err("interrupted".to_string());
             }
             if Instant::now() >= deadline {
                 return Err(format!(
