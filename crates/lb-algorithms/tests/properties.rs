@@ -84,7 +84,8 @@ proptest! {
             for round in 0..20 {
                 let req = PickRequest::new(f.now + round).with_key(f.key).excluding(&f.exclude);
                 let mut explain = Explain::default();
-                let picked = if round % 2 == 0 { b.pick(&req, None) } else { b.pick(&req, Some(&mut explain)) };
+                let explain_this = round % 2 == 1;
+                let picked = b.pick(&req, explain_this.then_some(&mut explain));
                 let a = b.algorithm();
                 match picked {
                     Some(i) => {
@@ -97,7 +98,7 @@ proptest! {
                     }
                     None => prop_assert!(!available, "{a}: None although a backend was available"),
                 }
-                if round % 2 == 1 && picked.is_some() {
+                if explain_this && picked.is_some() {
                     prop_assert!(!explain.reason.is_empty(), "{a}: asked to explain, said nothing");
                 }
             }
