@@ -262,7 +262,7 @@ fn check_file(
             Err((passed, line, message)) => {
                 report.passed += passed;
                 report.failed += 1;
-                report.not_run += count(block) - passed - 1;
+                report.not_run += count(block).saturating_sub(passed + 1);
                 fail(&mut report, line, message);
                 stopped = true;
             }

@@ -175,7 +175,7 @@ impl Background {
         }
     }
 
-    /// SIGTERM to the service's process group, SIGKILL after [`STOP_GRACE`] if any of it is still up.
+    /// SIGTERM to the service's process group, SIGKILL after 5 s if any of it is still up.
     pub fn stop(mut self) {
         signal_group(&self.child, Signal::TERM);
         let deadline = Instant::now() + STOP_GRACE;
