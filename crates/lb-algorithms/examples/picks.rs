@@ -1,4 +1,5 @@
-//! Watch an algorithm pick: the picks as letters on one line, then a count per backend.
+//! Watch an algorithm pick: the picks as letters on one line, a count per backend, and the most requests
+//! each backend held at once (`peak`).
 //!
 //! Run with `cargo run -p lb-algorithms --example picks -- weighted-round-robin --weights 5,1,1 --picks 14`
 //!
@@ -97,6 +98,7 @@ fn main() -> ExitCode {
     let mut in_flight: VecDeque<(u64, InFlightGuard)> = VecDeque::new();
     let mut picks = String::new();
     let mut counts = vec![0usize; n];
+    let mut peak = vec![0u64; n];
     for k in 0..args.picks {
         let now = (k as u64 + 1) * MS;
         // Complete what is due (each guard records its latency, then drops).
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
                 picks.push(letter(i));
                 counts[i] += 1;
                 in_flight.extend(set.start(i, now).map(|g| (now + latency(i), g)));
+                peak[i] = peak[i].max(set.backends()[i].in_flight());
             }
             None => picks.push('-'),
         }
@@ -125,5 +128,7 @@ fn main() -> ExitCode {
     println!("{}", picks.trim_end());
     let summary: Vec<String> = counts.iter().enumerate().map(|(i, c)| format!("{}={c}", letter(i))).collect();
     println!("{}", summary.join(" "));
+    let peaks: Vec<String> = peak.iter().enumerate().map(|(i, p)| format!("{}={p}", letter(i))).collect();
+    println!("peak in flight: {}", peaks.join(" "));
     ExitCode::SUCCESS
 }
