@@ -1,0 +1,658 @@
+//! Metrics: counters the request path bumps with relaxed atomics, rendered as Prometheus text on demand.
+//!
+//! # Two halves
+//!
+//! A proxy handles tens of thousands of requests a second on each core; Prometheus scrapes it every 15
+//! seconds or so. So the work is split accordingly:
+//!
+//! - **Recording** (every request) must cost a handful of nanoseconds: a few `fetch_add(1, Relaxed)` on
+//!   atomics that already exist. No lock, no allocation, no hashing of label values. That is why the
+//!   per-backend counters live in a [`BackendStats`] that the proxy already holds (it sits in
+//!   `UpstreamState::stats`, at the same index as the backend in the set), instead of in a map keyed by
+//!   `(upstream, backend, code)` as a generic metrics library would keep them.
+//! - **Rendering** (every scrape) may be slow and allocate freely: it walks every upstream and backend,
+//!   formats the text, and reads the live gauges (in-flight, health) straight from the backend sets, so
+//!   they are never stale and cost nothing to keep.
+//!
+//! `Relaxed` is enough because every counter is independent: nobody reads two of them expecting an order
+//! between them, and a scrape that sees a count one request behind is still a correct scrape.
+//!
+//! # Names
+//!
+//! Prometheus conventions: an `lb_` prefix, base units in the name (`_seconds`, `_bytes`), `_total` on
+//! counters, and labels for the dimensions (`upstream`, `backend`, `code`, `kind`). The text follows the
+//! exposition format 0.0.4: `# HELP` and `# TYPE` before each family, then `name{labels} value` lines,
+//! label values escaped (`\\`, `\"`, `\n`).
+//!
+//! Status codes: the common ones are counted one by one; any other code is counted with its class and
+//! shown as `code="2xx"`, `code="5xx"`, and so on, so a backend answering odd codes cannot grow the
+//! number of series without bound. A query such as `sum by (code) (rate(lb_requests_total[1m]))` works
+//! the same either way.
+//!
+//! The latency histogram uses fixed buckets from 0.5 ms to 10 s (the shape of Prometheus client
+//! defaults, with finer steps at the low end where a proxy on a LAN lives). Each observation increments
+//! one bucket; the cumulative counts Prometheus expects are summed at render time.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use lb_algorithms::{Health, now_nanos};
+
+use crate::upstream::{Upstream, Upstreams};
+
+/// Upper bounds of the latency histogram buckets, in seconds (the `le` label).
+pub const BUCKETS_SECONDS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The same bounds in nanoseconds, for the comparison on the request path (integers, no float math).
+const BUCKETS_NANOS: [u64; 14] = [
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Status codes counted one by one; every other code is counted by its class only.
+pub const COMMON_CODES: [u16; 16] =
+    [200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 429, 499, 500, 502, 503, 504];
+
+/// Why an attempt to a backend produced no HTTP response at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The TCP connection could not be made (refused, unreachable, connect timeout).
+    Connect,
+    /// The backend did not answer in time.
+    Timeout,
+    /// The connection broke mid-request or mid-response (reset, closed early, malformed response).
+    Broken,
+}
+
+impl FailureKind {
+    /// Every kind, in the order they are stored and rendered.
+    pub const ALL: [FailureKind; 3] = [FailureKind::Connect, FailureKind::Timeout, FailureKind::Broken];
+
+    /// The `kind` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Broken => "broken",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Per-backend counters and the outlier-detection state of one backend.
+///
+/// Everything is an atomic so the proxy's threads share one `Arc<BackendStats>` with no lock. The owner
+/// (`Upstream`) keeps the same `Arc` across backend-list rebuilds for every backend whose address stays,
+/// so counters never reset because an unrelated backend was added.
+#[derive(Debug)]
+pub struct BackendStats {
+    addr: String,
+    /// Responses by the first digit of the status: index 1..=5 (0 collects anything out of range).
+    by_class: [AtomicU64; 6],
+    /// Responses per code in [`COMMON_CODES`], same order.
+    by_code: [AtomicU64; COMMON_CODES.len()],
+    failures: [AtomicU64; 3],
+    /// Histogram: non-cumulative counts per bucket, the last slot is `+Inf`.
+    buckets: [AtomicU64; BUCKETS_NANOS.len() + 1],
+    latency_sum_nanos: AtomicU64,
+    // Outlier detection (see `outlier.rs`, which owns the meaning of these).
+    pub(crate) consecutive_failures: AtomicU32,
+    /// When the current ejection ends (nanoseconds on the `now_nanos` clock), 0 when not ejected.
+    pub(crate) ejected_until: AtomicU64,
+    /// The multiplier of the base ejection time: ejections since the backend last stayed clean.
+    pub(crate) ejection_level: AtomicU32,
+    /// When the backend last came back from an ejection (0: never).
+    pub(crate) returned_at: AtomicU64,
+    ejections: AtomicU64,
+}
+
+impl BackendStats {
+    /// Fresh, zeroed counters for the backend at `addr`.
+    pub fn new(addr: &str) -> Self {
+        BackendStats {
+            addr: addr.to_string(),
+            by_class: Default::default(),
+            by_code: Default::default(),
+            failures: Default::default(),
+            buckets: Default::default(),
+            latency_sum_nanos: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejection_level: AtomicU32::new(0),
+            returned_at: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
+        }
+    }
+
+    /// The backend's address, as configured.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Count one response. Called by [`Metrics::record_response`].
+    #[inline]
+    pub fn record_response(&self, status: u16, elapsed: Duration) {
+        let class = usize::from(status / 100);
+        self.by_class[if (1..=5).contains(&class) { class } else { 0 }].fetch_add(1, Relaxed);
+        // A linear scan of 16 small integers beats a hash and compiles to a few compares.
+        if let Some(i) = COMMON_CODES.iter().position(|&c| c == status) {
+            self.by_code[i].fetch_add(1, Relaxed);
+        }
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKETS_NANOS.iter().position(|&b| nanos <= b).unwrap_or(BUCKETS_NANOS.len());
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.latency_sum_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    /// Count one attempt that got no response.
+    #[inline]
+    pub fn record_failure(&self, kind: FailureKind) {
+        self.failures[kind.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Responses of any status.
+    pub fn requests(&self) -> u64 {
+        self.by_class.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Responses with this exact status: exact for [`COMMON_CODES`], `None` for others (they are only
+    /// counted by class, see [`BackendStats::requests_in_class`]).
+    pub fn requests_with_code(&self, status: u16) -> Option<u64> {
+        COMMON_CODES.iter().position(|&c| c == status).map(|i| self.by_code[i].load(Relaxed))
+    }
+
+    /// Responses whose status starts with `class` (1 to 5).
+    pub fn requests_in_class(&self, class: u8) -> u64 {
+        self.by_class.get(usize::from(class)).map_or(0, |c| c.load(Relaxed))
+    }
+
+    /// Attempts that failed this way.
+    pub fn failures(&self, kind: FailureKind) -> u64 {
+        self.failures[kind.index()].load(Relaxed)
+    }
+
+    /// Failures (of any kind, or 5xx responses as reported to outlier detection) in a row so far.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Relaxed)
+    }
+
+    /// How many times outlier detection has ejected this backend.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Relaxed)
+    }
+
+    pub(crate) fn count_ejection(&self) {
+        self.ejections.fetch_add(1, Relaxed);
+    }
+
+    /// When the current ejection ends, if the backend is ejected.
+    pub fn ejected_until(&self) -> Option<u64> {
+        match self.ejected_until.load(Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Sum of all recorded latencies.
+    pub fn latency_sum(&self) -> Duration {
+        Duration::from_nanos(self.latency_sum_nanos.load(Relaxed))
+    }
+}
+
+/// Per-upstream counters that have no backend (retries, the retry budget, "no backend" answers).
+#[derive(Debug)]
+struct UpstreamCounters {
+    name: String,
+    retries: AtomicU64,
+    budget_exhausted: AtomicU64,
+    no_backend: AtomicU64,
+}
+
+impl UpstreamCounters {
+    fn new(name: &str) -> Self {
+        UpstreamCounters {
+            name: name.to_string(),
+            retries: AtomicU64::new(0),
+            budget_exhausted: AtomicU64::new(0),
+            no_backend: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The proxy's metrics: the per-upstream counters plus, at render time, every backend's [`BackendStats`].
+///
+/// Upstream groups are fixed by the configuration (only their backends change at run time), so the
+/// per-upstream counters are a plain `Vec` built once; [`Metrics::record_retry`] and friends find theirs
+/// by comparing names, a scan of a few short strings with no hashing or lock.
+#[derive(Debug)]
+pub struct Metrics {
+    upstreams: Vec<UpstreamCounters>,
+    /// Counts for names that were not configured (a bug if it ever moves; shown as `upstream=""`).
+    unknown: UpstreamCounters,
+    started: std::time::SystemTime,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(std::iter::empty::<&str>())
+    }
+}
+
+impl Metrics {
+    /// Metrics for the upstream groups with these names.
+    pub fn new<S: AsRef<str>>(upstream_names: impl IntoIterator<Item = S>) -> Self {
+        Metrics {
+            upstreams: upstream_names.into_iter().map(|n| UpstreamCounters::new(n.as_ref())).collect(),
+            unknown: UpstreamCounters::new(""),
+            started: std::time::SystemTime::now(),
+        }
+    }
+
+    /// Metrics for every group in `upstreams`.
+    pub fn for_upstreams(upstreams: &Upstreams) -> Self {
+        Metrics::new(upstreams.all().iter().map(|u| u.name.as_str()))
+    }
+
+    #[inline]
+    fn counters(&self, upstream: &str) -> &UpstreamCounters {
+        self.upstreams.iter().find(|c| c.name == upstream).unwrap_or(&self.unknown)
+    }
+
+    /// Count a response from a backend (any status: a 500 from the backend is a response; a failure to
+    /// get one is [`Metrics::record_failure`]).
+    #[inline]
+    pub fn record_response(&self, upstream: &Upstream, stats: &BackendStats, status: u16, elapsed: Duration) {
+        // Everything per backend lives in `stats`; per-upstream totals are sums made at render time.
+        let _ = upstream;
+        stats.record_response(status, elapsed);
+    }
+
+    /// Count an attempt that got no response.
+    #[inline]
+    pub fn record_failure(&self, stats: &BackendStats, kind: FailureKind) {
+        stats.record_failure(kind);
+    }
+
+    /// Count a retry (a second or later attempt of one request).
+    #[inline]
+    pub fn record_retry(&self, upstream: &str) {
+        self.counters(upstream).retries.fetch_add(1, Relaxed);
+    }
+
+    /// Count a retry that was not made because the retry budget was spent.
+    #[inline]
+    pub fn record_retry_budget_exhausted(&self, upstream: &str) {
+        self.counters(upstream).budget_exhausted.fetch_add(1, Relaxed);
+    }
+
+    /// Count a request answered 503 because no backend could be picked.
+    #[inline]
+    pub fn record_no_backend(&self, upstream: &str) {
+        self.counters(upstream).no_backend.fetch_add(1, Relaxed);
+    }
+
+    /// Retries counted for `upstream`.
+    pub fn retries(&self, upstream: &str) -> u64 {
+        self.counters(upstream).retries.load(Relaxed)
+    }
+
+    /// "No backend" answers counted for `upstream`.
+    pub fn no_backend(&self, upstream: &str) -> u64 {
+        self.counters(upstream).no_backend.load(Relaxed)
+    }
+
+    /// Everything, in the Prometheus text exposition format 0.0.4
+    /// (`Content-Type: text/plain; version=0.0.4`).
+    pub fn render(&self, upstreams: &Upstreams) -> String {
+        let now = now_nanos();
+        // One snapshot per upstream, so every family below describes the same backend list even if an
+        // operator adds a backend halfway through the scrape.
+        let snapshots: Vec<_> = upstreams.all().iter().map(|u| (u, u.load())).collect();
+        let mut out = String::with_capacity(4096);
+        let mut w = Writer { out: &mut out };
+
+        // For every backend of every upstream: its labels, the upstream, the state and the stats.
+        let each = || {
+            snapshots.iter().flat_map(|(u, state)| {
+                state.set.backends().iter().zip(&state.stats).map(move |(b, s)| (u.as_ref(), state, b, s))
+            })
+        };
+
+        w.family("lb_requests_total", "counter", "Responses received from backends, by status code.");
+        for (u, _, b, s) in each() {
+            for (i, code) in COMMON_CODES.iter().enumerate() {
+                let n = s.by_code[i].load(Relaxed);
+                if n > 0 {
+                    w.sample(
+                        "lb_requests_total",
+                        &[("upstream", &u.name), ("backend", b.addr())],
+                        Some(("code", &code.to_string())),
+                        n as f64,
+                    );
+                }
+            }
+            for class in 1..=5u8 {
+                let in_class = s.by_class[usize::from(class)].load(Relaxed);
+                let common: u64 = COMMON_CODES
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c / 100 == u16::from(class))
+                    .map(|(i, _)| s.by_code[i].load(Relaxed))
+                    .sum();
+                // Concurrent increments can make `common` overtake `in_class` for an instant.
+                let other = in_class.saturating_sub(common);
+                if other > 0 {
+                    w.sample(
+                        "lb_requests_total",
+                        &[("upstream", &u.name), ("backend", b.addr())],
+                        Some(("code", &format!("{class}xx"))),
+                        other as f64,
+                    );
+                }
+            }
+        }
+
+        w.family(
+            "lb_request_duration_seconds",
+            "histogram",
+            "Time from sending a request to a backend to receiving its response headers.",
+        );
+        for (u, _, b, s) in each() {
+            let labels = [("upstream", u.name.as_str()), ("backend", b.addr())];
+            let mut cumulative = 0u64;
+            for (i, le) in BUCKETS_SECONDS.iter().enumerate() {
+                cumulative += s.buckets[i].load(Relaxed);
+                w.sample(
+                    "lb_request_duration_seconds_bucket",
+                    &labels,
+                    Some(("le", &le.to_string())),
+                    cumulative as f64,
+                );
+            }
+            cumulative += s.buckets[BUCKETS_NANOS.len()].load(Relaxed);
+            w.sample("lb_request_duration_seconds_bucket", &labels, Some(("le", "+Inf")), cumulative as f64);
+            w.sample("lb_request_duration_seconds_sum", &labels, None, s.latency_sum().as_secs_f64());
+            w.sample("lb_request_duration_seconds_count", &labels, None, cumulative as f64);
+        }
+
+        w.family("lb_backend_failures_total", "counter", "Attempts that got no response, by kind.");
+        for (u, _, b, s) in each() {
+            for kind in FailureKind::ALL {
+                w.sample(
+                    "lb_backend_failures_total",
+                    &[("upstream", &u.name), ("backend", b.addr())],
+                    Some(("kind", kind.as_str())),
+                    s.failures(kind) as f64,
+                );
+            }
+        }
+
+        w.family(
+            "lb_backend_in_flight",
+            "gauge",
+            "Requests sent to the backend whose response has not finished.",
+        );
+        for (u, _, b, _) in each() {
+            w.sample(
+                "lb_backend_in_flight",
+                &[("upstream", &u.name), ("backend", b.addr())],
+                None,
+                b.in_flight() as f64,
+            );
+        }
+
+        w.family(
+            "lb_backend_healthy",
+            "gauge",
+            "1 if the backend is healthy (may be picked outside panic mode).",
+        );
+        for (u, _, b, _) in each() {
+            let healthy = b.health() == Health::Healthy;
+            w.sample(
+                "lb_backend_healthy",
+                &[("upstream", &u.name), ("backend", b.addr())],
+                None,
+                f64::from(u8::from(healthy)),
+            );
+        }
+
+        w.family(
+            "lb_backend_state",
+            "gauge",
+            "The backend's current state: 1 for the state it is in, 0 for the others.",
+        );
+        for (u, _, b, _) in each() {
+            for h in [Health::Healthy, Health::Unhealthy, Health::Ejected, Health::Draining] {
+                w.sample(
+                    "lb_backend_state",
+                    &[("upstream", &u.name), ("backend", b.addr())],
+                    Some(("state", h.as_str())),
+                    f64::from(u8::from(b.health() == h)),
+                );
+            }
+        }
+
+        w.family("lb_backend_weight", "gauge", "Configured weight times the slow-start factor.");
+        for (u, state, b, _) in each() {
+            let weight = b.effective_weight(now, state.set.options().slow_start);
+            w.sample("lb_backend_weight", &[("upstream", &u.name), ("backend", b.addr())], None, weight);
+        }
+
+        w.family("lb_backend_ejections_total", "counter", "Times outlier detection ejected the backend.");
+        for (u, _, b, s) in each() {
+            w.sample(
+                "lb_backend_ejections_total",
+                &[("upstream", &u.name), ("backend", b.addr())],
+                None,
+                s.ejections() as f64,
+            );
+        }
+
+        w.family(
+            "lb_backend_consecutive_failures",
+            "gauge",
+            "Failed attempts in a row, as outlier detection counts them.",
+        );
+        for (u, _, b, s) in each() {
+            w.sample(
+                "lb_backend_consecutive_failures",
+                &[("upstream", &u.name), ("backend", b.addr())],
+                None,
+                f64::from(s.consecutive_failures()),
+            );
+        }
+
+        w.family(
+            "lb_upstream_panic",
+            "gauge",
+            "1 while the group is in panic mode (too few healthy backends).",
+        );
+        for (u, state) in &snapshots {
+            w.sample(
+                "lb_upstream_panic",
+                &[("upstream", &u.name)],
+                None,
+                f64::from(u8::from(state.set.in_panic())),
+            );
+        }
+
+        let per_upstream: [(&str, &str, CounterField); 3] = [
+            ("lb_retries_total", "Retries: second and later attempts of a request.", |c| &c.retries),
+            (
+                "lb_retry_budget_exhausted_total",
+                "Retries not made because the retry budget was spent.",
+                |c| &c.budget_exhausted,
+            ),
+            ("lb_no_backend_total", "Requests answered 503 because no backend could be picked.", |c| {
+                &c.no_backend
+            }),
+        ];
+        for (name, help, field) in per_upstream {
+            w.family(name, "counter", help);
+            for c in &self.upstreams {
+                w.sample(name, &[("upstream", &c.name)], None, field(c).load(Relaxed) as f64);
+            }
+            let stray = field(&self.unknown).load(Relaxed);
+            if stray > 0 {
+                w.sample(name, &[("upstream", "")], None, stray as f64);
+            }
+        }
+
+        if let Some(rss) = resident_memory_bytes() {
+            w.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+            w.sample("process_resident_memory_bytes", &[], None, rss as f64);
+        }
+        if let Ok(since_epoch) = self.started.duration_since(std::time::UNIX_EPOCH) {
+            w.family(
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since the Unix epoch.",
+            );
+            w.sample("process_start_time_seconds", &[], None, since_epoch.as_secs() as f64);
+        }
+        out
+    }
+}
+
+/// Which counter of an upstream a family renders.
+type CounterField = fn(&UpstreamCounters) -> &AtomicU64;
+
+/// Resident set size from `/proc/self/statm` (Linux only; `None` elsewhere). The second field is in
+/// pages; 4 KiB pages are assumed, which holds on x86-64 and the usual arm64 kernels.
+fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Writes exposition-format lines.
+struct Writer<'a> {
+    out: &'a mut String,
+}
+
+impl Writer<'_> {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        // Writing to a String cannot fail; the results are ignored for that reason.
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// One sample: `name{labels,extra} value`.
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], extra: Option<(&str, &str)>, value: f64) {
+        self.out.push_str(name);
+        let mut all = labels.iter().copied().chain(extra).peekable();
+        if all.peek().is_some() {
+            self.out.push('{');
+            for (i, (k, v)) in all.enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                escape_label_value(self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        push_value(self.out, value);
+        self.out.push('\n');
+    }
+}
+
+/// Label values may hold any UTF-8; the format reserves `\`, `"` and newline.
+fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Integers without a fraction (counts stay readable), the special values as Prometheus spells them.
+fn push_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_counted_by_code_class_and_bucket() {
+        let s = BackendStats::new("10.0.0.1:80");
+        s.record_response(200, Duration::from_micros(300)); // bucket 0 (<= 0.5 ms)
+        s.record_response(200, Duration::from_millis(1)); // bucket 1 (<= 1 ms, bounds are inclusive)
+        s.record_response(418, Duration::from_secs(3)); // bucket 12 (<= 5 s); not a common code
+        s.record_response(503, Duration::from_secs(60)); // +Inf
+        assert_eq!(s.requests(), 4);
+        assert_eq!(s.requests_with_code(200), Some(2));
+        assert_eq!(s.requests_with_code(418), None);
+        assert_eq!(s.requests_in_class(4), 1);
+        assert_eq!(s.requests_in_class(5), 1);
+        let buckets: Vec<u64> = s.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        assert_eq!(buckets, [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1]);
+        assert_eq!(s.latency_sum(), Duration::from_micros(300 + 1_000 + 3_000_000 + 60_000_000));
+    }
+
+    #[test]
+    fn nanosecond_bounds_match_the_second_bounds() {
+        for (s, n) in BUCKETS_SECONDS.iter().zip(BUCKETS_NANOS) {
+            assert_eq!((s * 1e9).round() as u64, n);
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        escape_label_value(&mut out, "a\"b\\c\nd");
+        assert_eq!(out, r#"a\"b\\c\nd"#);
+    }
+
+    #[test]
+    fn samples_format_as_the_exposition_format_expects() {
+        let mut out = String::new();
+        let mut w = Writer { out: &mut out };
+        w.sample("x_total", &[("upstream", "app")], Some(("code", "200")), 3.0);
+        w.sample("y", &[], None, 0.25);
+        w.sample("z", &[], None, f64::INFINITY);
+        assert_eq!(out, "x_total{upstream=\"app\",code=\"200\"} 3\ny 0.25\nz +Inf\n");
+    }
+
+    #[test]
+    fn unknown_upstream_names_do_not_panic_and_are_kept_apart() {
+        let m = Metrics::new(["app"]);
+        m.record_retry("app");
+        m.record_retry("nope");
+        assert_eq!(m.retries("app"), 1);
+        assert_eq!(m.unknown.retries.load(Relaxed), 1);
+    }
+}
