@@ -124,6 +124,25 @@ pub fn hash_bytes(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
+/// Hash two 64-bit values together (XXH3-64 of their 16 little-endian bytes). The hashing algorithms use
+/// it to score a (key, backend) pair: rendezvous ranks backends by it, and slow start draws from it, so
+/// the answer for a key is the same on every run and every machine.
+#[inline]
+pub fn hash_pair(a: u64, b: u64) -> u64 {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&a.to_le_bytes());
+    bytes[8..].copy_from_slice(&b.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+/// Map a hash to the open interval (0, 1): the top 52 bits, centred in their cell so that neither 0 nor
+/// 1 can come out (rendezvous takes `ln` of it, and `ln(0)` is minus infinity). 52, not 53: the largest
+/// value, `1 - 2^-53`, must be exactly representable, or it would round up to 1.
+#[inline]
+pub fn unit_open(hash: u64) -> f64 {
+    ((hash >> 12) as f64 + 0.5) * (1.0 / (1u64 << 52) as f64)
+}
+
 fn cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
     header.split(|&b| b == b';').find_map(|pair| {
         let pair = pair.trim_ascii();
@@ -213,6 +232,21 @@ mod tests {
         }
         for bad in ["", "header:", "header:a b", "body", "cookie"] {
             assert!(bad.parse::<HashKey>().is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn hash_pair_depends_on_both_halves_and_their_order() {
+        assert_ne!(hash_pair(1, 2), hash_pair(2, 1));
+        assert_ne!(hash_pair(1, 2), hash_pair(1, 3));
+        assert_eq!(hash_pair(1, 2), hash_pair(1, 2));
+    }
+
+    #[test]
+    fn unit_open_never_reaches_the_ends() {
+        for h in [0, 1, u64::MAX, u64::MAX - 1, 1 << 63] {
+            let u = unit_open(h);
+            assert!(u > 0.0 && u < 1.0, "{h:#x} -> {u}");
         }
     }
 

@@ -44,10 +44,14 @@ pub mod hash_key;
 pub mod rng;
 
 // One module per algorithm (keep alphabetical).
+pub mod bounded_load;
 pub mod least_connections;
+pub mod maglev;
 pub mod peak_ewma;
 pub mod power_of_two;
 pub mod random;
+pub mod rendezvous;
+pub mod ring_hash;
 pub mod round_robin;
 pub mod weighted_round_robin;
 
@@ -300,11 +304,10 @@ pub fn build(
         Algorithm::LeastConnections => Arc::new(least_connections::LeastConnections::new(backends)),
         Algorithm::PowerOfTwo => Arc::new(power_of_two::PowerOfTwo::new(backends, options)),
         Algorithm::PeakEwma => Arc::new(peak_ewma::PeakEwmaBalancer::new(backends, options)),
-        // TEMPORARY while the other algorithm files are being written; remove when all exist.
-        other => {
-            let _ = options;
-            return Err(BuildError::BadOption { algorithm: other, reason: "not written yet".into() });
-        }
+        Algorithm::RingHash => Arc::new(ring_hash::RingHash::new(backends, options)?),
+        Algorithm::Maglev => Arc::new(maglev::Maglev::new(backends, options)?),
+        Algorithm::BoundedLoad => Arc::new(bounded_load::BoundedLoad::new(backends, options)?),
+        Algorithm::Rendezvous => Arc::new(rendezvous::Rendezvous::new(backends)),
     })
 }
 

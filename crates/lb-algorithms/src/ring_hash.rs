@@ -1,0 +1,437 @@
+//! Ring hash: consistent hashing on a circle of points (Karger et al., 1997; ketama, 2007).
+//!
+//! **Idea.** Hash every backend onto a circle many times: backend `b` of weight `w` gets
+//! `ring_points_per_weight x w` points, point `i` at `hash("{addr}-{i}")`. A request's key is a point
+//! on the same circle, and the request goes to the owner of the first backend point clockwise from it.
+//! The points come from the backend's *address*, not its position in the list, so adding or removing a
+//! backend adds or removes only its own points: the keys that move are exactly those that land on the
+//! arcs it gains or loses (about `1/n` of them), and no key moves between two backends that stayed.
+//! Many points per backend keep the arcs even: with `p` points the share of each backend has a
+//! coefficient of variation of about `1/sqrt(p)` (160 points: about 8%).
+//!
+//! **Unavailable backends.** A health flip does not rebuild the ring; the pick walks on clockwise to
+//! the next *distinct* backend that is selectable and not already tried by this request. So a key's
+//! candidates form a fixed sequence (the owners met going clockwise, without repeats), a retry gets the
+//! next one, and when a backend goes down only its own keys move, each to its clockwise successor.
+//! Slow start: a ramping backend admits a key with probability equal to its ramp factor, decided by a
+//! hash of (key, backend), so a key it admitted stays admitted as the ramp grows; a key it refuses walks
+//! on (and comes back to it if nothing else is available).
+//!
+//! **No key.** A request without a hash key goes round robin over the selectable backends.
+//!
+//! **Cost.** O(log(points)) in principle; here one lookup in a bucket index (the top bits of the key
+//! select a bucket holding about two points) and a short scan, so O(1) expected. Walking past
+//! unavailable backends costs one step per point passed; in the worst case (almost everything down)
+//! the walk goes around the whole ring, O(n x points). State: two arrays of `n x points x weight`
+//! entries (hash and owner) and the index; built once per backend set, in O(P log P) for P points.
+//!
+//! **When to use it.** Any time the same key should keep reaching the same backend across changes of
+//! the backend list: caches, sharded state, sticky sessions without a session table. **When not:** the
+//! keys are very unequal in cost (one hot key overloads its backend; see [`crate::bounded_load`]); the
+//! ring is memory-hungry for thousands of backends (use [`crate::maglev`]); no key at all (use a
+//! load-aware algorithm).
+//!
+//! **Elsewhere.** nginx: `hash $key consistent;` (ketama, 160 points per weight). HAProxy: `balance hdr(...)`
+//! or `balance uri` with `hash-type consistent`. Envoy: `lb_policy: RING_HASH` with `minimum_ring_size`.
+//! Papers: Karger et al., "Consistent Hashing and Random Trees" (STOC 1997); Richard Jones' libketama.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::hash_key::hash_pair;
+use crate::{
+    Algorithm, AlgorithmOptions, BackendSet, Balancer, BuildError, Explain, PickRequest, SkipReason,
+    first_available, hash_bytes, label,
+};
+
+/// The sorted circle of points, shared with [`crate::bounded_load`].
+#[derive(Debug)]
+pub(crate) struct Ring {
+    /// Point positions, ascending.
+    hashes: Vec<u64>,
+    /// `owners[p]`: index of the backend that owns point `p`.
+    owners: Vec<u32>,
+    /// `index[b]`: the first point whose top bits are `>= b`; `index.len()` is a power of two plus one.
+    index: Vec<u32>,
+    /// `64 - log2(buckets)`: a key's bucket is `key >> shift`.
+    shift: u32,
+}
+
+impl Ring {
+    /// Place `points_per_weight x weight` points for every backend of the set.
+    pub(crate) fn new(set: &BackendSet, points_per_weight: u32) -> Ring {
+        let total: usize =
+            set.backends().iter().map(|b| points_per_weight as usize * b.weight() as usize).sum();
+        let mut points: Vec<(u64, u32)> = Vec::with_capacity(total);
+        let mut name = Vec::new();
+        for (owner, b) in set.backends().iter().enumerate() {
+            for i in 0..points_per_weight as usize * b.weight() as usize {
+                // "addr-i", built in one reused buffer: formatting 320,000 strings would dominate the
+                // build time at 1,000 backends.
+                name.clear();
+                name.extend_from_slice(b.addr().as_bytes());
+                name.push(b'-');
+                push_decimal(&mut name, i);
+                points.push((hash_bytes(&name), owner as u32));
+            }
+        }
+        // Ties (two equal 64-bit hashes) are all but impossible; sorting by owner too keeps even them
+        // deterministic.
+        points.sort_unstable();
+        let hashes: Vec<u64> = points.iter().map(|p| p.0).collect();
+        let owners: Vec<u32> = points.iter().map(|p| p.1).collect();
+
+        // About two points per bucket: a lookup reads one index entry and scans a couple of hashes,
+        // instead of the ~18 dependent cache misses of a binary search over 320,000 points.
+        let bits = (total / 2).max(1).next_power_of_two().trailing_zeros().min(24);
+        let buckets = 1usize << bits;
+        let shift = 64 - bits;
+        let mut index = Vec::with_capacity(buckets + 1);
+        let mut p = 0usize;
+        for b in 0..buckets {
+            while p < hashes.len() && bucket(hashes[p], shift) < b {
+                p += 1;
+            }
+            index.push(p as u32);
+        }
+        index.push(hashes.len() as u32);
+        Ring { hashes, owners, index, shift }
+    }
+
+    /// Number of points.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.hashes.len()
+    }
+
+    /// The first point clockwise from `key` (at or after it, wrapping to 0). The ring must not be empty.
+    #[inline]
+    pub(crate) fn locate(&self, key: u64) -> usize {
+        let b = bucket(key, self.shift);
+        let (lo, hi) = (self.index[b] as usize, self.index[b + 1] as usize);
+        // Points before `lo` are in lower buckets (so below the key), points from `hi` on in higher
+        // ones (so above it): the answer is in `lo..hi`, or `hi` itself.
+        let p = lo + self.hashes[lo..hi].iter().take_while(|&&h| h < key).count();
+        if p == self.hashes.len() { 0 } else { p }
+    }
+
+    /// The backend owning point `p`.
+    #[inline]
+    pub(crate) fn owner(&self, p: usize) -> usize {
+        self.owners[p] as usize
+    }
+
+    /// The position of point `p`.
+    #[cfg(test)]
+    pub(crate) fn hash_at(&self, p: usize) -> u64 {
+        self.hashes[p]
+    }
+}
+
+#[inline]
+fn bucket(hash: u64, shift: u32) -> usize {
+    // `checked_shr` keeps a one-bucket ring (shift 64) valid.
+    hash.checked_shr(shift).unwrap_or(0) as usize
+}
+
+fn push_decimal(buf: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// Per-backend salt for slow-start draws: from the address, so a key's draw survives rebuilds.
+pub(crate) fn salts(set: &BackendSet) -> Vec<u64> {
+    set.backends().iter().map(|b| hash_bytes(b.addr().as_bytes())).collect()
+}
+
+/// Has `explain` already noted backend `i`? The walks meet the same backend many times; the explanation
+/// lists it once. Only called when explaining.
+pub(crate) fn noted(e: &Explain, i: usize) -> bool {
+    e.skipped.iter().any(|&(j, _)| j == i)
+}
+
+/// Consistent hashing on a ring of weighted points.
+#[derive(Debug)]
+pub struct RingHash {
+    set: Arc<BackendSet>,
+    ring: Ring,
+    salts: Vec<u64>,
+    /// Round-robin turn for requests with no key.
+    next: AtomicUsize,
+}
+
+impl RingHash {
+    /// Build the ring: `options.ring_points_per_weight` points per unit of weight (must be at least 1).
+    pub fn new(set: Arc<BackendSet>, options: &AlgorithmOptions) -> Result<Self, BuildError> {
+        if options.ring_points_per_weight == 0 {
+            return Err(BuildError::BadOption {
+                algorithm: Algorithm::RingHash,
+                reason: "ring_points_per_weight must be at least 1 (ketama uses 160)".into(),
+            });
+        }
+        let ring = Ring::new(&set, options.ring_points_per_weight);
+        let salts = salts(&set);
+        Ok(RingHash { set, ring, salts, next: AtomicUsize::new(0) })
+    }
+}
+
+impl Balancer for RingHash {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::RingHash
+    }
+
+    fn backends(&self) -> &Arc<BackendSet> {
+        &self.set
+    }
+
+    fn pick(&self, req: &PickRequest<'_>, mut explain: Option<&mut Explain>) -> Option<usize> {
+        let n = self.set.len();
+        if n == 0 || self.ring.len() == 0 {
+            return None;
+        }
+        let Some(key) = req.key else {
+            let turn = self.next.fetch_add(1, Ordering::Relaxed) % n;
+            let picked = first_available(&self.set, turn, req, explain.as_deref_mut())?;
+            if let Some(e) = explain {
+                e.reason = format!(
+                    "ring-hash: no key, round robin turn {turn}, picked {}",
+                    label(&self.set, picked)
+                );
+            }
+            return Some(picked);
+        };
+        let panic = self.set.in_panic();
+        let backends = self.set.backends();
+        let start = self.ring.locate(key);
+        let len = self.ring.len();
+        // A ramping backend that refused this key: the answer if nobody else is available.
+        let mut refused = None;
+        for step in 0..len {
+            let p = if start + step < len { start + step } else { start + step - len };
+            let i = self.ring.owner(p);
+            let why = if !backends[i].is_selectable(panic) {
+                SkipReason::Health(backends[i].health())
+            } else if req.is_excluded(i) {
+                SkipReason::AlreadyTried
+            } else if !self.set.ramp_admits(i, req.now, hash_pair(key, self.salts[i])) {
+                refused.get_or_insert(i);
+                SkipReason::SlowStart
+            } else {
+                if let Some(e) = explain {
+                    e.reason = format!(
+                        "ring-hash: key {key:#018x} lands on point {start} of {len} ({}), picked {} at point {p}",
+                        label(&self.set, self.ring.owner(start)),
+                        label(&self.set, i),
+                    );
+                }
+                return Some(i);
+            };
+            if let Some(e) = explain.as_deref_mut()
+                && !noted(e, i)
+            {
+                e.skip(i, why);
+            }
+        }
+        if let (Some(e), Some(i)) = (explain, refused) {
+            e.reason = format!("ring-hash: only {} (slow start) is available", label(&self.set, i));
+        }
+        refused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BackendSpec, Health, SetOptions};
+
+    fn ring(specs: Vec<BackendSpec>) -> RingHash {
+        let set = BackendSet::new(specs, SetOptions::default());
+        RingHash::new(set, &AlgorithmOptions::default()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn five() -> RingHash {
+        ring((0..5).map(|i| BackendSpec::new(format!("10.0.0.{i}:80"))).collect())
+    }
+
+    fn key(k: u32) -> Option<u64> {
+        Some(hash_bytes(format!("user-{k}").as_bytes()))
+    }
+
+    /// The distinct owners met clockwise from the key's point: the key's candidate sequence.
+    fn clockwise(r: &RingHash, key: u64) -> Vec<usize> {
+        let start = r.ring.locate(key);
+        let mut seen = Vec::new();
+        for step in 0..r.ring.len() {
+            let i = r.ring.owner((start + step) % r.ring.len());
+            if !seen.contains(&i) {
+                seen.push(i);
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn zero_points_is_rejected() {
+        let set = BackendSet::new([BackendSpec::new("a")], SetOptions::default());
+        let options = AlgorithmOptions { ring_points_per_weight: 0, ..AlgorithmOptions::default() };
+        assert!(matches!(RingHash::new(set, &options), Err(BuildError::BadOption { .. })));
+    }
+
+    #[test]
+    fn ring_has_points_per_weight_sorted_and_the_index_finds_the_first_point_clockwise() {
+        let r = ring(vec![BackendSpec::weighted("a", 1), BackendSpec::weighted("b", 3)]);
+        assert_eq!(r.ring.len(), 160 * 4);
+        assert!(r.ring.hashes.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!((0..r.ring.len()).filter(|&p| r.ring.owner(p) == 1).count(), 480);
+        // Against a plain binary search, for keys exactly on, just after and between points.
+        let mut probes: Vec<u64> = vec![0, 1, u64::MAX];
+        for p in (0..r.ring.len()).step_by(37) {
+            probes.extend([r.ring.hash_at(p), r.ring.hash_at(p).wrapping_add(1)]);
+        }
+        for k in probes {
+            let expected = r.ring.hashes.partition_point(|&h| h < k) % r.ring.len();
+            assert_eq!(r.ring.locate(k), expected, "key {k:#x}");
+        }
+    }
+
+    #[test]
+    fn same_key_same_backend_and_it_is_the_first_point_clockwise() {
+        let r = five();
+        for k in 0..200 {
+            let first = r.pick(&PickRequest::new(0).with_key(key(k)), None);
+            assert_eq!(first, r.pick(&PickRequest::new(0).with_key(key(k)), None));
+            let h = key(k).unwrap_or_default();
+            assert_eq!(first, Some(r.ring.owner(r.ring.locate(h))));
+        }
+    }
+
+    #[test]
+    fn no_key_falls_back_to_round_robin() {
+        let r = five();
+        r.backends().set_health(1, Health::Unhealthy, 0);
+        let picks: Vec<_> = (0..6).map(|_| r.pick(&PickRequest::new(0), None)).collect();
+        // Turns 0..5 -> 0, (1 down ->) 2, 2, 3, 4, 0.
+        assert_eq!(picks, [0, 2, 2, 3, 4, 0].map(Some));
+    }
+
+    #[test]
+    fn retries_walk_the_distinct_backends_clockwise() {
+        let r = five();
+        for k in 0..50 {
+            let h = key(k).unwrap_or_default();
+            let expected = clockwise(&r, h);
+            assert_eq!(expected.len(), 5);
+            let mut tried = Vec::new();
+            for want in &expected {
+                let got = r.pick(&PickRequest::new(0).with_key(Some(h)).excluding(&tried), None);
+                assert_eq!(got, Some(*want));
+                tried.push(*want);
+            }
+            assert_eq!(r.pick(&PickRequest::new(0).with_key(Some(h)).excluding(&tried), None), None);
+        }
+    }
+
+    #[test]
+    fn an_unavailable_backend_passes_its_keys_to_its_clockwise_successor_and_says_so() {
+        let r = five();
+        let h = key(7).unwrap_or_default();
+        let order = clockwise(&r, h);
+        r.backends().set_health(order[0], Health::Ejected, 0);
+        r.backends().set_health(order[1], Health::Draining, 0);
+        let mut e = Explain::default();
+        assert_eq!(
+            r.pick(&PickRequest::new(0).with_key(Some(h)).excluding(&[order[2]]), Some(&mut e)),
+            Some(order[3])
+        );
+        assert_eq!(
+            e.skipped,
+            vec![
+                (order[0], SkipReason::Health(Health::Ejected)),
+                (order[1], SkipReason::Health(Health::Draining)),
+                (order[2], SkipReason::AlreadyTried),
+            ]
+        );
+        assert!(e.reason.starts_with("ring-hash: key"), "{}", e.reason);
+    }
+
+    #[test]
+    fn keys_of_healthy_backends_do_not_move_when_another_goes_down() {
+        let r = five();
+        let before: Vec<_> =
+            (0..2_000).map(|k| r.pick(&PickRequest::new(0).with_key(key(k)), None)).collect();
+        r.backends().set_health(2, Health::Unhealthy, 0);
+        for k in 0..2_000u32 {
+            let after = r.pick(&PickRequest::new(0).with_key(key(k)), None);
+            if before[k as usize] != Some(2) {
+                assert_eq!(after, before[k as usize], "key {k} moved although its backend stayed up");
+            } else {
+                assert_ne!(after, Some(2));
+            }
+        }
+    }
+
+    #[test]
+    fn weight_two_gets_about_twice_the_keys() {
+        let r = ring(vec![BackendSpec::weighted("10.0.0.1:80", 1), BackendSpec::weighted("10.0.0.2:80", 2)]);
+        let mut counts = [0u32; 2];
+        for k in 0..30_000 {
+            if let Some(i) = r.pick(&PickRequest::new(0).with_key(key(k)), None) {
+                counts[i] += 1;
+            }
+        }
+        // Ideal 10,000 : 20,000. The arcs, not the sampling, dominate the error: with 160 and 320 points
+        // a share is off by ~1/sqrt(160) ~ 8% (one sigma); allow a ratio in 1.5..2.6.
+        let ratio = f64::from(counts[1]) / f64::from(counts[0]);
+        assert!((1.5..2.6).contains(&ratio), "{counts:?}");
+    }
+
+    #[test]
+    fn a_ramping_backend_gets_a_share_of_its_keys_equal_to_its_ramp() {
+        let set = BackendSet::new(
+            (0..4).map(|i| BackendSpec::new(format!("10.0.0.{i}:80"))),
+            SetOptions { slow_start: Some(1_000), ..SetOptions::default() },
+        );
+        let r = RingHash::new(set, &AlgorithmOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        let owned: Vec<u64> =
+            (0..20_000u32).filter_map(key).filter(|&h| r.ring.owner(r.ring.locate(h)) == 0).collect();
+        r.backends().set_health(0, Health::Unhealthy, 0);
+        r.backends().set_health(0, Health::Healthy, 0);
+        // At 400 ns of a 1,000 ns window the ramp is 0.4: about 40% of backend 0's own keys stay with
+        // it. ~5,000 keys give a sampling sigma of ~0.7 points; allow 35%..45%.
+        let kept = owned
+            .iter()
+            .filter(|&&h| r.pick(&PickRequest::new(400).with_key(Some(h)), None) == Some(0))
+            .count();
+        let share = kept as f64 / owned.len() as f64;
+        assert!((0.35..0.45).contains(&share), "{share}");
+        // And nobody else's keys come to it: it only ever keeps its own.
+        let mut e = Explain::default();
+        let refused =
+            owned.iter().find(|&&h| r.pick(&PickRequest::new(400).with_key(Some(h)), None) != Some(0));
+        if let Some(&h) = refused {
+            r.pick(&PickRequest::new(400).with_key(Some(h)), Some(&mut e));
+            assert_eq!(e.skipped[0], (0, SkipReason::SlowStart));
+        }
+        // Past the window, every key is back.
+        assert!(owned.iter().all(|&h| r.pick(&PickRequest::new(2_000).with_key(Some(h)), None) == Some(0)));
+    }
+
+    #[test]
+    fn none_when_nothing_is_selectable() {
+        let r = five();
+        for i in 0..5 {
+            r.backends().set_health(i, Health::Draining, 0);
+        }
+        assert_eq!(r.pick(&PickRequest::new(0).with_key(key(1)), None), None);
+        assert_eq!(r.pick(&PickRequest::new(0), None), None);
+    }
+}
