@@ -1,1 +1,247 @@
-//! The command line (written next).
+//! The command line: three ways to start, and `check`.
+//!
+//! - `lb` alone: **demo mode**. Three toy backends in-process, round robin over them on
+//!   `127.0.0.1:8080`, admin on `127.0.0.1:9900`, explain and health checks on, and a list of things to
+//!   try. Nothing to install or write first.
+//! - `lb --listen 127.0.0.1:8080 --backend 127.0.0.1:9001 --backend 127.0.0.1:9002=3 --algorithm
+//!   weighted-round-robin`: **quick mode**, one upstream from flags (like `caddy reverse-proxy`).
+//! - `lb --config lb.toml`: everything from a file. `lb check --config lb.toml` only checks it.
+//!
+//! This module is the binary's front end, so it speaks `anyhow` (errors end up printed, not matched);
+//! `main.rs` only sets up logging and a runtime and calls [`main`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use lb_algorithms::{Algorithm, BackendSpec, HashKey};
+use toy_backend::{Backend, BackendConfig};
+
+use crate::config::{AdminConfig, Config, UpstreamConfig, parse_backend};
+use crate::health::HealthCheckConfig;
+use crate::server::{Running, start};
+
+/// An HTTP load balancer you can read. With no arguments, a self-contained demo.
+#[derive(Debug, Parser)]
+#[command(name = "lb", version, about, after_help = AFTER_HELP)]
+pub struct Args {
+    /// Check or explain instead of running.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Run from this TOML file (see crates/lb/config/).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Address to accept clients on (repeatable). Quick and demo mode; default 127.0.0.1:8080.
+    #[arg(long)]
+    pub listen: Vec<SocketAddr>,
+    /// A backend, `host:port` or `host:port=weight` (repeatable). Gives quick mode.
+    #[arg(long, value_parser = parse_backend)]
+    pub backend: Vec<BackendSpec>,
+    /// The algorithm (quick mode).
+    #[arg(long, default_value = "round-robin")]
+    pub algorithm: Algorithm,
+    /// What the hashing algorithms hash: ip, path, header:NAME, cookie:NAME, query:NAME.
+    #[arg(long)]
+    pub hash_key: Option<HashKey>,
+    /// Worker threads (0: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Admin API address (quick mode; demo mode default 127.0.0.1:9900).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Honour `X-Lb-Explain: 1` (quick mode; always on in demo mode).
+    #[arg(long)]
+    pub explain: bool,
+    /// Health-check every backend with `GET PATH` (quick mode; `/health` in demo mode).
+    #[arg(long, value_name = "PATH")]
+    pub health_check: Option<String>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a config file: print each error as file:line:column and exit 1, or a summary and exit 0.
+    Check {
+        /// The file.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  lb                                   demo: three toy backends behind the proxy on 127.0.0.1:8080
+  lb --backend 127.0.0.1:9001 --backend 127.0.0.1:9002=3 --algorithm weighted-round-robin
+  lb --config crates/lb/config/lab.toml
+  lb check --config lb.toml";
+
+/// Run the command line. Returns the process exit code.
+pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(Command::Check { config }) = &args.command {
+        return Ok(check(config));
+    }
+    if let Some(path) = &args.config {
+        let mut config = Config::load(path)?;
+        if let Some(w) = args.workers {
+            config.server.workers = w;
+        }
+        let running = start(config).await.context("starting lb")?;
+        print_started(&running);
+        return serve(running).await;
+    }
+    if !args.backend.is_empty() {
+        let running = start(quick_config(&args)).await.context("starting lb")?;
+        print_started(&running);
+        return serve(running).await;
+    }
+    let demo = start_demo(&args).await?;
+    print!("{}", demo.banner());
+    serve_demo(demo).await
+}
+
+/// `lb check`: every error on its own line, `file:line:column: reason`.
+pub fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!("{}: ok: {}", path.display(), config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The config quick mode builds from flags.
+pub fn quick_config(args: &Args) -> Config {
+    let mut upstream = UpstreamConfig::new("app", args.algorithm, args.backend.clone());
+    upstream.hash_key = args.hash_key.clone();
+    if let Some(path) = &args.health_check {
+        upstream.health_check = Some(HealthCheckConfig { path: path.clone(), ..HealthCheckConfig::default() });
+    }
+    let mut config = Config { upstreams: vec![upstream], ..Config::default() };
+    if !args.listen.is_empty() {
+        config.server.listen = args.listen.clone();
+    }
+    config.server.workers = args.workers.unwrap_or(0);
+    if args.admin.is_some() || args.explain {
+        config.admin = Some(AdminConfig { listen: args.admin, explain: args.explain, access_log: false });
+    }
+    config
+}
+
+fn print_started(running: &Running) {
+    for a in &running.listen {
+        println!("lb listening on http://{a}");
+    }
+    if let Some(a) = running.admin {
+        println!("admin on http://{a}/");
+    }
+}
+
+/// The demo: the proxy and its three toy backends.
+#[derive(Debug)]
+pub struct Demo {
+    /// The proxy.
+    pub running: Running,
+    /// The toy backends behind it.
+    pub backends: Vec<Backend>,
+}
+
+impl Demo {
+    /// What to try, with the real addresses.
+    pub fn banner(&self) -> String {
+        let url = self.running.url();
+        let mut s = String::from("lb demo: round robin over three toy backends, all in this process.\n\n");
+        for b in &self.backends {
+            s += &format!("  backend {:<10} {}\n", b.name(), b.url());
+        }
+        s += &format!("  proxy             {url}\n");
+        if let Some(a) = self.running.admin {
+            s += &format!("  admin             http://{a}/\n");
+        }
+        s += &format!(
+            "\nTry:\n  curl {url}/          (three times: a different backend each time)\n  curl -i -H 'X-Lb-Explain: 1' {url}/\n"
+        );
+        if let Some(a) = self.running.admin {
+            s += &format!("  curl http://{a}/backends\n  curl http://{a}/metrics\n");
+            s += &format!(
+                "  curl -X POST http://{a}/upstreams/demo/backends/{}/drain\n",
+                self.backends.first().map_or_else(String::new, |b| b.addr().to_string())
+            );
+        }
+        s += "\nCtrl-C stops everything.\n";
+        s
+    }
+}
+
+/// Start the demo. `--listen` and `--admin` override its addresses (tests pass port 0).
+pub async fn start_demo(args: &Args) -> anyhow::Result<Demo> {
+    let mut backends = Vec::new();
+    for (i, port) in [9001u16, 9002, 9003].into_iter().enumerate() {
+        let config = BackendConfig::new(format!("backend-{}", i + 1));
+        // The fixed ports make the lessons' output match; when taken, any free port will do.
+        let backend = match Backend::start(SocketAddr::from(([127, 0, 0, 1], port)), config.clone()).await {
+            Ok(b) => b,
+            Err(_) => Backend::start(SocketAddr::from(([127, 0, 0, 1], 0)), config)
+                .await
+                .context("starting a toy backend")?,
+        };
+        backends.push(backend);
+    }
+    let specs = backends.iter().map(|b| BackendSpec::new(b.addr().to_string())).collect();
+    let mut upstream = UpstreamConfig::new("demo", Algorithm::RoundRobin, specs);
+    upstream.health_check = Some(HealthCheckConfig::default());
+    let mut config = Config { upstreams: vec![upstream], ..Config::default() };
+    if !args.listen.is_empty() {
+        config.server.listen = args.listen.clone();
+    }
+    config.server.workers = args.workers.unwrap_or(0);
+    let admin = args.admin.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9900)));
+    config.admin = Some(AdminConfig { listen: Some(admin), explain: true, access_log: false });
+    let running = start(config).await.context("starting the demo proxy (is port 8080 or 9900 taken? try --listen / --admin)")?;
+    Ok(Demo { running, backends })
+}
+
+async fn serve(running: Running) -> anyhow::Result<ExitCode> {
+    shutdown_signal().await;
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_demo(demo: Demo) -> anyhow::Result<ExitCode> {
+    shutdown_signal().await;
+    demo.running.shutdown().await;
+    for b in demo.backends {
+        b.shutdown().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("signal received, shutting down");
+}

@@ -85,8 +85,9 @@ fn default_grace() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Where the admin API listens. Keep it on loopback: it can add and remove backends.
-    pub listen: SocketAddr,
+    /// Where the admin API listens (none: no admin API, but `explain` and `access_log` still apply).
+    /// Keep it on loopback: it can add and remove backends.
+    pub listen: Option<SocketAddr>,
     /// Honour `X-Lb-Explain: 1` on client requests (answers say which backend and why).
     #[serde(default)]
     pub explain: bool,

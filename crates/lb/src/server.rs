@@ -140,9 +140,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         crate::outlier::spawn_unejector(Arc::clone(&upstreams), stopped(stop_rx.clone())),
     ];
     let mut admin = None;
-    if let Some(a) = admin_config {
-        let listener = TcpListener::bind(a.listen).await.map_err(|source| Error::Bind { addr: a.listen, source })?;
-        admin = Some(listener.local_addr().map_err(|source| Error::Bind { addr: a.listen, source })?);
+    if let Some(addr) = admin_config.and_then(|a| a.listen) {
+        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+        admin = Some(listener.local_addr().map_err(|source| Error::Bind { addr, source })?);
         let app = router(AdminState { upstreams: Arc::clone(&upstreams), metrics: Arc::clone(&metrics) });
         let shutdown = stopped(stop_rx.clone());
         control.push(tokio::spawn(async move {

@@ -1,0 +1,81 @@
+//! Shared helpers for the `proxy_*` end-to-end tests: toy backends and the proxy, all in-process on
+//! 127.0.0.1 with port 0, so tests never collide and never touch the network.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::time::Duration;
+
+use lb::config::{AdminConfig, Config, UpstreamConfig};
+use lb::{Running, start};
+use lb_algorithms::{Algorithm, BackendSpec};
+use toy_backend::{Backend, Knobs, start_many};
+
+/// Every test request gives up after this, so a bug shows up as a failure, not a hung test.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `n` well-behaved toy backends named backend-1..backend-n.
+pub async fn backends(n: usize) -> Vec<Backend> {
+    match start_many(n, Knobs::default()).await {
+        Ok(b) => b,
+        Err(e) => panic!("cannot start toy backends: {e}"),
+    }
+}
+
+/// One upstream called "app" over these backends with these weights, one worker, port 0, explain on.
+pub fn config(algorithm: Algorithm, backends: &[Backend], weights: &[u32]) -> Config {
+    let specs = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| BackendSpec::weighted(b.addr().to_string(), weights.get(i).copied().unwrap_or(1)))
+        .collect();
+    let mut config = Config::default();
+    config.server.listen = vec!["127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))];
+    config.server.workers = 1;
+    config.server.shutdown_grace = Duration::from_secs(2);
+    config.admin = Some(AdminConfig { listen: None, explain: true, access_log: false });
+    config.upstreams.push(UpstreamConfig::new("app", algorithm, specs));
+    config
+}
+
+/// Start the proxy or fail the test.
+pub async fn proxy(config: Config) -> Running {
+    match start(config).await {
+        Ok(r) => r,
+        Err(e) => panic!("cannot start lb: {e}"),
+    }
+}
+
+/// A keep-alive client with a timeout and no proxy from the environment.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(CLIENT_TIMEOUT)
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// GET a URL, returning the status and the body as text.
+pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
+    get_with(client, url, &[]).await
+}
+
+/// GET with extra headers.
+pub async fn get_with(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_else(|e| format!("<body error: {e}>"));
+            (status, body)
+        }
+        Err(e) => (0, format!("<request error: {e}>")),
+    }
+}
+
+/// Which backend answered `GET /` (`backend-N`), by index 0..n.
+pub fn index_of(name: &str) -> Option<usize> {
+    name.trim().strip_prefix("backend-")?.parse::<usize>().ok()?.checked_sub(1)
+}
