@@ -16,10 +16,9 @@
 //! weights are scaled down proportionally (each at least 1), so the shares are then exact only to about
 //! `1 / 65,536` of the total: the price of a bounded table (256 KiB at most).
 //!
-//! **Cost.** O(1) per pick. Building is O(sum x n): about 2 million score updates for 1,000 backends of
-//! weights 1 to 3, a couple of milliseconds, paid once per backend-list change. When every weight is
-//! equal the cycle is just `0, 1, ..., n-1` and building is O(n). State: the cycle (`u32` per slot), one
-//! `AtomicUsize` and the RNG for slow start.
+//! **Cost.** O(1) per pick. Building is O(sum of weights x number of distinct weights) (see
+//! `smooth_cycle`): well under a millisecond for 10,000 backends of weights 1 to 3, paid once per
+//! backend-list change. State: the cycle (`u32` per slot), one `AtomicUsize` and the RNG for slow start.
 //!
 //! **Skipping.** A slot whose backend is unhealthy, draining or already tried by this request passes to
 //! the next slot of the cycle, so the remaining backends keep their relative weights. After a bounded
@@ -108,27 +107,38 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 
 /// nginx's smooth weighted round robin, run for one full cycle (sum of weights picks), after which every
 /// score is back to 0 and the sequence repeats.
+///
+/// Run naively this is O(sum x n): 330 ms for 10,000 backends. But after `t` picks a backend's score is
+/// `t x weight - total x (times it won)`, so backends of equal weight differ only by how often they
+/// have won, and among them the one that has won least (the lowest index on a tie) is the best: they
+/// take their turns in index order. So we track one candidate per distinct weight, and the cost is
+/// O(sum x distinct weights), with exactly nginx's sequence (`matches_the_naive_procedure` checks it).
 fn smooth_cycle(weights: &[u64]) -> Vec<u32> {
-    let n = weights.len();
-    if weights.iter().all(|&w| w == 1) {
-        // Equal weights (after the gcd): every score is equal before each pick, the first wins, so the
-        // cycle is plain rotation. Skipping the O(n^2) loop matters at 10,000 backends.
-        return (0..n as u32).collect();
-    }
     let total: u64 = weights.iter().sum();
-    let weights: Vec<i64> = weights.iter().map(|&w| w as i64).collect();
-    let mut current = vec![0i64; n];
+    // Classes of equal weight, each with its members in index order and how many turns it has had.
+    let mut classes: Vec<(u64, Vec<u32>, u64)> = Vec::new();
+    for (i, &w) in weights.iter().enumerate() {
+        match classes.iter_mut().find(|c| c.0 == w) {
+            Some(c) => c.1.push(i as u32),
+            None => classes.push((w, vec![i as u32], 0)),
+        }
+    }
     let mut cycle = Vec::with_capacity(total as usize);
-    for _ in 0..total {
-        let mut best = 0;
-        for i in 0..n {
-            current[i] += weights[i];
-            if current[i] > current[best] {
-                best = i;
+    for t in 1..=total {
+        // The best of each class: score t x w - total x (its wins), and its wins are turns / size.
+        let mut best: Option<(i128, u32, usize)> = None;
+        for (k, (w, members, turns)) in classes.iter().enumerate() {
+            let size = members.len() as u64;
+            let score = i128::from(t) * i128::from(*w) - i128::from(total) * i128::from(turns / size);
+            let index = members[(turns % size) as usize];
+            // Highest score; on a tie the lowest backend index, as nginx's first-wins scan.
+            if best.is_none_or(|(s, i, _)| score > s || (score == s && index < i)) {
+                best = Some((score, index, k));
             }
         }
-        current[best] -= total as i64;
-        cycle.push(best as u32);
+        let Some((_, index, k)) = best else { break };
+        classes[k].2 += 1;
+        cycle.push(index);
     }
     cycle
 }
@@ -296,6 +306,36 @@ mod tests {
         // deviation 30, so +-150 is 5 sigma. Its turned-down slots go to backend 1, the next slot.
         assert!((850..=1_150).contains(&counts[0]), "{counts:?}");
         assert!(counts[2..].iter().all(|&c| c == 10_000), "{counts:?}");
+    }
+
+    /// nginx's procedure as written: every score grows, the highest wins, the winner pays the total.
+    fn naive_cycle(weights: &[u64]) -> Vec<u32> {
+        let total: u64 = weights.iter().sum();
+        let mut current = vec![0i64; weights.len()];
+        let mut cycle = Vec::new();
+        for _ in 0..total {
+            let mut best = 0;
+            for i in 0..weights.len() {
+                current[i] += weights[i] as i64;
+                if current[i] > current[best] {
+                    best = i;
+                }
+            }
+            current[best] -= total as i64;
+            cycle.push(best as u32);
+        }
+        cycle
+    }
+
+    #[test]
+    fn matches_the_naive_procedure() {
+        let rng = crate::rng::Rng::seeded(9);
+        for case in 0..300 {
+            let n = 1 + rng.below(12);
+            let weights: Vec<u64> =
+                (0..n).map(|_| 1 + rng.below(if case % 2 == 0 { 4 } else { 40 }) as u64).collect();
+            assert_eq!(smooth_cycle(&weights), naive_cycle(&weights), "{weights:?}");
+        }
     }
 
     #[test]
