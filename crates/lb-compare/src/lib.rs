@@ -1,0 +1,31 @@
+//! `lb-compare`: experiments that compare load-balancing algorithms, from textbook models to scenarios
+//! that drive the real balancers of `lb-algorithms` in simulated time.
+//!
+//! Every experiment is a library function that returns a serialisable report, so the command line, the
+//! tests that reproduce the literature and the lessons all call the same code. Every random choice takes a
+//! seed: a number printed in a lesson can be reproduced from the command that printed it.
+//!
+//! # Layout
+//!
+//! - [`rng`]: the simulator's seeded generator and distributions.
+//! - [`sequence`]: the first N picks of an algorithm, as letters (`lb-compare sequence`).
+//! - [`balls`]: balls into bins with `d` choices, Azar et al. 1994 (`lb-compare balls`).
+//! - [`supermarket`]: Mitzenmacher's supermarket model and its fixed point (`lb-compare supermarket`).
+//! - [`hashing`]: balance and disruption of the consistent-hashing algorithms (`lb-compare hashing`).
+//! - [`scenario`]: the TOML scenario format (fleet, load, script of failures); files in `scenarios/`.
+//! - [`sim`]: the discrete-event simulator that runs a scenario through every algorithm
+//!   (`lb-compare scenario`).
+//! - [`output`]: plain-text tables and the progress bar the command prints.
+//! - `main.rs`: the `lb-compare` command (argument parsing only).
+//!
+//! The live experiments (`live`, `balancers`, `report`) will come once the proxy runs; they will use the
+//! `loadgen` crate.
+
+pub mod balls;
+pub mod hashing;
+pub mod output;
+pub mod rng;
+pub mod scenario;
+pub mod sequence;
+pub mod sim;
+pub mod supermarket;
