@@ -1,0 +1,335 @@
+//! `lab validate-compose`: checks `docker-compose.yml` against the configs it runs, without a Docker
+//! engine. What it checks:
+//!
+//! - the services exist: backend-1..3, lb, nginx, haproxy, envoy, and prometheus in the `monitoring`
+//!   profile;
+//! - every image is pinned by a tag that is not `latest`; every build context and its Dockerfile exist;
+//! - every service publishes exactly the lab's ports (backends 9001-9003, lb 8080/9900, nginx 8081,
+//!   HAProxy 8082/8404, Envoy 8083/9901, Prometheus 9090) on the same port number, and stats/admin ports
+//!   only on the host's 127.0.0.1;
+//! - every mounted host path exists (a `${VAR:-default}` taken at its default), and every config in
+//!   the mounted folders (nginx/, haproxy/, envoy/) listens on the service's port and names
+//!   `backend-1:9001`, `backend-2:9002`, `backend-3:9003` (the same rules `lab up` renders with);
+//! - each backend runs `toy-backend --listen 0.0.0.0:900N --name backend-N`;
+//! - each balancer depends on the three backends;
+//! - Prometheus scrapes services and ports that exist.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_yaml::Value;
+
+use crate::balancer::{BACKEND_PORTS, Balancer};
+use crate::render::{Ports, render};
+
+/// What the validation found: errors fail it, notes do not (something another part of the
+/// workspace has yet to add).
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Inconsistencies.
+    pub errors: Vec<String>,
+    /// Things worth knowing that are not wrong.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// True when no error was found.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// The lab's services, the container ports each publishes, and which are host-loopback only.
+const SERVICES: [(&str, &[u16], &[u16]); 8] = [
+    ("backend-1", &[9001], &[9001]),
+    ("backend-2", &[9002], &[9002]),
+    ("backend-3", &[9003], &[9003]),
+    ("lb", &[8080, 9900], &[9900]),
+    ("nginx", &[8081], &[]),
+    ("haproxy", &[8082, 8404], &[8404]),
+    ("envoy", &[8083, 9901], &[9901]),
+    ("prometheus", &[9090], &[9090]),
+];
+
+/// Reads and validates `root/docker-compose.yml`.
+pub fn validate_file(root: &Path) -> Report {
+    let path = root.join("docker-compose.yml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => validate(root, &text),
+        Err(e) => Report { errors: vec![format!("{}: {e}", path.display())], notes: vec![] },
+    }
+}
+
+/// Validates compose `text` whose relative paths are relative to `root`.
+pub fn validate(root: &Path, text: &str) -> Report {
+    let mut r = Report::default();
+    let doc: Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            r.errors.push(format!("docker-compose.yml does not parse: {e}"));
+            return r;
+        }
+    };
+    // YAML merge keys (`<<: *backend`) are not applied by serde_yaml's Value; do it here.
+    let mut doc = doc;
+    if let Err(e) = doc.apply_merge() {
+        r.errors.push(format!("docker-compose.yml merge keys: {e}"));
+    }
+    let Some(services) = doc.get("services").and_then(Value::as_mapping) else {
+        r.errors.push("no `services:` mapping".into());
+        return r;
+    };
+    for (name, ports, loopback) in SERVICES {
+        match services.get(name) {
+            None => r.errors.push(format!("service {name} is missing")),
+            Some(svc) => check_service(root, name, svc, ports, loopback, &mut r),
+        }
+    }
+    for name in services.keys().filter_map(Value::as_str) {
+        if !SERVICES.iter().any(|(n, _, _)| *n == name) {
+            r.notes.push(format!("service {name} is not one the lab knows; not checked"));
+        }
+    }
+    if let Some(prom) = services.get("prometheus") {
+        let profiles = strings(prom.get("profiles"));
+        if !profiles.iter().any(|p| p == "monitoring") {
+            r.errors.push("prometheus: must be in the `monitoring` profile".into());
+        }
+        check_prometheus(root, services, &mut r);
+    }
+    r
+}
+
+fn check_service(root: &Path, name: &str, svc: &Value, ports: &[u16], loopback: &[u16], r: &mut Report) {
+    // Image pinned by tag; build context present.
+    if let Some(image) = svc.get("image").and_then(Value::as_str) {
+        let last = image.rsplit('/').next().unwrap_or(image);
+        match last.split_once(':') {
+            None => r.errors.push(format!("{name}: image {image} has no tag (pin a version)")),
+            Some((_, "latest")) => {
+                r.errors.push(format!("{name}: image {image} uses `latest` (pin a version)"))
+            }
+            Some(_) => {}
+        }
+    } else if svc.get("build").is_none() {
+        r.errors.push(format!("{name}: neither image nor build"));
+    }
+    if let Some(build) = svc.get("build") {
+        let context = build.as_str().or_else(|| build.get("context").and_then(Value::as_str)).unwrap_or(".");
+        let dockerfile = build.get("dockerfile").and_then(Value::as_str).unwrap_or("Dockerfile");
+        let dir = root.join(context);
+        if !dir.join(dockerfile).is_file() {
+            r.errors
+                .push(format!("{name}: build needs {}/{dockerfile}, which does not exist", dir.display()));
+        }
+    }
+
+    // Ports: exactly the lab's, same number on both sides, admin ports on host loopback.
+    let mut seen = BTreeSet::new();
+    for spec in strings(svc.get("ports")) {
+        match parse_port(&spec) {
+            None => r.errors.push(format!("{name}: cannot read port {spec:?}")),
+            Some((ip, host, container)) => {
+                if host != container {
+                    r.errors.push(format!("{name}: port {spec}: host and container ports differ"));
+                }
+                if loopback.contains(&container) && ip.as_deref() != Some("127.0.0.1") {
+                    r.errors.push(format!(
+                        "{name}: port {spec}: stats/admin ports must be published on 127.0.0.1 only"
+                    ));
+                }
+                seen.insert(container);
+            }
+        }
+    }
+    let want: BTreeSet<u16> = ports.iter().copied().collect();
+    if seen != want {
+        r.errors.push(format!("{name}: publishes ports {seen:?}, the lab expects {want:?}"));
+    }
+
+    // Volumes: host paths exist; configs in them agree with the lab's ports.
+    for spec in strings(svc.get("volumes")) {
+        check_volume(root, name, &spec, r);
+    }
+
+    // Dependencies and commands.
+    let command = strings(svc.get("command")).join(" ");
+    if let Some(n) = name.strip_prefix("backend-") {
+        let port = n.parse::<usize>().ok().and_then(|i| BACKEND_PORTS.get(i - 1)).copied().unwrap_or(0);
+        let want = format!("toy-backend --listen 0.0.0.0:{port} --name {name}");
+        if command != want {
+            r.errors.push(format!("{name}: command is {command:?}, expected {want:?}"));
+        }
+    } else if ["lb", "nginx", "haproxy", "envoy"].contains(&name) {
+        let deps = depends_on(svc);
+        for b in ["backend-1", "backend-2", "backend-3"] {
+            if !deps.iter().any(|d| d == b) {
+                r.errors.push(format!("{name}: must depend_on {b}"));
+            }
+        }
+    }
+    if name == "lb" {
+        if !command.contains("--config /etc/lb/lab.toml") {
+            r.errors.push(format!("lb: command {command:?} should run `lb --config /etc/lb/lab.toml`"));
+        }
+        if !root.join("crates/lb/config/lab.toml").is_file() {
+            r.notes.push("lb: crates/lb/config/lab.toml is not there yet (written with the lb crate)".into());
+        }
+    }
+}
+
+/// Checks one short-syntax volume `SRC:DST[:MODE]` of service `name`.
+fn check_volume(root: &Path, name: &str, spec: &str, r: &mut Report) {
+    // Interpolate first: a default such as `${X:-a.conf}` contains a colon itself.
+    let (resolved, defaulted) = match interpolate(spec) {
+        Ok(p) => p,
+        Err(e) => {
+            r.errors.push(format!("{name}: volume {spec}: {e}"));
+            return;
+        }
+    };
+    let path = resolved.split(':').next().unwrap_or("").to_string();
+    if !(path.starts_with("./") || path.starts_with("../") || path.starts_with('/')) {
+        return; // a named volume
+    }
+    let host = root.join(&path);
+    if !host.exists() {
+        r.errors.push(format!("{name}: volume {spec}: {} does not exist", host.display()));
+        return;
+    }
+    let balancer = match name {
+        "nginx" => Balancer::Nginx,
+        "haproxy" => Balancer::Haproxy,
+        "envoy" => Balancer::Envoy,
+        _ => return,
+    };
+    // A config chosen by variable may be any file of the folder: check them all.
+    let files = if defaulted { balancer.configs(root).unwrap_or_default() } else { vec![host.clone()] };
+    if files.is_empty() {
+        r.errors.push(format!("{name}: no configs in {}", balancer.config_dir()));
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if let Err(e) = render(balancer, &text, &Ports::lab(balancer)) {
+            r.errors.push(format!("{name}: {}: {e}", file.display()));
+        }
+    }
+}
+
+/// Replaces `${VAR:-default}` / `${VAR-default}` by the default. Returns the path and whether a
+/// variable was involved. `${VAR}` without a default is an error: the file would not work unset.
+pub fn interpolate(s: &str) -> Result<(String, bool), String> {
+    let mut out = String::new();
+    let mut rest = s;
+    let mut any = false;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed ${{ in {s}"))?;
+        let inner = &after[..end];
+        let default = inner
+            .split_once(":-")
+            .or_else(|| inner.split_once('-'))
+            .map(|(_, d)| d)
+            .ok_or_else(|| format!("${{{inner}}} has no default"))?;
+        out.push_str(default);
+        any = true;
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok((out, any))
+}
+
+/// `[IP:]HOST:CONTAINER[/proto]` -> (IP, host port, container port).
+fn parse_port(spec: &str) -> Option<(Option<String>, u16, u16)> {
+    let spec = spec.split('/').next()?;
+    let parts: Vec<&str> = spec.split(':').collect();
+    match parts.as_slice() {
+        [host, container] => Some((None, host.parse().ok()?, container.parse().ok()?)),
+        [ip, host, container] => Some((Some((*ip).to_string()), host.parse().ok()?, container.parse().ok()?)),
+        _ => None,
+    }
+}
+
+/// `depends_on` in list or map form.
+fn depends_on(svc: &Value) -> Vec<String> {
+    match svc.get("depends_on") {
+        Some(Value::Mapping(m)) => m.keys().filter_map(Value::as_str).map(String::from).collect(),
+        other => strings(other),
+    }
+}
+
+/// A string or a list of scalars as strings.
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Sequence(items)) => items
+            .iter()
+            .filter_map(|i| match i {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn check_prometheus(root: &Path, services: &serde_yaml::Mapping, r: &mut Report) {
+    let path = root.join("monitoring/prometheus.yml");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return; // reported by the volume check
+    };
+    let doc: Value = match serde_yaml::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            r.errors.push(format!("{}: {e}", path.display()));
+            return;
+        }
+    };
+    let want = [("lb", 9900u16), ("haproxy", 8404), ("envoy", 9901)];
+    let mut found = Vec::new();
+    for job in doc.get("scrape_configs").and_then(Value::as_sequence).into_iter().flatten() {
+        for sc in job.get("static_configs").and_then(Value::as_sequence).into_iter().flatten() {
+            for target in strings(sc.get("targets")) {
+                let Some((host, port)) = target.rsplit_once(':') else {
+                    r.errors.push(format!("prometheus.yml: target {target} has no port"));
+                    continue;
+                };
+                if !services.contains_key(host) {
+                    r.errors.push(format!("prometheus.yml: target {target}: no service {host}"));
+                }
+                found.push((host.to_string(), port.parse::<u16>().unwrap_or(0)));
+            }
+        }
+    }
+    for (host, port) in want {
+        if !found.iter().any(|(h, p)| h == host && *p == port) {
+            r.errors.push(format!("prometheus.yml: does not scrape {host}:{port}"));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolation_takes_defaults() {
+        assert_eq!(
+            interpolate("./nginx/${NGINX_CONFIG:-round-robin.conf}").unwrap(),
+            ("./nginx/round-robin.conf".into(), true)
+        );
+        assert_eq!(interpolate("./a/${X-b}").unwrap(), ("./a/b".into(), true));
+        assert_eq!(interpolate("./plain").unwrap(), ("./plain".into(), false));
+        assert!(interpolate("./${NOPE}").is_err());
+    }
+
+    #[test]
+    fn ports_parse() {
+        assert_eq!(parse_port("8081:8081"), Some((None, 8081, 8081)));
+        assert_eq!(parse_port("127.0.0.1:8404:8404"), Some((Some("127.0.0.1".into()), 8404, 8404)));
+        assert_eq!(parse_port("nope"), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! `lab up BALANCER`: the three toy backends in this process and the balancer as a child process
+//! on a committed config, until Ctrl-C.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use toy_backend::{Backend, BackendConfig, Knobs};
+
+use crate::balancer::Balancer;
+use crate::programs;
+use crate::render::Ports;
+use crate::run::{Output, Prepared, Running};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Which balancer.
+    pub balancer: Balancer,
+    /// A config file name in the balancer's folder (default: round robin, or lb's lab.toml).
+    pub config: Option<String>,
+    /// backend-1's port; every port moves by the same offset (default 9001: the lab's ports).
+    pub base_port: u16,
+}
+
+/// Runs until Ctrl-C (or until the balancer exits on its own, which is an error).
+pub async fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
+    let balancer = opts.balancer;
+    let name = opts.config.clone().unwrap_or_else(|| balancer.default_config().to_string());
+    let committed = balancer.config_path(root, &name);
+    if !committed.is_file() {
+        let available: Vec<String> = balancer
+            .configs(root)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        bail!("{} does not exist; {balancer} configs: {}", committed.display(), available.join(", "));
+    }
+    let Some(program) = programs::find(balancer) else {
+        bail!("{}", programs::missing_message(balancer));
+    };
+    let ports = Ports::shifted(balancer, opts.base_port)?;
+
+    let mut backends = Vec::new();
+    for (i, port) in ports.backends.iter().enumerate() {
+        let config =
+            BackendConfig { name: format!("backend-{}", i + 1), knobs: Knobs::default(), seed: i as u64 + 1 };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, *port));
+        backends.push(
+            Backend::start(addr, config)
+                .await
+                .with_context(|| format!("starting backend-{} on {addr}", i + 1))?,
+        );
+    }
+    let prepared = Prepared::new(balancer, &committed, ports)?;
+    let rendered = prepared.rendered.clone();
+    let mut running = Running::start(prepared, &program, Output::Inherit).await?;
+
+    println!(
+        "backends: {}",
+        backends.iter().map(|b| format!("{} {}", b.name(), b.url())).collect::<Vec<_>>().join(", ")
+    );
+    println!("{balancer} ({name}) pid {} on {}", running.pid().unwrap_or(0), running.url());
+    println!("  config:   {} (rendered from {})", rendered.display(), committed.display());
+    println!("  try:      curl {}/", running.url());
+    println!("            for i in $(seq 6); do curl -s {}/; done", running.url());
+    if name.contains("hash") || name.contains("maglev") {
+        println!(
+            "            curl -H 'X-User: alice' {}/   (the same user lands on the same backend)",
+            running.url()
+        );
+    }
+    if let Some(stats) = running.stats_url() {
+        println!("  stats:    {stats}");
+    }
+    println!("Ctrl-C stops everything.");
+
+    let exited = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break None,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if let Ok(Some(status)) = running.try_wait() {
+                    break Some(status);
+                }
+            }
+        }
+    };
+    running.stop();
+    for backend in backends {
+        backend.shutdown().await;
+    }
+    match exited {
+        None => {
+            println!("stopped {balancer} and the backends");
+            Ok(())
+        }
+        Some(status) => bail!("{balancer} exited on its own with {status}"),
+    }
+}
