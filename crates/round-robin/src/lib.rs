@@ -117,7 +117,7 @@ impl RoundRobin {
                 Response::from_parts(parts, Either::Left(body))
             }
             Err(e) => {
-                tracing::warn!(%backend, error = %e, "backend unavailable");
+                tracing::warn!(%backend, error = ?e, "backend unavailable");
                 // Fix over the Go version: its default error handler answers 502 with an empty
                 // body; naming the backend tells a learner at once which one is down.
                 let name = backend.authority().map_or("?", |a| a.as_str());

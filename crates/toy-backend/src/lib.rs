@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use toy_backend::{Knobs, Latency, start_many};
+//! use toy_backend::{Knobs, start_many};
 //! let backends = start_many(3, Knobs::default()).await?;
 //! backends[1].set_latency("fixed:50ms".parse().expect("valid latency"));
 //! println!("{} is now slow", backends[1].url());
