@@ -648,6 +648,42 @@ mod tests {
     }
 
     #[test]
+    fn render_covers_every_backend_and_escapes_names() -> Result<(), crate::Error> {
+        use crate::config::UpstreamConfig;
+        use lb_algorithms::{Algorithm, BackendSpec};
+        let config = UpstreamConfig::new(
+            "we\"ird",
+            Algorithm::RoundRobin,
+            vec![BackendSpec::new("127.0.0.1:1"), BackendSpec::new("127.0.0.1:2")],
+        );
+        let upstreams = Upstreams::new(&[config])?;
+        let m = Metrics::for_upstreams(&upstreams);
+        let state = upstreams.all()[0].load();
+        m.record_response(&upstreams.all()[0], &state.stats[1], 503, Duration::from_millis(7));
+        m.record_failure(&state.stats[0], FailureKind::Timeout);
+        m.record_no_backend("we\"ird");
+        let text = m.render(&upstreams);
+        for expected in [
+            r#"lb_requests_total{upstream="we\"ird",backend="127.0.0.1:2",code="503"} 1"#,
+            r#"lb_request_duration_seconds_bucket{upstream="we\"ird",backend="127.0.0.1:2",le="0.005"} 0"#,
+            r#"lb_request_duration_seconds_bucket{upstream="we\"ird",backend="127.0.0.1:2",le="0.01"} 1"#,
+            r#"lb_request_duration_seconds_sum{upstream="we\"ird",backend="127.0.0.1:2"} 0.007"#,
+            r#"lb_backend_failures_total{upstream="we\"ird",backend="127.0.0.1:1",kind="timeout"} 1"#,
+            r#"lb_backend_state{upstream="we\"ird",backend="127.0.0.1:1",state="healthy"} 1"#,
+            r#"lb_no_backend_total{upstream="we\"ird"} 1"#,
+            "# TYPE lb_request_duration_seconds histogram",
+        ] {
+            assert!(text.lines().any(|l| l == expected), "missing {expected}\n{text}");
+        }
+        // Each family is declared once, before its samples.
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        let mut unique = types.clone();
+        unique.dedup();
+        assert_eq!(types, unique);
+        Ok(())
+    }
+
+    #[test]
     fn unknown_upstream_names_do_not_panic_and_are_kept_apart() {
         let m = Metrics::new(["app"]);
         m.record_retry("app");

@@ -399,6 +399,36 @@ mod tests {
         assert_eq!(stats[2].ejected_until(), None);
     }
 
+    proptest::proptest! {
+        /// Whatever the order of successes, failures and the passing of time: never more ejected than
+        /// the cap allows, a drained backend is never ejected, and an ejection never outlasts its time.
+        #[test]
+        fn the_cap_and_the_drain_always_hold(
+            n in 1usize..8,
+            percent in 0u32..=100,
+            steps in proptest::collection::vec((0usize..8, proptest::bool::ANY, 0u64..4 * SEC), 1..200),
+        ) {
+            let (set, stats) = group(n);
+            set.set_health(0, Health::Draining, 0);
+            let c = config(2, percent);
+            let mut now = 1;
+            for (i, failed, advance) in steps {
+                now += advance;
+                uneject_due("app", &set, &stats, now);
+                let outcome = if failed { Outcome::Failure } else { Outcome::Success };
+                observe_in(&c, "app", &set, &stats, i % n, outcome, now);
+                let ejected: Vec<usize> =
+                    (0..n).filter(|&j| set.backends()[j].health() == Health::Ejected).collect();
+                proptest::prop_assert!(ejected.len() <= c.max_ejected(n));
+                proptest::prop_assert_eq!(set.backends()[0].health(), Health::Draining);
+                for j in ejected {
+                    let until = stats[j].ejected_until().unwrap_or(0);
+                    proptest::prop_assert!(until > now && until - now <= 35 * SEC);
+                }
+            }
+        }
+    }
+
     #[test]
     fn config_parses_humantime_and_rejects_unknown_fields() {
         #[derive(Deserialize)]
