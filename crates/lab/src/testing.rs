@@ -150,3 +150,102 @@ impl Lab {
         assert!(cond, "{msg}\n--- {} log ---\n{}", self.balancer.balancer(), self.balancer.log_tail());
     }
 }
+
+/// Validates `config` of `balancer` with the real program, as `lab check` does. Returns false (after
+/// the skip line) when the program is missing.
+pub async fn validates(balancer: Balancer, config: &str, test: &str) -> bool {
+    let Some(program) = require(balancer, test) else { return false };
+    let path = balancer.config_path(&repo::source_root(), config);
+    let status = crate::check::validate(balancer, &program, &path).await;
+    assert_eq!(status, crate::check::Status::Ok, "{} rejects {}", balancer.program(), path.display());
+    true
+}
+
+/// `count` is within `tolerance` (a fraction) of `expected`.
+pub fn near(count: u64, expected: f64, tolerance: f64) -> bool {
+    (count as f64 - expected).abs() <= expected * tolerance
+}
+
+impl Lab {
+    /// Round robin: `n` sequential requests split evenly, each backend within 5% of n/3.
+    pub async fn assert_even_spread(&self, n: usize) {
+        let tally = self.send(n, None).await;
+        let each = n as f64 / 3.0;
+        for b in ["backend-1", "backend-2", "backend-3"] {
+            self.check(
+                near(tally.get(b), each, 0.05),
+                format!("{b}: {} of {n}, expected {each} +-5%: {tally:?}", tally.get(b)),
+            );
+        }
+    }
+
+    /// Weights 3:1:1: `n` requests split 60/20/20 %, each within 5% of its share.
+    pub async fn assert_weighted_3_1_1(&self, n: usize) {
+        let tally = self.send(n, None).await;
+        for (b, share) in [("backend-1", 0.6), ("backend-2", 0.2), ("backend-3", 0.2)] {
+            let want = n as f64 * share;
+            self.check(
+                near(tally.get(b), want, 0.05),
+                format!("{b}: {} of {n}, expected {want} +-5%: {tally:?}", tally.get(b)),
+            );
+        }
+    }
+
+    /// Load-aware strategies: backend-1 made slow (200 ms a request) under 12 concurrent clients for
+    /// 2 s gets fewer than half the requests of either fast backend. Round robin would give it a
+    /// third of all requests, each client waiting on it every third request.
+    pub async fn assert_avoids_slow_backend(&self) -> crate::traffic::Tally {
+        self.backends[0].set_latency(toy_backend::Latency::Fixed(Duration::from_millis(200)));
+        let tally = crate::traffic::load(&self.url, 12, Duration::from_secs(2)).await;
+        self.backends[0].set_latency(toy_backend::Latency::None);
+        let (slow, f2, f3) = (tally.get("backend-1"), tally.get("backend-2"), tally.get("backend-3"));
+        self.check(tally.failures() == 0, format!("failures under load: {tally:?}"));
+        self.check(
+            slow * 2 < f2.min(f3),
+            format!("slow backend-1 got {slow}, fast ones {f2} and {f3}: {tally:?}"),
+        );
+        tally
+    }
+
+    /// Hashing on X-User: each of 24 users gets 8 requests, all to one backend; the users spread over
+    /// more than one backend.
+    pub async fn assert_sticky_by_user(&self) {
+        let mut homes = std::collections::BTreeSet::new();
+        for u in 0..24 {
+            let user = format!("user-{u}");
+            let tally = self.send(8, Some(&user)).await;
+            let backends = tally.backends();
+            self.check(backends.len() == 1 && tally.failures() == 0, format!("{user} landed on {tally:?}"));
+            homes.insert(backends[0].to_string());
+        }
+        self.check(homes.len() > 1, format!("24 users all hashed to {homes:?}"));
+    }
+
+    /// Active health checks: backend-2 set unhealthy leaves the rotation within 8 s, and comes back
+    /// within 8 s once healthy again. Returns how long each took.
+    pub async fn assert_active_health(&self) -> (Duration, Duration) {
+        self.check(
+            self.wait_all_backends(Duration::from_secs(10)).await,
+            "not all backends in rotation at start",
+        );
+        self.backends[1].set_healthy(false);
+        let out = crate::traffic::wait_until(Duration::from_secs(8), Duration::from_millis(100), || async {
+            let t = self.send(9, None).await;
+            t.get("backend-2") == 0 && t.failures() == 0
+        })
+        .await;
+        self.check(out.is_some(), "unhealthy backend-2 still gets traffic after 8 s");
+        let steady = self.send(30, None).await;
+        self.check(
+            steady.get("backend-2") == 0 && steady.failures() == 0,
+            format!("after removal: {steady:?}"),
+        );
+        self.backends[1].set_healthy(true);
+        let back = crate::traffic::wait_until(Duration::from_secs(8), Duration::from_millis(100), || async {
+            self.send(9, None).await.get("backend-2") > 0
+        })
+        .await;
+        self.check(back.is_some(), "healthy backend-2 did not come back within 8 s");
+        (out.unwrap_or_default(), back.unwrap_or_default())
+    }
+}
