@@ -64,7 +64,7 @@ pub async fn validate(balancer: Balancer, program: &Path, config: &Path) -> Stat
         }
         Balancer::Envoy => {
             let mut cmd = tokio::process::Command::new(program);
-            cmd.args(["--mode", "validate", "--use-dynamic-base-id", "--log-level", "error", "-c"])
+            cmd.args(["--mode", "validate", "--disable-hot-restart", "--log-level", "error", "-c"])
                 .arg(config);
             cmd
         }

@@ -10,7 +10,7 @@
 //! ```text
 //! nginx   -c DIR/nginx.conf -p DIR/ -e stderr -g 'daemon off;'
 //! haproxy -db -f DIR/haproxy.cfg
-//! envoy   -c DIR/envoy.yaml --concurrency 1 --use-dynamic-base-id --log-level warn
+//! envoy   -c DIR/envoy.yaml --concurrency 1 --disable-hot-restart --log-level warn
 //! lb      --config DIR/lb.toml
 //! ```
 
@@ -135,10 +135,11 @@ impl Prepared {
                 cmd.arg("-db").arg("-f").arg(config).env_remove("HAPROXY_STATS_ADDR");
             }
             Balancer::Envoy => {
-                // One worker as in BENCHMARKING.md; a dynamic base id so several Envoys (tests in
-                // parallel, a developer's lab) do not collide on the hot-restart shared memory.
+                // One worker as in BENCHMARKING.md. Hot restart off: each Envoy would otherwise claim
+                // a shared-memory region by base id (two on the same id collide; `--use-dynamic-base-id`
+                // avoids that but leaves a file in /dev/shm per run). The lab never hot-restarts.
                 cmd.arg("-c").arg(config);
-                cmd.args(["--concurrency", "1", "--use-dynamic-base-id", "--log-level", "warn"]);
+                cmd.args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]);
             }
             Balancer::Lb => {
                 cmd.arg("--config").arg(config);
