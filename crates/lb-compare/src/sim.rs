@@ -71,6 +71,10 @@ pub struct AlgorithmReport {
     pub per_backend: Vec<u64>,
     /// Most attempts on one backend over the mean.
     pub imbalance: f64,
+    /// Requests still counted in flight by the backend set after the run: 0 unless a guard leaked
+    /// (tests check it).
+    #[serde(skip)]
+    pub in_flight_at_end: u64,
 }
 
 /// Options of a run that are not part of the scenario.
@@ -462,6 +466,7 @@ impl Sim<'_> {
             above_threshold: if total == 0 { 0.0 } else { self.above as f64 / total as f64 },
             per_backend: self.per_backend.clone(),
             imbalance: if mean > 0.0 { max / mean } else { 0.0 },
+            in_flight_at_end: self.set.total_in_flight(),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! heavier reproductions (λ = 0.99 with one choice, a million arrivals per point) are `#[ignore]`d; run
 //! them with `cargo test --release -p lb-compare --test literature -- --include-ignored`.
 
+use lb_algorithms::Algorithm;
 use lb_compare::balls::{self, BallsSpec};
+use lb_compare::hashing::{self, HashingReport, HashingSpec};
 use lb_compare::supermarket::{self, SupermarketSpec};
 
 /// Azar, Broder, Karlin, Upfal, "Balanced Allocations" (STOC 1994; SIAM J. Computing 1999), and for one
@@ -95,4 +97,46 @@ fn supermarket_tail_falls_doubly_exponentially() {
         let (sim, theory) = (r.tail[i], r.theory_tail[i]);
         assert!((sim - theory).abs() < 0.02, "s_{i}: simulated {sim:.4}, theory {theory:.4}");
     }
+}
+
+fn hashing(algorithm: Algorithm, vnodes: Option<u32>, remove: Option<f64>) -> HashingReport {
+    let spec = HashingSpec { algorithm, backends: 100, keys: 200_000, vnodes, table_size: None, remove };
+    hashing::run(&spec, || {}).unwrap_or_else(|e| panic!("{algorithm}: {e}"))
+}
+
+/// Karger et al., "Consistent Hashing and Random Trees" (STOC 1997): a backend with V points on the ring
+/// owns the sum of V arcs, each about exponential, so its share has a coefficient of variation of about
+/// 1/sqrt(V): 32% at 10 points, 7.9% at 160 (ketama's default). With 200,000 keys over 100 backends the
+/// key sampling adds sqrt(100/200,000) = 2.2% in quadrature. Removing backends moves only their keys.
+#[test]
+fn ring_hash_spread_shrinks_with_points_per_backend() {
+    let few = hashing(Algorithm::RingHash, Some(10), None);
+    let many = hashing(Algorithm::RingHash, Some(160), Some(0.1));
+    assert!((0.2..0.45).contains(&few.cv), "10 points: {few:?}");
+    assert!((0.05..0.12).contains(&many.cv), "160 points: {many:?}");
+    assert_eq!(many.moved_among_survivors, Some(0.0), "no key leaves a backend that stayed");
+    // The removed tenth of the backends owned about a tenth of the keys (+-3 points for the spread above).
+    assert!(many.moved_fraction.is_some_and(|f| (0.07..0.13).contains(&f)), "{many:?}");
+}
+
+/// Eisenbud et al., "Maglev: A Fast and Reliable Software Network Load Balancer" (NSDI 2016), section
+/// 3.4 and figure 11: the lookup table gives each backend M/N entries to within one, so keys spread as
+/// evenly as sampling allows (2,000 keys per backend: standard deviation 45, 2.2%; the fullest of 100 is
+/// about 2.5 standard deviations up, so max/mean below 1.10); removing backends moves a few percent of
+/// the keys of backends that stayed (the paper's figure: under 2% for a 1% removal; more for 10%).
+#[test]
+fn maglev_is_balanced_and_disrupts_little() {
+    let r = hashing(Algorithm::Maglev, None, Some(0.1));
+    assert!(r.max_over_mean < 1.10 && r.cv < 0.04, "{r:?}");
+    assert!(r.moved_among_survivors.is_some_and(|f| f < 0.05), "{r:?}");
+    assert!(r.moved_fraction.is_some_and(|f| (0.09..0.16).contains(&f)), "{r:?}");
+}
+
+/// Thaler and Ravishankar, "Using Name-Based Mappings to Increase Hit Rates" (1998): highest random weight
+/// is as even as the hash and moves nothing but the removed backends' keys.
+#[test]
+fn rendezvous_is_even_and_minimally_disruptive() {
+    let r = hashing(Algorithm::Rendezvous, None, Some(0.1));
+    assert!(r.cv < 0.04, "{r:?}");
+    assert_eq!(r.moved_among_survivors, Some(0.0));
 }
