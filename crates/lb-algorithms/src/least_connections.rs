@@ -84,17 +84,17 @@ impl Balancer for LeastConnections {
         // (index, in_flight + 1, effective weight, tie-break hash) of the best so far.
         let mut best: Option<(usize, f64, f64, u64)> = None;
         let mut ties = 0usize;
-        for i in 0..n {
+        for (i, backend) in backends.iter().enumerate() {
             if let Some(why) = unavailable(&self.set, panic, i, req) {
                 if let Some(e) = explain.as_deref_mut() {
                     e.skip(i, why);
                 }
             } else {
-                let load = backends[i].in_flight() as f64 + 1.0;
+                let load = backend.in_flight() as f64 + 1.0;
                 let weight = if ramping {
                     self.set.effective_weight(i, req.now)
                 } else {
-                    f64::from(backends[i].weight())
+                    f64::from(backend.weight())
                 };
                 match best {
                     None => best = Some((i, load, weight, mix(ticket, i))),
