@@ -91,11 +91,8 @@ impl Balancer for LeastConnections {
                 }
             } else {
                 let load = backend.in_flight() as f64 + 1.0;
-                let weight = if ramping {
-                    self.set.effective_weight(i, req.now)
-                } else {
-                    f64::from(backend.weight())
-                };
+                let weight =
+                    if ramping { self.set.effective_weight(i, req.now) } else { f64::from(backend.weight()) };
                 match best {
                     None => best = Some((i, load, weight, mix(ticket, i))),
                     Some((_, bl, bw, bh)) => {
