@@ -257,8 +257,8 @@ fn set_draining(state: &AdminState, name: &str, addr: &str, draining: bool) -> R
         tracing::info!(
             upstream = name,
             backend = addr,
-            from = from.as_str(),
-            to = to.as_str(),
+            from = %from,
+            to = %to,
             "health changed"
         );
     }

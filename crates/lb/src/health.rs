@@ -238,8 +238,8 @@ fn apply(upstream: &Upstream, addr: &str, healthy: bool) {
             tracing::info!(
                 upstream = %upstream.name,
                 backend = %addr,
-                from = prev.as_str(),
-                to = to.as_str(),
+                from = %prev,
+                to = %to,
                 "health changed"
             );
         }

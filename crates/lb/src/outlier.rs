@@ -162,8 +162,8 @@ fn eject(
     let ejected = || set.backends().iter().filter(|b| b.health() == Health::Ejected).count();
     if ejected() >= allowed {
         tracing::debug!(
-            upstream,
-            backend = backend.addr(),
+            %upstream,
+            backend = %backend.addr(),
             allowed,
             "ejection skipped: max_ejection_percent"
         );
@@ -196,8 +196,8 @@ fn eject(
     s.consecutive_failures.store(0, Relaxed);
     s.count_ejection();
     tracing::warn!(
-        upstream,
-        backend = backend.addr(),
+        %upstream,
+        backend = %backend.addr(),
         failures = config.consecutive_failures,
         level,
         ejected_for = %humantime_serde::re::humantime::format_duration(duration),
@@ -233,7 +233,7 @@ pub fn uneject_due(upstream: &str, set: &BackendSet, stats: &[Arc<BackendStats>]
                 None => continue,
             }
             returned += 1;
-            tracing::info!(upstream, backend = backend.addr(), "backend returned after ejection");
+            tracing::info!(%upstream, backend = %backend.addr(), "backend returned after ejection");
         }
     }
     returned
