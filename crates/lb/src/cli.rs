@@ -122,7 +122,8 @@ pub fn quick_config(args: &Args) -> Config {
     let mut upstream = UpstreamConfig::new("app", args.algorithm, args.backend.clone());
     upstream.hash_key = args.hash_key.clone();
     if let Some(path) = &args.health_check {
-        upstream.health_check = Some(HealthCheckConfig { path: path.clone(), ..HealthCheckConfig::default() });
+        upstream.health_check =
+            Some(HealthCheckConfig { path: path.clone(), ..HealthCheckConfig::default() });
     }
     let mut config = Config { upstreams: vec![upstream], ..Config::default() };
     if !args.listen.is_empty() {
@@ -204,7 +205,9 @@ pub async fn start_demo(args: &Args) -> anyhow::Result<Demo> {
     config.server.workers = args.workers.unwrap_or(0);
     let admin = args.admin.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9900)));
     config.admin = Some(AdminConfig { listen: Some(admin), explain: true, access_log: false });
-    let running = start(config).await.context("starting the demo proxy (is port 8080 or 9900 taken? try --listen / --admin)")?;
+    let running = start(config)
+        .await
+        .context("starting the demo proxy (is port 8080 or 9900 taken? try --listen / --admin)")?;
     Ok(Demo { running, backends })
 }
 

@@ -281,8 +281,7 @@ impl OptionsConfig {
 }
 
 /// One problem in a config file, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{column}: {message}")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The file name as given.
     pub file: String,
@@ -293,6 +292,19 @@ pub struct ConfigError {
     /// What is wrong.
     pub message: String,
 }
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            // Not a position in the file (it could not be read at all).
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// All the problems found in one file (at least one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,7 +330,9 @@ impl Config {
         let file = path.display().to_string();
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&text, &file),
-            Err(e) => Err(ConfigErrors(vec![ConfigError { file, line: 0, column: 0, message: e.to_string() }])),
+            Err(e) => {
+                Err(ConfigErrors(vec![ConfigError { file, line: 0, column: 0, message: e.to_string() }]))
+            }
         }
     }
 
@@ -328,7 +342,8 @@ impl Config {
             let (line, column) = span.map_or((1, 1), |s| line_col(text, s.start));
             ConfigError { file: file.to_string(), line, column, message }
         };
-        let config: Config = toml::from_str(text).map_err(|e| ConfigErrors(vec![at(e.span(), e.message().trim_end().to_string())]))?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigErrors(vec![at(e.span(), e.message().trim_end().to_string())]))?;
 
         // Whole-file checks, on a second pass that keeps the names' positions.
         #[derive(Deserialize)]
@@ -344,7 +359,10 @@ impl Config {
         if let Ok(names) = toml::from_str::<Names>(text) {
             for (i, n) in names.upstream.iter().enumerate() {
                 if names.upstream[..i].iter().any(|m| m.name.get_ref() == n.name.get_ref()) {
-                    errors.push(at(Some(n.name.span()), format!("duplicate upstream name {:?}", n.name.get_ref())));
+                    errors.push(at(
+                        Some(n.name.span()),
+                        format!("duplicate upstream name {:?}", n.name.get_ref()),
+                    ));
                 }
             }
         }
@@ -369,7 +387,10 @@ impl Config {
         let ups: Vec<String> = self
             .upstreams
             .iter()
-            .map(|u| format!("{} ({}, {} backends)", u.name, u.algorithm, u.backends.len()))
+            .map(|u| {
+                let n = u.backends.len();
+                format!("{} ({}, {n} backend{})", u.name, u.algorithm, if n == 1 { "" } else { "s" })
+            })
             .collect();
         format!("listen {}; upstreams: {}", listen.join(", "), ups.join(", "))
     }
@@ -422,22 +443,50 @@ fn path_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 fn one_or_many_addrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+    /// One address, parsed where it stands so an error points at it (not at the list).
+    struct Listen(SocketAddr);
+    impl<'de> Deserialize<'de> for Listen {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            // The error must be raised inside the visitor: only errors raised while the parser is
+            // handing us the value get that value's position.
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = Listen;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an address \"IP:PORT\"")
+                }
+                fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Listen, E> {
+                    s.parse()
+                        .map(Listen)
+                        .map_err(|_| E::custom(format!("bad listen address {s:?}: expected IP:PORT")))
+                }
+            }
+            d.deserialize_str(V)
+        }
     }
-    let list = match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    };
-    list.iter()
-        .map(|s| {
-            s.parse::<SocketAddr>()
-                .map_err(|_| serde::de::Error::custom(format!("bad listen address {s:?}: expected IP:PORT")))
-        })
-        .collect()
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<SocketAddr>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an address \"IP:PORT\" or a list of them")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            s.parse()
+                .map(|a| vec![a])
+                .map_err(|_| E::custom(format!("bad listen address {s:?}: expected IP:PORT")))
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(Listen(a)) = seq.next_element()? {
+                out.push(a);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 /// Check a backend address: `host:port`, where host is an IP or a DNS name, resolved when connecting.
@@ -451,9 +500,9 @@ pub fn check_backend_addr(addr: &str) -> Result<(), String> {
         return bad("the port must be a number from 1 to 65535");
     }
     let host_ok = !host.is_empty()
-        && host.split('.').all(|label| {
-            !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
+        && host
+            .split('.')
+            .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     if host_ok { Ok(()) } else { bad("expected host:port") }
 }
 
@@ -484,33 +533,43 @@ struct BackendEntry(BackendSpec);
 
 impl<'de> Deserialize<'de> for BackendEntry {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Table {
-            addr: String,
-            #[serde(default = "one")]
-            weight: u32,
-        }
-        fn one() -> u32 {
-            1
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Short(String),
-            Table(Table),
-        }
-        let raw = Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(r#"a backend is "host:port", "host:port=weight" or { addr = "host:port", weight = N }"#)
-        })?;
-        let spec = match raw {
-            Raw::Short(s) => parse_backend(&s),
-            Raw::Table(t) if t.weight == 0 => {
-                Err(format!("backend {}: weight 0; use drain to stop sending it traffic", t.addr))
+        // A hand-written visitor rather than `#[serde(untagged)]`: untagged buffers the value first,
+        // and the parser's position for the error would then be the whole list, not this entry.
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = BackendEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""host:port", "host:port=weight" or { addr = "host:port", weight = N }"#)
             }
-            Raw::Table(t) => check_backend_addr(&t.addr).map(|()| BackendSpec { addr: t.addr, weight: t.weight }),
-        };
-        spec.map(BackendEntry).map_err(serde::de::Error::custom)
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<BackendEntry, E> {
+                parse_backend(s).map(BackendEntry).map_err(E::custom)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<BackendEntry, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Table {
+                    addr: String,
+                    #[serde(default = "one")]
+                    weight: u32,
+                }
+                fn one() -> u32 {
+                    1
+                }
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                if t.weight == 0 {
+                    return Err(serde::de::Error::custom(format!(
+                        "backend {}: weight 0; use drain to stop sending it traffic",
+                        t.addr
+                    )));
+                }
+                check_backend_addr(&t.addr).map_err(serde::de::Error::custom)?;
+                Ok(BackendEntry(BackendSpec { addr: t.addr, weight: t.weight }))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 

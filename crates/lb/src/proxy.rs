@@ -159,12 +159,16 @@ impl Worker {
         client: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let log_start = self.shared.access_log.then(|| (std::time::SystemTime::now(), Instant::now()));
-        let (method, path) =
-            if log_start.is_some() { (req.method().clone(), req.uri().path().to_string()) } else { Default::default() };
+        let (method, path) = if log_start.is_some() {
+            (req.method().clone(), req.uri().path().to_string())
+        } else {
+            Default::default()
+        };
         let mut outcome = Forwarded::default();
         let response = self.forward(req, client, &mut outcome).await;
         if let Some((time, started)) = log_start {
-            let request_id = response.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let request_id =
+                response.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
             access_log(&AccessLogEntry {
                 time,
                 client: Some(client),
@@ -293,7 +297,15 @@ impl Worker {
                         ctx.retry(index, why);
                         continue;
                     }
-                    break self.respond(response, sender, guard, addr, config.timeouts.idle, &request_id, &mut ctx);
+                    break self.respond(
+                        response,
+                        sender,
+                        guard,
+                        addr,
+                        config.timeouts.idle,
+                        &request_id,
+                        &mut ctx,
+                    );
                 }
                 AttemptResult::Failed { kind, message, unsent } => {
                     drop(guard);
@@ -491,7 +503,11 @@ impl Attempts<'_> {
     }
 
     fn internal(&mut self, request_id: &HeaderValue) -> Response<ProxyBody> {
-        self.error(StatusCode::BAD_GATEWAY, "internal error: request could not be rebuilt\n".into(), request_id)
+        self.error(
+            StatusCode::BAD_GATEWAY,
+            "internal error: request could not be rebuilt\n".into(),
+            request_id,
+        )
     }
 
     fn error(&mut self, status: StatusCode, body: String, request_id: &HeaderValue) -> Response<ProxyBody> {
@@ -517,7 +533,8 @@ impl Attempts<'_> {
         put(&X_LB_ALGORITHM, self.upstream.config.algorithm.name().to_string());
         put(&X_LB_REASON, explain.reason.clone());
         if !explain.skipped.is_empty() {
-            let skipped: Vec<String> = explain.skipped.iter().map(|(i, why)| format!("{}={why}", addr(*i))).collect();
+            let skipped: Vec<String> =
+                explain.skipped.iter().map(|(i, why)| format!("{}={why}", addr(*i))).collect();
             put(&X_LB_SKIPPED, skipped.join(", "));
         }
         put(&X_LB_ATTEMPTS, self.attempts.to_string());
@@ -632,7 +649,9 @@ enum Inner {
 impl std::fmt::Debug for ProxyBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.inner {
-            Inner::Upstream { hold, .. } => f.debug_struct("ProxyBody::Upstream").field("open", &hold.is_some()).finish(),
+            Inner::Upstream { hold, .. } => {
+                f.debug_struct("ProxyBody::Upstream").field("open", &hold.is_some()).finish()
+            }
             Inner::Full(b) => f.debug_tuple("ProxyBody::Full").field(b).finish(),
         }
     }
@@ -642,10 +661,10 @@ impl ProxyBody {
     fn upstream(body: Incoming, guard: InFlightGuard, ret: ReturnTo) -> Self {
         let mut this = ProxyBody { inner: Inner::Upstream { body, hold: Some((guard, ret)) } };
         // A response with no body (HEAD, 204, 304) may never be polled: finish now.
-        if let Inner::Upstream { body, hold } = &mut this.inner {
-            if body.is_end_stream() {
-                finish(hold);
-            }
+        if let Inner::Upstream { body, hold } = &mut this.inner
+            && body.is_end_stream()
+        {
+            finish(hold);
         }
         this
     }
@@ -668,7 +687,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut self.get_mut().inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream { body, hold } => {

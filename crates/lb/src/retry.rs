@@ -79,8 +79,12 @@ impl RetryBudget {
             if current < MILLI {
                 return false;
             }
-            match self.balance.compare_exchange_weak(current, current - MILLI, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.balance.compare_exchange_weak(
+                current,
+                current - MILLI,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return true,
                 Err(seen) => current = seen,
             }
@@ -106,7 +110,11 @@ impl RetryBudget {
         }
         // Only the thread that moves the clock forward adds the tokens for that interval.
         let advanced = (add as i128 * 1_000_000_000 / self.per_sec as i128) as u64;
-        if self.last_refill.compare_exchange(last, last + advanced, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if self
+            .last_refill
+            .compare_exchange(last, last + advanced, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
             let after = self.balance.fetch_add(add, Ordering::Relaxed) + add;
             if after > self.cap {
                 self.balance.fetch_min(self.cap, Ordering::Relaxed);

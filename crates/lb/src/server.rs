@@ -101,8 +101,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         explain: admin_config.as_ref().is_some_and(|a| a.explain),
         access_log: admin_config.as_ref().is_some_and(|a| a.access_log),
     });
-    let workers =
-        if config.server.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.server.workers };
+    let workers = if config.server.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        config.server.workers
+    };
 
     // Bind all sockets up front. For port 0, the first socket picks the port and the others join it.
     let mut bound = Vec::new();
@@ -213,10 +216,10 @@ fn worker_thread(
         }
         sweeper.abort();
         // Every accept loop has returned, so this is the last reference.
-        if let Ok(graceful) = Rc::try_unwrap(graceful) {
-            if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-                tracing::warn!("worker {index}: connections still open after {grace:?}; closing them");
-            }
+        if let Ok(graceful) = Rc::try_unwrap(graceful)
+            && tokio::time::timeout(grace, graceful.shutdown()).await.is_err()
+        {
+            tracing::warn!("worker {index}: connections still open after {grace:?}; closing them");
         }
     });
 }

@@ -20,7 +20,7 @@
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use lb_algorithms::{Balancer, BackendSet, BackendSpec, Health, build, now_nanos};
+use lb_algorithms::{BackendSet, BackendSpec, Balancer, Health, build, now_nanos};
 
 use crate::Error;
 use crate::config::UpstreamConfig;
@@ -164,7 +164,8 @@ pub struct Upstreams {
 impl Upstreams {
     /// Build every group of a configuration.
     pub fn new(configs: &[UpstreamConfig]) -> Result<Upstreams, Error> {
-        let all = configs.iter().cloned().map(|c| Upstream::new(c).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+        let all =
+            configs.iter().cloned().map(|c| Upstream::new(c).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
         let mut routes: Vec<usize> = (0..all.len()).collect();
         // A stable sort keeps file order among equals, so the first of two identical routes wins.
         routes.sort_by_key(|&i| {
@@ -191,7 +192,8 @@ impl Upstreams {
         self.routes.iter().map(|&i| &self.all[i]).find(|u| {
             let c = &u.config;
             path.starts_with(c.path_prefix.as_str())
-                && (c.hosts.is_empty() || host.is_some_and(|h| c.hosts.iter().any(|x| x.eq_ignore_ascii_case(h))))
+                && (c.hosts.is_empty()
+                    || host.is_some_and(|h| c.hosts.iter().any(|x| x.eq_ignore_ascii_case(h))))
         })
     }
 }

@@ -146,7 +146,8 @@ async fn a_post_is_retried_only_when_it_never_reached_a_backend() {
     assert_eq!(resp.text().await.unwrap_or_default(), "hello");
 
     // A POST that the backend answered 503 is not retried: it may have done something.
-    let resp = c.post(format!("{}/status/503", lb.url())).body("x").send().await.unwrap_or_else(|e| panic!("{e}"));
+    let resp =
+        c.post(format!("{}/status/503", lb.url())).body("x").send().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 503);
     assert_eq!(b[1].requests(), 2, "the echo and one 503, no retry of the POST");
     lb.shutdown().await;

@@ -18,7 +18,12 @@ async fn a_one_mebibyte_post_and_a_five_megabyte_download_arrive_byte_for_byte()
     let c = client();
     // A pattern with period 251 (prime), so a dropped or repeated chunk cannot line up by chance.
     let body: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
-    let resp = c.post(format!("{}/echo", lb.url())).body(body.clone()).send().await.unwrap_or_else(|e| panic!("{e}"));
+    let resp = c
+        .post(format!("{}/echo", lb.url()))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 200);
     let echoed = resp.bytes().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(echoed.len(), body.len());
@@ -126,12 +131,19 @@ async fn explain_is_ignored_when_not_enabled_and_unknown_routes_get_404() {
     cfg.upstreams[0].path_prefix = "/api/".to_string();
     let lb = proxy(cfg).await;
     let c = client();
-    let resp =
-        c.get(format!("{}/api/x", lb.url())).header("x-lb-explain", "1").send().await.unwrap_or_else(|e| panic!("{e}"));
+    let resp = c
+        .get(format!("{}/api/x", lb.url()))
+        .header("x-lb-explain", "1")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 404, "the toy backend has no /api/x");
     assert_eq!(header(resp.headers(), "x-lb-backend"), None);
     let resp = c.get(format!("{}/other", lb.url())).send().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resp.status(), 404);
-    assert_eq!(resp.text().await.unwrap_or_default(), format!("no route for host {} path /other\n", lb.listen[0]));
+    assert_eq!(
+        resp.text().await.unwrap_or_default(),
+        format!("no route for host {} path /other\n", lb.listen[0])
+    );
     lb.shutdown().await;
 }

@@ -47,11 +47,7 @@ pub async fn proxy(config: Config) -> Running {
 
 /// A keep-alive client with a timeout and no proxy from the environment.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(CLIENT_TIMEOUT)
-        .no_proxy()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"))
+    reqwest::Client::builder().timeout(CLIENT_TIMEOUT).no_proxy().build().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// GET a URL, returning the status and the body as text.
