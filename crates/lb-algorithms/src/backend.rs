@@ -373,12 +373,13 @@ impl BackendSet {
     }
 
     /// Slow start for algorithms that cannot scale a weight (rotations, tables, rings): admit backend
-    /// `index` with probability equal to its ramp factor, drawing from `draw` (a hash of the key, so that
-    /// a key admitted once stays admitted while the ramp grows). Always true when not ramping.
+    /// `index` with probability equal to its ramp factor, drawing from `draw()` (a hash of the key, so
+    /// that a key admitted once stays admitted while the ramp grows). Always true when not ramping; the
+    /// draw is a closure so that the common case, no ramp, does not pay for hashing.
     #[inline]
-    pub fn ramp_admits(&self, index: usize, now: Nanos, draw: u64) -> bool {
+    pub fn ramp_admits(&self, index: usize, now: Nanos, draw: impl FnOnce() -> u64) -> bool {
         let ramp = self.ramp(index, now);
-        ramp >= 1.0 || crate::hash_key::unit_open(draw) < ramp
+        ramp >= 1.0 || crate::hash_key::unit_open(draw()) < ramp
     }
 
     /// Requests in flight over the whole group (all backends, across rebuilds).
@@ -489,13 +490,14 @@ mod tests {
     #[test]
     fn ramp_admits_a_share_of_keys_equal_to_the_ramp() {
         let s = set(1, SetOptions { slow_start: Some(10_000), ..SetOptions::default() });
-        assert!((0..100u64).all(|k| s.ramp_admits(0, 0, k.wrapping_mul(0x9e37_79b9_7f4a_7c15))));
+        assert!((0..100u64).all(|k| s.ramp_admits(0, 0, || k.wrapping_mul(0x9e37_79b9_7f4a_7c15))));
         s.set_health(0, Health::Unhealthy, 0);
         s.set_health(0, Health::Healthy, 0);
         // At 3,000 ns of 10,000 the ramp is 0.3: about 30% of 10,000 well-mixed draws pass; the standard
         // deviation is ~46, so +-300 is over 6 sigma.
-        let admitted =
-            (0..10_000u64).filter(|&k| s.ramp_admits(0, 3_000, crate::hash_bytes(&k.to_le_bytes()))).count();
+        let admitted = (0..10_000u64)
+            .filter(|&k| s.ramp_admits(0, 3_000, || crate::hash_bytes(&k.to_le_bytes())))
+            .count();
         assert!((2_700..=3_300).contains(&admitted), "{admitted}");
     }
 

@@ -119,7 +119,7 @@ impl Maglev {
             Some(SkipReason::Health(b.health()))
         } else if req.is_excluded(i) {
             Some(SkipReason::AlreadyTried)
-        } else if !self.set.ramp_admits(i, req.now, hash_pair(key, self.salts[i])) {
+        } else if !self.set.ramp_admits(i, req.now, || hash_pair(key, self.salts[i])) {
             Some(SkipReason::SlowStart)
         } else {
             None

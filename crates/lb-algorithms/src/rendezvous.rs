@@ -22,8 +22,9 @@
 //!
 //! **No key.** A request without a hash key goes round robin over the selectable backends.
 //!
-//! **Cost.** O(n) per pick: one hash per backend (plus a logarithm when weights differ). At 1,000
-//! backends that is microseconds, not nanoseconds; for large fleets use [`crate::maglev`] or
+//! **Cost.** O(n) per pick: one hash per backend (a logarithm only for the few backends that could
+//! still beat the best so far, when weights differ). At 1,000 backends that is microseconds, not
+//! nanoseconds; for large fleets use [`crate::maglev`] or
 //! [`crate::ring_hash`], or rendezvous over a small group chosen first. State: one salt per backend.
 //!
 //! **When to use it.** A few to a few hundred backends where the best possible consistency matters:
@@ -109,19 +110,34 @@ impl Balancer for Rendezvous {
         // With equal weights and no ramp, the score is monotone in the hash's top 52 bits (what
         // `unit_open` keeps), so compare those: same winner, no logarithm.
         let fast = self.uniform && self.set.options().slow_start.is_none();
-        let mut best: Option<(usize, f64)> = None;
-        for i in 0..n {
-            if !available(i) {
-                continue;
+        let mut winner = None;
+        if fast {
+            let mut best = 0u64;
+            for i in 0..n {
+                let h = hash_pair(key, self.salts[i]) >> 12;
+                // Strictly greater: ties go to the lower index, deterministically, as in `ranking`.
+                if (winner.is_none() || h > best) && available(i) {
+                    (winner, best) = (Some(i), h);
+                }
             }
-            let score =
-                if fast { (hash_pair(key, self.salts[i]) >> 12) as f64 } else { self.score(key, i, req.now) };
-            // Strictly greater: ties go to the lower index, deterministically.
-            if best.is_none_or(|(_, s)| score > s) {
-                best = Some((i, score));
+        } else {
+            // Minimise the cost `-ln(u) / w`, the inverse of the score. Since `-ln(u) >= 1 - u`, a
+            // backend whose `(1 - u) / w` is already no better than the best cost so far cannot win, and
+            // its logarithm is never taken: after the first few backends, almost none are.
+            let mut best = f64::INFINITY;
+            for i in 0..n {
+                let u = unit_open(hash_pair(key, self.salts[i]));
+                let w = self.set.effective_weight(i, req.now);
+                if (1.0 - u) / w >= best || !available(i) {
+                    continue;
+                }
+                let cost = -u.ln() / w;
+                if cost < best {
+                    (winner, best) = (Some(i), cost);
+                }
             }
         }
-        let (winner, _) = best?;
+        let winner = winner?;
         if let Some(e) = explain {
             // The backends that outranked the winner are the ones passed over, in rank order.
             for i in self.ranking(key, req.now) {
@@ -266,6 +282,8 @@ mod tests {
         for k in 0..40_000 {
             if let Some(i) = r.pick(&PickRequest::new(0).with_key(key(k)), None) {
                 counts[i] += 1;
+                // The pruned pick agrees with the full ranking by score.
+                assert_eq!(i, r.ranking(key(k).unwrap_or_default(), 0)[0]);
             }
         }
         // Exactly 1/4, 1/2, 1/4 in expectation (no arcs, no table): 10,000 / 20,000 / 10,000 with a

@@ -75,26 +75,44 @@ impl Ring {
                 points.push((hash_bytes(&name), owner as u32));
             }
         }
-        // Ties (two equal 64-bit hashes) are all but impossible; sorting by owner too keeps even them
-        // deterministic.
-        points.sort_unstable();
-        let hashes: Vec<u64> = points.iter().map(|p| p.0).collect();
-        let owners: Vec<u32> = points.iter().map(|p| p.1).collect();
-
         // About two points per bucket: a lookup reads one index entry and scans a couple of hashes,
         // instead of the ~18 dependent cache misses of a binary search over 320,000 points.
         let bits = (total / 2).max(1).next_power_of_two().trailing_zeros().min(24);
         let buckets = 1usize << bits;
         let shift = 64 - bits;
-        let mut index = Vec::with_capacity(buckets + 1);
-        let mut p = 0usize;
-        for b in 0..buckets {
-            while p < hashes.len() && bucket(hashes[p], shift) < b {
-                p += 1;
-            }
-            index.push(p as u32);
+        // Sort by bucket first (a counting sort: the hashes are uniform, so this is O(P)), then each
+        // bucket's few points among themselves. A comparison sort of all 320,000 points at 1,000
+        // backends took 40 ms; this takes a few. The bucket starts are the lookup index.
+        let mut index = vec![0u32; buckets + 1];
+        for &(h, _) in &points {
+            index[bucket(h, shift) + 1] += 1;
         }
-        index.push(hashes.len() as u32);
+        for b in 0..buckets {
+            index[b + 1] += index[b];
+        }
+        let mut cursor: Vec<u32> = index[..buckets].to_vec();
+        let mut sorted = vec![(0u64, 0u32); points.len()];
+        for &point in &points {
+            let c = &mut cursor[bucket(point.0, shift)];
+            sorted[*c as usize] = point;
+            *c += 1;
+        }
+        for b in 0..buckets {
+            // Ties (two equal 64-bit hashes) are all but impossible; sorting by owner too keeps even
+            // them deterministic.
+            // An insertion sort: the buckets hold one or two points, too few for a library sort's
+            // setup to pay off.
+            let bucket = &mut sorted[index[b] as usize..index[b + 1] as usize];
+            for j in 1..bucket.len() {
+                let mut k = j;
+                while k > 0 && bucket[k - 1] > bucket[k] {
+                    bucket.swap(k - 1, k);
+                    k -= 1;
+                }
+            }
+        }
+        let hashes: Vec<u64> = sorted.iter().map(|p| p.0).collect();
+        let owners: Vec<u32> = sorted.iter().map(|p| p.1).collect();
         Ring { hashes, owners, index, shift }
     }
 
@@ -222,7 +240,7 @@ impl Balancer for RingHash {
                 SkipReason::Health(backends[i].health())
             } else if req.is_excluded(i) {
                 SkipReason::AlreadyTried
-            } else if !self.set.ramp_admits(i, req.now, hash_pair(key, self.salts[i])) {
+            } else if !self.set.ramp_admits(i, req.now, || hash_pair(key, self.salts[i])) {
                 refused.get_or_insert(i);
                 SkipReason::SlowStart
             } else {
