@@ -197,6 +197,35 @@ async fn outlier_detection_ejects_a_failing_backend_and_returns_it_after_the_eje
 }
 
 #[tokio::test]
+async fn a_backend_that_resets_connections_is_ejected_and_its_failures_are_counted_by_kind() {
+    let bs = backends(3).await;
+    let mut config = config(&bs);
+    config.upstreams[0].outlier_detection =
+        Some(OutlierConfig { consecutive_failures: 2, ..OutlierConfig::default() });
+    let (proxy, admin) = start(config).await;
+    let c = client();
+    bs[0].set_fail(true);
+    // Backend-1's turns are requests 1 and 4: two broken connections in a row eject it. (Whether the
+    // client saw a 502 or a retried 200 depends on the retry budget, not on what is tested here.)
+    send(&c, &proxy, "/", 6).await;
+    assert_eq!(health_of(&proxy, &bs[0]), Some(Health::Ejected));
+    let statuses = send(&c, &proxy, "/", 10).await;
+    assert!(statuses.iter().all(|&s| s == 200), "the ejected backend is no longer tried: {statuses:?}");
+
+    let text = c.get(format!("{admin}/metrics")).send().await.unwrap_or_else(|e| panic!("{e}"));
+    let m = parse_metrics(&text.text().await.unwrap_or_default());
+    let labels = format!("upstream=\"app\",backend=\"{}\"", bs[0].addr());
+    let failures: f64 = ["connect", "timeout", "broken"]
+        .iter()
+        .filter_map(|k| m.get(&format!("lb_backend_failures_total{{{labels},kind=\"{k}\"}}")))
+        .sum();
+    assert_eq!(failures, 2.0, "one failure per attempt, two attempts");
+    assert_eq!(m.get(&format!("lb_backend_ejections_total{{{labels}}}")), Some(&1.0));
+    assert_eq!(m.get(&format!("lb_backend_state{{{labels},state=\"ejected\"}}")), Some(&1.0));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
 async fn outlier_detection_never_ejects_more_than_max_ejection_percent() {
     let bs = backends(4).await;
     let mut config = config(&bs);
