@@ -69,6 +69,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::upstream::{Upstream, Upstreams};
 
+/// The shortest wait between two rounds of checks, whatever the config says.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
 /// `[upstream.health_check]` in the config.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -112,7 +115,8 @@ impl HealthCheckConfig {
     /// The wait before the next round, for a uniform draw `u` in `[0, 1)`.
     pub fn jittered_interval(&self, u: f64) -> Duration {
         let jitter = self.jitter.clamp(0.0, 1.0);
-        self.interval.mul_f64(1.0 - jitter + 2.0 * jitter * u)
+        // The floor keeps `interval = "0s"` from turning the checker into a busy loop.
+        self.interval.mul_f64(1.0 - jitter + 2.0 * jitter * u).max(MIN_INTERVAL)
     }
 }
 
@@ -317,8 +321,10 @@ mod tests {
         assert_eq!(c.jittered_interval(0.0), Duration::from_millis(1800));
         assert_eq!(c.jittered_interval(0.5), Duration::from_secs(2));
         assert!(c.jittered_interval(0.999_999) <= Duration::from_millis(2200));
-        let none = HealthCheckConfig { jitter: 0.0, ..c };
+        let none = HealthCheckConfig { jitter: 0.0, ..c.clone() };
         assert_eq!(none.jittered_interval(0.7), Duration::from_secs(2));
+        let zero = HealthCheckConfig { interval: Duration::ZERO, ..c };
+        assert_eq!(zero.jittered_interval(0.5), MIN_INTERVAL);
     }
 
     #[test]
