@@ -8,6 +8,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+// A proxy allocates and frees small buffers (headers, body chunks) on every request, from one thread
+// per worker; mimalloc's thread-local free lists make that markedly cheaper than glibc's malloc
+// (measured with /work/shared/tools/bench-vs-anchors: see the README).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = lb::cli::Args::parse();
     tracing_subscriber::fmt()

@@ -134,7 +134,8 @@ pub enum ConnectError {
 
 /// Open a new connection to `addr` (`ip:port`, or `host:port` resolved now) within `timeout`, with
 /// `TCP_NODELAY` (a proxy writes whole requests and wants them on the wire now, not after Nagle's
-/// 40 ms). The connection's I/O is driven by a task on the current runtime, so it stays on this worker.
+/// 40 ms). The connection's I/O is driven by a local task, so it stays on this worker. Must be called
+/// inside a `tokio::task::LocalSet` (every worker runs in one).
 pub async fn connect(addr: &str, timeout: Duration) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(stream) => stream?,
@@ -144,7 +145,9 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<Sender, ConnectErr
     let (sender, conn) = hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await?;
     // The connection task ends when the connection closes; its error (if any) reaches the request that
     // was using it through `send_request`, so there is nothing more to do with it here.
-    tokio::spawn(async move {
+    // On this worker's own thread (a `LocalSet`): the request that waits for this connection runs here
+    // too, so waking it never crosses threads.
+    tokio::task::spawn_local(async move {
         let _ = conn.await;
     });
     Ok(sender)

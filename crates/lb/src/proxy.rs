@@ -34,7 +34,6 @@
 
 use std::cell::Cell;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -147,16 +146,25 @@ impl Worker {
     fn new_request_id(&self) -> HeaderValue {
         let n = self.next_id.get().wrapping_add(1);
         self.next_id.set(n);
-        let mut s = String::with_capacity(24);
-        let _ = write!(s, "{:08x}-{n:x}", self.id_prefix);
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("lb"))
+        // Hex digits into a stack buffer: one allocation (the header's own bytes), not three.
+        let mut buf = [0u8; 8 + 1 + 16];
+        let hex = |out: &mut [u8], mut v: u64| {
+            for b in out.iter_mut().rev() {
+                *b = b"0123456789abcdef"[(v & 15) as usize];
+                v >>= 4;
+            }
+        };
+        hex(&mut buf[..8], u64::from(self.id_prefix));
+        buf[8] = b'-';
+        hex(&mut buf[9..], n);
+        HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("lb"))
     }
 
     /// Forward one request. Never fails: every problem becomes a status code and a short body.
     pub async fn handle(
         self: Rc<Self>,
         req: Request<Incoming>,
-        client: SocketAddr,
+        client: Rc<ClientInfo>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let log_start = self.shared.access_log.then(|| (std::time::SystemTime::now(), Instant::now()));
         let (method, path) = if log_start.is_some() {
@@ -165,13 +173,13 @@ impl Worker {
             Default::default()
         };
         let mut outcome = Forwarded::default();
-        let response = self.forward(req, client, &mut outcome).await;
+        let response = self.forward(req, &client, &mut outcome).await;
         if let Some((time, started)) = log_start {
             let request_id =
                 response.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
             access_log(&AccessLogEntry {
                 time,
-                client: Some(client),
+                client: Some(client.addr),
                 method: method.as_str(),
                 path: &path,
                 upstream: outcome.upstream.as_deref(),
@@ -188,7 +196,7 @@ impl Worker {
     async fn forward(
         self: &Rc<Self>,
         req: Request<Incoming>,
-        client: SocketAddr,
+        client: &ClientInfo,
         outcome: &mut Forwarded,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
@@ -217,11 +225,11 @@ impl Worker {
         let explain_on = self.shared.explain && parts.headers.get(&X_LB_EXPLAIN).is_some_and(|v| v == "1");
         let key = match &config.hash_key {
             Some(k) if config.algorithm.is_hashing() => {
-                k.hash(&RequestKeys { headers: &parts.headers, uri: &parts.uri, client: client.ip() })
+                k.hash(&RequestKeys { headers: &parts.headers, uri: &parts.uri, client: client.addr.ip() })
             }
             _ => None,
         };
-        add_forwarding_headers(&mut parts.headers, client.ip());
+        add_forwarding_headers(&mut parts.headers, client);
         parts.headers.remove(&X_LB_EXPLAIN);
         if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
             // Absolute-form (`GET http://host/path`) from a client that thinks we are a forward proxy:
@@ -297,14 +305,14 @@ impl Worker {
                         ctx.retry(index, why);
                         continue;
                     }
-                    break self.respond(
-                        response,
-                        sender,
-                        guard,
-                        addr,
-                        config.timeouts.idle,
+                    break self.respond(response, sender, guard, config.timeouts.idle, &request_id, &mut ctx);
+                }
+                AttemptResult::ClientFault(message) => {
+                    drop(guard);
+                    break ctx.error(
+                        StatusCode::BAD_REQUEST,
+                        format!("bad request body: {message}\n"),
                         &request_id,
-                        &mut ctx,
                     );
                 }
                 AttemptResult::Failed { kind, message, unsent } => {
@@ -357,9 +365,10 @@ impl Worker {
             let pooled = self.pool.take(addr, now_nanos());
             let reused = pooled.is_some();
             let mut sender = match pooled {
+                Some(s) if s.is_ready() => s,
                 Some(mut s) => {
-                    // Usually ready at once; a connection whose last response just ended may need the
-                    // dispatcher to catch up. A dead one fails here and we take the next.
+                    // A connection whose last response just ended may need its task to catch up
+                    // before it takes the next request. A dead one fails here and we take the next.
                     match tokio::time::timeout(timeouts.connect, s.ready()).await {
                         Ok(Ok(())) => s,
                         _ => continue,
@@ -394,6 +403,11 @@ impl Worker {
                         request = unsent;
                         continue;
                     }
+                    // The client's own body failed while we streamed it (malformed chunking, the client
+                    // hung up): the client's fault, not the backend's.
+                    None if e.error().is_user() => {
+                        return AttemptResult::ClientFault(describe(e.error()));
+                    }
                     unsent => {
                         let kind = if unsent.is_some() { FailureKind::Connect } else { FailureKind::Broken };
                         return AttemptResult::Failed { kind, message: describe(e.error()), unsent };
@@ -411,13 +425,11 @@ impl Worker {
     }
 
     /// Turn a backend response into the client's response.
-    #[allow(clippy::too_many_arguments)]
     fn respond(
         self: &Rc<Self>,
         response: Response<Incoming>,
         sender: Sender,
         guard: InFlightGuard,
-        addr: &str,
         idle: Duration,
         request_id: &HeaderValue,
         ctx: &mut Attempts<'_>,
@@ -430,7 +442,6 @@ impl Worker {
         ctx.explain_headers(&mut parts.headers);
         let ret = ReturnTo {
             worker: Rc::clone(self),
-            addr: addr.to_string(),
             sender,
             expires: now_nanos().saturating_add(idle.as_nanos() as u64),
         };
@@ -448,7 +459,13 @@ struct Forwarded {
 
 enum AttemptResult {
     Response(Response<Incoming>, Sender),
-    Failed { kind: FailureKind, message: String, unsent: Option<Request<UpstreamBody>> },
+    /// The request itself was bad (its body broke off): answer 400, blame no backend, never retry.
+    ClientFault(String),
+    Failed {
+        kind: FailureKind,
+        message: String,
+        unsent: Option<Request<UpstreamBody>>,
+    },
 }
 
 /// The bookkeeping of one request's attempts.
@@ -552,19 +569,46 @@ fn rebuild((method, uri, headers): &(Method, Uri, HeaderMap)) -> Request<Upstrea
     request
 }
 
+/// What the proxy knows about a client connection, computed once per connection rather than once per
+/// request (a keep-alive connection carries thousands of requests from the same address).
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Its IP as an `X-Forwarded-For` value (IPv4-mapped IPv6 written as IPv4).
+    xff: HeaderValue,
+}
+
+impl ClientInfo {
+    /// Info for a connection from `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = match addr.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let xff = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        ClientInfo { addr, xff }
+    }
+}
+
 /// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set, hop-by-hop removed.
-fn add_forwarding_headers(headers: &mut HeaderMap, client: IpAddr) {
+fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo) {
     strip_hop_by_hop(headers);
-    let ip = match client {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+    let appended = headers.get(&X_FORWARDED_FOR).map(|prior| {
+        let mut v = Vec::with_capacity(prior.len() + 2 + client.xff.len());
+        v.extend_from_slice(prior.as_bytes());
+        v.extend_from_slice(b", ");
+        v.extend_from_slice(client.xff.as_bytes());
+        HeaderValue::from_bytes(&v)
+    });
+    match appended {
+        Some(Ok(v)) => {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        // A prior value we could not extend is replaced rather than forwarded half-right.
+        Some(Err(_)) | None => {
+            headers.insert(X_FORWARDED_FOR.clone(), client.xff.clone());
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if let Some(host) = headers.get(header::HOST).cloned() {
@@ -630,7 +674,6 @@ impl KeySource for RequestKeys<'_> {
 /// Where a finished response's connection goes back to.
 struct ReturnTo {
     worker: Rc<Worker>,
-    addr: String,
     sender: Sender,
     expires: Nanos,
 }
@@ -678,7 +721,7 @@ impl ProxyBody {
 /// The response ended cleanly: the connection can carry another request; the backend is free.
 fn finish(hold: &mut Option<(InFlightGuard, ReturnTo)>) {
     if let Some((guard, ret)) = hold.take() {
-        ret.worker.pool.put(&ret.addr, ret.sender, ret.expires);
+        ret.worker.pool.put(guard.backend().addr(), ret.sender, ret.expires);
         drop(guard);
     }
 }
@@ -753,7 +796,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("203.0.113.9"));
         h.insert(header::HOST, HeaderValue::from_static("app.example"));
-        add_forwarding_headers(&mut h, "::ffff:127.0.0.1".parse().unwrap_or(IpAddr::from([127, 0, 0, 1])));
+        let client = ClientInfo::new(
+            "[::ffff:127.0.0.1]:5000".parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 1))),
+        );
+        add_forwarding_headers(&mut h, &client);
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "app.example");

@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{AdminState, router};
 use crate::metrics::Metrics;
-use crate::proxy::{Shared, Worker};
+use crate::proxy::{ClientInfo, Shared, Worker};
 use crate::upstream::Upstreams;
 use crate::{Config, Error};
 
@@ -248,7 +248,8 @@ pub async fn serve_listener(
         };
         let _ = stream.set_nodelay(true);
         let w = Rc::clone(&worker);
-        let service = service_fn(move |req| Rc::clone(&w).handle(req, peer));
+        let client = Rc::new(ClientInfo::new(peer));
+        let service = service_fn(move |req| Rc::clone(&w).handle(req, Rc::clone(&client)));
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::task::spawn_local(async move {
             // A client that goes away mid-request is routine, not worth a log line per connection.
