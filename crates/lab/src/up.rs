@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use tokio::signal::unix::{SignalKind, signal};
 use toy_backend::{Backend, BackendConfig, Knobs};
 
 use crate::balancer::Balancer;
@@ -26,6 +27,10 @@ pub struct UpOptions {
 
 /// Runs until Ctrl-C (or until the balancer exits on its own, which is an error).
 pub async fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
+    // The signal streams are made once, first thing (a Ctrl-C during start-up still stops cleanly): a `ctrl_c()` future made anew on each turn of
+    // the loop would miss a Ctrl-C that arrives between two turns.
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let balancer = opts.balancer;
     let name = opts.config.clone().unwrap_or_else(|| balancer.default_config().to_string());
     let committed = balancer.config_path(root, &name);
@@ -79,7 +84,8 @@ pub async fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
 
     let exited = loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break None,
+            _ = interrupt.recv() => break None,
+            _ = terminate.recv() => break None,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 if let Ok(Some(status)) = running.try_wait() {
                     break Some(status);
