@@ -113,22 +113,25 @@ fn hop_by_hop() -> [&'static HeaderName; 9] {
 
 /// Remove hop-by-hop headers, including any that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Fast path: most requests carry none of them, and checking is cheaper than removing.
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
+    // One pass over the names first: comparing a `HeaderName` with a standard one is an enum compare,
+    // while `contains_key` hashes, and most messages carry none of these (or only `Connection`).
+    let hop = hop_by_hop();
+    if !headers.keys().any(|k| hop.contains(&k)) {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
             .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
             .collect();
         for n in named {
             headers.remove(n);
         }
     }
-    for name in hop_by_hop() {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
+    for name in hop {
+        headers.remove(name);
     }
 }
 
