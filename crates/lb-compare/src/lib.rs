@@ -15,15 +15,22 @@
 //! - [`scenario`]: the TOML scenario format (fleet, load, script of failures); files in `scenarios/`.
 //! - [`sim`]: the discrete-event simulator that runs a scenario through every algorithm
 //!   (`lb-compare scenario`).
+//! - [`live`]: a scenario run for real: toy backends, the real `lb`, load from `loadgen`
+//!   (`lb-compare live`).
+//! - [`balancers`]: the per-core benchmark of `lb`, nginx, HAProxy and Envoy against a direct
+//!   connection (`lb-compare balancers`).
+//! - [`report`]: a standard set of experiments written out as Markdown with SVG charts
+//!   (`lb-compare report`); [`charts`] draws them.
 //! - [`output`]: plain-text tables and the progress bar the command prints.
-//! - `main.rs`: the `lb-compare` command (argument parsing only).
-//!
-//! The live experiments (`live`, `balancers`, `report`) will come once the proxy runs; they will use the
-//! `loadgen` crate.
+//! - `main.rs`: the `lb-compare` command (argument parsing and printing only).
 
+pub mod balancers;
 pub mod balls;
+pub mod charts;
 pub mod hashing;
+pub mod live;
 pub mod output;
+pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod sequence;

@@ -8,6 +8,9 @@
 //! cargo run --release -p lb-compare -- supermarket --servers 500 --lambda 0.9 --choices 2 --arrivals 10000000
 //! cargo run --release -p lb-compare -- hashing --algorithm maglev --backends 100 --keys 1000000 --remove 0.1
 //! cargo run --release -p lb-compare -- scenario crates/lb-compare/scenarios/linkerd-beyond-round-robin.toml
+//! cargo run --release -p lb-compare -- live crates/lb-compare/scenarios/one-slow.toml --compare
+//! cargo build --release -p lb -p toy-backend -p loadgen && cargo run --release -p lb-compare -- balancers
+//! cargo run --release -p lb-compare -- report --out docs/report --quick
 //! ```
 //!
 //! Each prints a table, or JSON with `--json`; a progress bar goes to stderr on long runs.
@@ -18,8 +21,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use lb_algorithms::Algorithm;
-use lb_compare::output::{progress, table};
-use lb_compare::{balls, hashing, scenario, sequence, sim, supermarket};
+use lb_compare::output::{progress, scenario_text, table};
+use lb_compare::{balancers, balls, hashing, live, report, scenario, sequence, sim, supermarket};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -140,6 +143,101 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a scenario file for real: toy backends, the real lb, open-loop load from loadgen.
+    Live {
+        /// The scenario TOML (see crates/lb-compare/scenarios/).
+        file: PathBuf,
+        /// Only these algorithms (comma-separated); default the file's, else all but the hashing ones.
+        #[arg(long, alias = "algorithm", value_delimiter = ',')]
+        algorithms: Vec<Algorithm>,
+        /// Multiply the file's time line by this (default: ~6 s per algorithm). Service times stay.
+        #[arg(long)]
+        duration_scale: Option<f64>,
+        /// Multiply the file's rate (or clients) by this, for a machine that cannot carry it.
+        #[arg(long, default_value_t = 1.0)]
+        rate_scale: f64,
+        /// Open-loop connections of the load generator.
+        #[arg(long, default_value_t = 256)]
+        connections: usize,
+        /// Seed (default: the file's, else 1).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Count requests slower than this.
+        #[arg(long, default_value = "1s")]
+        threshold: String,
+        /// Also simulate the same scaled scenario and print both.
+        #[arg(long)]
+        compare: bool,
+        /// Print JSON (with --compare: {"simulated": ..., "live": ...}).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-core benchmark of direct, lb, nginx, HAProxy and Envoy (see BENCHMARKING.md).
+    Balancers {
+        /// Rounds, in alternating order; medians are reported with min-max.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Length of each run, e.g. 5s.
+        #[arg(long, default_value = "5s")]
+        duration: String,
+        /// Keep-alive connections of the load generator.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Only these (comma-separated): direct, lb, nginx, haproxy, envoy.
+        #[arg(long, value_delimiter = ',', value_parser = parse_target)]
+        only: Vec<balancers::Target>,
+        /// What answers behind the balancers: toy (toy-backend) or nginx (`return 200`).
+        #[arg(long, default_value = "toy", value_parser = parse_backends)]
+        backends: balancers::Backends,
+        /// Port of backend-1 (below 32768); the balancers' ports move with it.
+        #[arg(long, default_value_t = 25001)]
+        base_port: u16,
+        /// Idle connections held for the memory figure (0: skip).
+        #[arg(long, default_value_t = 1000)]
+        idle_connections: usize,
+        /// Requests of the strace run (0: skip).
+        #[arg(long, default_value_t = 5000)]
+        strace_requests: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a standard set of experiments and write a Markdown report with SVG charts.
+    Report {
+        /// Output folder (created).
+        #[arg(long)]
+        out: PathBuf,
+        /// Smaller runs (seconds instead of minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Also run `balancers` (needs the release binaries of lb, toy-backend and loadgen).
+        #[arg(long)]
+        with_balancers: bool,
+        /// Also run the scenarios live (tens of seconds each).
+        #[arg(long)]
+        with_live: bool,
+    },
+}
+
+fn parse_target(s: &str) -> Result<balancers::Target, String> {
+    s.parse()
+}
+
+fn parse_backends(s: &str) -> Result<balancers::Backends, String> {
+    s.parse()
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}
+
+fn repo_root() -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    lab::repo::find_root(&cwd).unwrap_or(cwd)
 }
 
 fn main() -> Result<()> {
@@ -254,6 +352,114 @@ fn main() -> Result<()> {
                 print_scenario(&sc, &report);
             }
         }
+        Command::Live {
+            file,
+            algorithms,
+            duration_scale,
+            rate_scale,
+            connections,
+            seed,
+            threshold,
+            compare,
+            json,
+        } => {
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let name =
+                file.file_stem().map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned());
+            let original = scenario::Scenario::parse(&name, &text)?;
+            let threshold = scenario::parse_duration(&threshold)
+                .with_context(|| format!("--threshold {threshold:?}: expected e.g. 1s or 500ms"))?;
+            if !(rate_scale > 0.0 && rate_scale.is_finite()) {
+                bail!("--rate-scale must be a positive number");
+            }
+            let duration_scale = duration_scale.unwrap_or_else(|| live::default_duration_scale(&original));
+            if !(duration_scale > 0.0 && duration_scale.is_finite()) {
+                bail!("--duration-scale must be a positive number");
+            }
+            let sc = live::scale(&original, duration_scale, rate_scale);
+            let algorithms = match (algorithms.is_empty(), sc.algorithms.is_empty()) {
+                (false, _) => algorithms,
+                (true, false) => sc.algorithms.clone(),
+                (true, true) => Algorithm::ALL.iter().copied().filter(|a| !a.is_hashing()).collect(),
+            };
+            let seed = seed.or(sc.seed).unwrap_or(1);
+            let options = live::LiveOptions { seed, threshold, connections };
+            let secs = sc.duration.0 as f64 / 1e9;
+            // The scaling note goes to stderr with --json, so stdout stays one JSON document.
+            let note = format!(
+                "live run: the file's {:.0} s ran in {secs:.1} s per algorithm (--duration-scale {duration_scale:.3}; service times unscaled), rate x{rate_scale} (--rate-scale); about {:.0} s for {} algorithms",
+                original.duration.0 as f64 / 1e9,
+                secs * algorithms.len() as f64 + algorithms.len() as f64,
+                algorithms.len()
+            );
+            if json {
+                eprintln!("{note}");
+            }
+            let simulated = compare
+                .then(|| sim::run_all(&sc, &algorithms, sim::RunOptions { seed, threshold }, |_, _| {}));
+            let names: Vec<&str> = algorithms.iter().map(|a| a.name()).collect();
+            let report = runtime()?.block_on(live::run_all(&sc, &algorithms, options, |i| {
+                if !json {
+                    eprintln!("running {} for {secs:.1} s...", names.get(i).unwrap_or(&"?"));
+                }
+            }))?;
+            let live_report = live::LiveReport { report, mode: "live", duration_scale, rate_scale };
+            if json {
+                match simulated {
+                    Some(sim) => println!("{}", serde_json::json!({ "simulated": sim, "live": live_report })),
+                    None => println!("{}", serde_json::to_string(&live_report)?),
+                }
+            } else {
+                println!("scenario {}: {}", sc.name, sc.description.trim());
+                println!("{note}");
+                if let Some(sim) = simulated {
+                    println!("\nsimulated (same scaled scenario):");
+                    print!("{}", scenario_text(&sim));
+                    println!("\nlive (toy backends, lb, loadgen):");
+                }
+                print!("{}", scenario_text(&live_report.report));
+            }
+        }
+        Command::Balancers {
+            rounds,
+            duration,
+            connections,
+            only,
+            backends,
+            base_port,
+            idle_connections,
+            strace_requests,
+            json,
+        } => {
+            let duration = scenario::parse_duration(&duration)
+                .with_context(|| format!("--duration {duration:?}: expected e.g. 5s"))?;
+            if rounds == 0 || connections == 0 || duration == 0 {
+                bail!("--rounds, --connections and --duration must be above 0");
+            }
+            let mut spec = balancers::BalancersSpec::new(repo_root());
+            spec.rounds = rounds;
+            spec.duration = std::time::Duration::from_nanos(duration);
+            spec.connections = connections;
+            if !only.is_empty() {
+                spec.only = only;
+            }
+            spec.backends = backends;
+            spec.base_port = base_port;
+            spec.idle_connections = idle_connections;
+            spec.strace_requests = strace_requests;
+            let report = runtime()?.block_on(balancers::run(spec, |line| eprintln!("{line}")))?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", balancers::text(&report));
+            }
+        }
+        Command::Report { out, quick, with_balancers, with_live } => {
+            let options = report::ReportOptions { quick, with_balancers, with_live, root: repo_root() };
+            let written = runtime()?.block_on(report::write(&out, &options, |line| eprintln!("{line}")))?;
+            println!("wrote {} ({} charts)", out.join("README.md").display(), written.charts.len());
+        }
     }
     Ok(())
 }
@@ -302,45 +508,5 @@ fn print_hashing(spec: &hashing::HashingSpec, r: &hashing::HashingReport) {
 
 fn print_scenario(sc: &scenario::Scenario, r: &sim::ScenarioReport) {
     println!("scenario {}: {}", r.scenario, sc.description.trim());
-    println!("seed {}, threshold {} ms; latencies in ms", r.seed, r.threshold_ms);
-    let rows: Vec<Vec<String>> = r
-        .results
-        .iter()
-        .map(|a| {
-            vec![
-                a.algorithm.clone(),
-                a.requests.to_string(),
-                a.errors.to_string(),
-                format!("{:.1}", a.p50_ms),
-                format!("{:.1}", a.p90_ms),
-                format!("{:.1}", a.p99_ms),
-                format!("{:.1}", a.p999_ms),
-                format!("{:.1}", a.max_ms),
-                format!("{:.2}%", a.above_threshold * 100.0),
-                format!("{:.2}", a.imbalance),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table(
-            &["algorithm", "requests", "errors", "p50", "p90", "p99", "p99.9", "max", "above", "imbalance"],
-            &rows
-        )
-    );
-    println!("requests per backend:");
-    let rows: Vec<Vec<String>> = r
-        .results
-        .iter()
-        .map(|a| {
-            let counts: Vec<String> = a.per_backend.iter().map(u64::to_string).collect();
-            vec![a.algorithm.clone(), counts.join(" ")]
-        })
-        .collect();
-    for row in rows {
-        println!("  {:<22} {}", row[0], row[1]);
-    }
-    for s in &r.skipped {
-        println!("skipped {}: {}", s.algorithm, s.reason);
-    }
+    print!("{}", scenario_text(r));
 }

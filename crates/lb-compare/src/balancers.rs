@@ -1,0 +1,1156 @@
+//! `lb-compare balancers`: the per-core benchmark of `BENCHMARKING.md`, over a direct connection, `lb`,
+//! nginx, HAProxy and Envoy, with the same backends, the same load and the same placement.
+//!
+//! **Placement.** The backends and the load generator run on core 0 (`taskset -c 0`); each balancer runs
+//! on core 1 with one worker (`lb` with `workers = 1`, nginx `worker_processes 1`, HAProxy `nbthread 1`,
+//! Envoy `--concurrency 1`). Absolute numbers on a shared 2-core machine move from run to run; ratios
+//! measured side by side in one run hold, so every balancer is measured in the same rounds, in
+//! alternating order (forwards, backwards, forwards...), and the report gives medians with min-max.
+//!
+//! **Configs.** Each balancer runs its committed round-robin config (`nginx/round-robin.conf`,
+//! `haproxy/round-robin.cfg`, `envoy/round-robin.yaml`, `crates/lb/config/lab.toml`), rendered by the lab
+//! for loopback ports ([`lab::Prepared`]), then post-processed here in two places, each checked: lb's
+//! `workers = 0` becomes `workers = 1`, and nginx's `worker_connections 1024` becomes 4096 (the memory
+//! figure holds 1,000 client connections open, and each proxied request holds two). The committed
+//! nginx and HAProxy files already say one worker, one thread; the lab gives Envoy `--concurrency 1`.
+//! Pinning to core 1 happens right after start-up, with `taskset -a -p` on every process and thread of
+//! the balancer (nginx's worker is a child of its master; Envoy starts through a wrapper script).
+//!
+//! **The load generator** is the `loadgen` binary with `--json`, a separate process pinned to core 0.
+//! A thread of this process pinned to core 0 would work too, but a separate process keeps the
+//! measurement clean: nothing of `lb-compare` (its runtime, the 1,000 idle connections, the tables) shares
+//! a process with the load, and it is the same program a learner runs by hand.
+//!
+//! **Figures**, per balancer:
+//! 1. CPU microseconds per request, user and system apart: `utime` and `stime` of every thread of every
+//!    process of the balancer (`/proc/PID/task/*/stat`, in ticks of `CLK_TCK`) across a saturation run,
+//!    divided by the requests answered. User time leads: on loopback most system time is the kernel's TCP
+//!    work, the same for every proxy, and it swings with machine noise.
+//! 2. System calls per request: `strace -c -f` attached to the balancer over an open-loop run of a
+//!    fixed number of requests (when `strace` is installed). Health checks add a few calls a second.
+//! 3. Throughput at saturation (closed loop, keep-alive connections), with the status code counts.
+//! 4. Latency at fixed rates (open loop, from the intended send time): p50/p99/p99.9 at fractions of the
+//!    slowest balancer's saturation rate (and at half of HAProxy's, for its target), and the latency
+//!    *added* over `direct` at the same rate.
+//! 5. Peak memory (`VmHWM`, summed over the balancer's processes) after holding 1,000 idle keep-alive
+//!    client connections open through it, each having made one request.
+//!
+//! Programs that are not installed are listed and skipped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use lab::Balancer;
+use lab::run::{Output, Prepared, Running};
+use serde::{Deserialize, Serialize};
+
+use crate::output::table;
+
+/// What can stop the benchmark (a balancer that is merely missing is skipped, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A program we need (loadgen, the backends) is not there.
+    #[error("{0}")]
+    Missing(String),
+    /// Starting or talking to a child process failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// A balancer could not be prepared or started.
+    #[error("{balancer}: {source}")]
+    Balancer {
+        /// Which one.
+        balancer: Balancer,
+        /// Why.
+        source: lab::run::RunError,
+    },
+    /// Something did not look as expected (a config to post-process, loadgen's output...).
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+/// One column of the comparison: a direct connection or a balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// The load generator straight to backend-1: the physical limit.
+    Direct,
+    /// A balancer of the lab.
+    Balancer(Balancer),
+}
+
+impl Target {
+    /// `direct`, `lb`, `nginx`, `haproxy`, `envoy`.
+    pub const ALL: [Target; 5] = [
+        Target::Direct,
+        Target::Balancer(Balancer::Lb),
+        Target::Balancer(Balancer::Nginx),
+        Target::Balancer(Balancer::Haproxy),
+        Target::Balancer(Balancer::Envoy),
+    ];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::Balancer(b) => b.name(),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Target::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown target {s:?}: expected direct, lb, nginx, haproxy or envoy"))
+    }
+}
+
+/// What serves the requests behind the balancers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backends {
+    /// Three `toy-backend` processes' worth (one process, `--count 3`), release build.
+    Toy,
+    /// One nginx with three `return 200` servers, as `bench-vs-anchors` uses: cheaper per request than
+    /// the toy backend, for when the toy backend is what limits `direct`.
+    Nginx,
+}
+
+impl FromStr for Backends {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "toy" => Ok(Backends::Toy),
+            "nginx" => Ok(Backends::Nginx),
+            _ => Err(format!("unknown backends {s:?}: expected toy or nginx")),
+        }
+    }
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BalancersSpec {
+    /// Rounds of every measurement, in alternating order.
+    pub rounds: usize,
+    /// Length of each saturation and fixed-rate run.
+    pub duration: Duration,
+    /// Keep-alive connections of the load generator.
+    pub connections: usize,
+    /// Which targets (default: all).
+    pub only: Vec<Target>,
+    /// What answers behind the balancers.
+    pub backends: Backends,
+    /// Port of backend-1 (the others follow); the balancers' ports are the lab's, moved by the same
+    /// offset ([`lab::Ports::shifted`]). Keep it below 32768, where the kernel does not pick client ports.
+    pub base_port: u16,
+    /// Fixed rates, as fractions of the slowest balancer's saturation rate.
+    pub rate_fractions: Vec<f64>,
+    /// Idle client connections held open for the memory figure (0: skip it).
+    pub idle_connections: usize,
+    /// Requests of the `strace -c` run (0: skip it).
+    pub strace_requests: u64,
+    /// The repository root (the committed configs).
+    pub root: PathBuf,
+    /// Where `loadgen`, `toy-backend` and `lb` are looked for first (default: next to this program).
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl BalancersSpec {
+    /// The defaults of `lb-compare balancers`.
+    pub fn new(root: PathBuf) -> Self {
+        BalancersSpec {
+            rounds: 3,
+            duration: Duration::from_secs(5),
+            connections: 64,
+            only: Target::ALL.to_vec(),
+            backends: Backends::Toy,
+            base_port: 25001,
+            rate_fractions: vec![0.25, 0.5],
+            idle_connections: 1000,
+            strace_requests: 5000,
+            root,
+            bin_dir: None,
+        }
+    }
+}
+
+/// Median, min and max over the rounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spread {
+    /// Median.
+    pub median: f64,
+    /// Smallest.
+    pub min: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of these values (all zero when empty).
+    pub fn of(values: &[f64]) -> Spread {
+        if values.is_empty() {
+            return Spread::default();
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Spread { median, min: v[0], max: v[n - 1] }
+    }
+}
+
+/// Latency at one fixed rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLatency {
+    /// Requests per second offered.
+    pub rate: f64,
+    /// Median latency, µs, over the rounds.
+    pub p50_us: Spread,
+    /// 99th percentile, µs.
+    pub p99_us: Spread,
+    /// 99.9th percentile, µs.
+    pub p999_us: Spread,
+    /// Medians minus direct's at the same rate, µs (absent for direct itself).
+    pub added_p50_us: Option<f64>,
+    /// p99 added over direct, µs.
+    pub added_p99_us: Option<f64>,
+    /// p99.9 added over direct, µs.
+    pub added_p999_us: Option<f64>,
+    /// Requests due but never sent, summed over rounds (non-zero: the rate was too high).
+    pub missed: u64,
+    /// Transport errors, summed.
+    pub errors: u64,
+}
+
+/// Everything measured for one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    /// `direct`, `lb`, ...
+    pub name: String,
+    /// User CPU µs per request (saturation runs).
+    pub user_us_per_req: Spread,
+    /// System CPU µs per request.
+    pub sys_us_per_req: Spread,
+    /// Both.
+    pub total_us_per_req: Spread,
+    /// Requests per second at saturation.
+    pub rps: Spread,
+    /// Status codes of the saturation runs, summed.
+    pub status_counts: BTreeMap<u16, u64>,
+    /// Transport errors of the saturation runs, summed.
+    pub errors: u64,
+    /// System calls per request under `strace -c -f`, if measured.
+    pub syscalls_per_req: Option<f64>,
+    /// Per fixed rate.
+    pub latency: Vec<RateLatency>,
+    /// Peak resident memory, KiB, summed over the balancer's processes, after the idle connections.
+    pub vmhwm_kib: Option<u64>,
+}
+
+/// One of the proxy issue's targets for lb.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What is compared.
+    pub what: String,
+    /// lb's figure.
+    pub lb: f64,
+    /// The other's figure.
+    pub other: f64,
+    /// lb / other.
+    pub ratio: f64,
+    /// The ratio asked for (`<=` or `>=` as `higher_is_better` says).
+    pub limit: f64,
+    /// True when lb must be at least `limit` times the other (throughput).
+    pub higher_is_better: bool,
+    /// Whether it holds.
+    pub met: bool,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BalancersReport {
+    /// Rounds run.
+    pub rounds: usize,
+    /// Seconds per run.
+    pub duration_s: f64,
+    /// Load generator connections.
+    pub connections: usize,
+    /// What answered behind the balancers.
+    pub backends: Backends,
+    /// Kernel ticks per second used for the CPU figures.
+    pub clk_tck: u64,
+    /// The fixed rates, requests/s.
+    pub rates: Vec<f64>,
+    /// Per target, in the order asked.
+    pub results: Vec<TargetResult>,
+    /// Targets skipped, with the reason.
+    pub missing: Vec<(String, String)>,
+    /// lb against the others.
+    pub checks: Vec<Check>,
+    /// Things the reader should know (e.g. direct is not well above the proxies).
+    pub notes: Vec<String>,
+}
+
+impl BalancersReport {
+    /// The result of one target.
+    pub fn get(&self, name: &str) -> Option<&TargetResult> {
+        self.results.iter().find(|r| r.name == name)
+    }
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            signal(self.0.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends a signal with the `kill` command (the workspace forbids `unsafe`, and std only sends SIGKILL).
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A program in `dir` (or its parent, as a test binary in `deps/` looks for the binaries beside it),
+/// else on `PATH`.
+fn find_program(dir: Option<&Path>, name: &str) -> Option<PathBuf> {
+    let exe_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+    let dirs = [
+        dir.map(Path::to_path_buf),
+        exe_dir.clone(),
+        exe_dir.and_then(|d| d.parent().map(Path::to_path_buf)),
+    ];
+    dirs.into_iter()
+        .flatten()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .or_else(|| lab::programs::find_on_path(name))
+}
+
+fn wait_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Kernel ticks per second (`getconf CLK_TCK`, almost always 100).
+pub fn clk_tck() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// `pid` and every process below it.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if let Some(stat) = read_stat(&format!("/proc/{p}/stat")) {
+                // After the command name: state, ppid, ...
+                if let Some(ppid) = stat.get(1).and_then(|s| s.parse().ok()) {
+                    parent.insert(p, ppid);
+                }
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parent.iter().filter(|&(_, &pp)| pp == p).map(|(&c, _)| c));
+        i += 1;
+    }
+    tree
+}
+
+/// The fields of a `stat` file after the command name (which may contain spaces): index 0 is the state,
+/// 11 utime, 12 stime (fields 3, 14 and 15 of `proc(5)`).
+fn read_stat(path: &str) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// User and system ticks of every thread of these processes.
+pub fn cpu_ticks(pids: &[u32]) -> (u64, u64) {
+    let (mut user, mut sys) = (0, 0);
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for t in tasks.flatten() {
+            if let Some(f) = read_stat(&format!("{}/stat", t.path().display())) {
+                user += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                sys += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    (user, sys)
+}
+
+/// `VmHWM` in KiB, summed over these processes.
+pub fn vmhwm_kib(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .sum()
+}
+
+/// The `calls` of the `total` line of `strace -c` output.
+pub fn parse_strace_total(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.split_whitespace().last() == Some("total"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// What `loadgen --json` prints (the fields used here).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoadSummary {
+    /// Answered.
+    pub requests: u64,
+    /// Transport errors.
+    pub errors: u64,
+    /// Due but not sent (open loop).
+    pub missed: u64,
+    /// Answered per second.
+    pub rps: f64,
+    /// By status.
+    pub status_counts: BTreeMap<u16, u64>,
+    /// Percentiles, µs.
+    pub p50_us: u64,
+    /// 99th.
+    pub p99_us: u64,
+    /// 99.9th.
+    pub p999_us: u64,
+}
+
+/// Everything running for one benchmark.
+struct Bench {
+    spec: BalancersSpec,
+    loadgen: PathBuf,
+    clk_tck: u64,
+    _backends: Vec<Guard>,
+    _scratch: Option<lab::tempdir::TempDir>,
+    balancers: Vec<(Target, Running, Vec<u32>)>,
+}
+
+impl Bench {
+    fn port(&self, t: Target) -> u16 {
+        match t {
+            Target::Direct => self.spec.base_port,
+            Target::Balancer(b) => lab::Ports::shifted(b, self.spec.base_port).map_or(0, |p| p.listen),
+        }
+    }
+
+    fn pids(&self, t: Target) -> &[u32] {
+        self.balancers.iter().find(|(x, _, _)| *x == t).map_or(&[], |(_, _, p)| p.as_slice())
+    }
+
+    /// Runs loadgen on core 0 against `t`: closed loop, or open loop at `rate`.
+    fn load(&self, t: Target, duration: Duration, rate: Option<f64>) -> Result<LoadSummary, BenchError> {
+        let url = format!("http://127.0.0.1:{}/", self.port(t));
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0"]).arg(&self.loadgen).arg(&url);
+        cmd.args(["--connections", &self.spec.connections.to_string()]);
+        cmd.args(["--duration", &format!("{}ms", duration.as_millis())]);
+        cmd.args(["--timeout", "10s", "--json"]);
+        if let Some(r) = rate {
+            cmd.args(["--rate", &format!("{r:.1}")]);
+        }
+        let out = cmd.stdin(Stdio::null()).output().map_err(io_err("running loadgen"))?;
+        if !out.status.success() {
+            return Err(BenchError::Unexpected(format!(
+                "loadgen against {t} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| BenchError::Unexpected(format!("loadgen's JSON against {t}: {e}")))
+    }
+}
+
+fn start_backends(
+    spec: &BalancersSpec,
+    bench_dir: Option<&Path>,
+) -> Result<(Vec<Guard>, Option<lab::tempdir::TempDir>), BenchError> {
+    let p = spec.base_port;
+    let (mut cmd, scratch) = match spec.backends {
+        Backends::Toy => {
+            let toy = find_program(bench_dir, "toy-backend").ok_or_else(|| {
+                BenchError::Missing("no toy-backend binary: cargo build --release -p toy-backend".into())
+            })?;
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", "0"]).arg(toy).args(["--count", "3", "--base-port", &p.to_string()]);
+            (cmd, None)
+        }
+        Backends::Nginx => {
+            let nginx = lab::programs::find(Balancer::Nginx)
+                .ok_or_else(|| BenchError::Missing("--backends nginx needs nginx installed".into()))?;
+            let dir = lab::tempdir::TempDir::new("bench-backends").map_err(io_err("scratch folder"))?;
+            let d = dir.path().display().to_string();
+            let servers: String = (0..3)
+                .map(|i| {
+                    format!(
+                        "  server {{ listen 127.0.0.1:{}; location / {{ return 200 \"backend-{}\\n\"; }} }}\n",
+                        p + i,
+                        i + 1
+                    )
+                })
+                .collect();
+            let conf = format!(
+                "worker_processes 1; master_process off; pid {d}/b.pid; error_log stderr error;\n\
+                 events {{ worker_connections 4096; }}\n\
+                 http {{ access_log off; keepalive_requests 1000000;\n\
+                 client_body_temp_path {d}/cb; proxy_temp_path {d}/pt; fastcgi_temp_path {d}/ft; uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st;\n{servers}}}\n"
+            );
+            let path = dir.path().join("backends.conf");
+            std::fs::write(&path, conf).map_err(io_err("writing the backends' nginx config"))?;
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", "0"]).arg(nginx).arg("-c").arg(&path).arg("-p").arg(format!("{d}/"));
+            cmd.args(["-e", "stderr", "-g", "daemon off;"]);
+            (cmd, Some(dir))
+        }
+    };
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io_err("starting the backends"))?;
+    let guard = Guard(child);
+    for port in [p, p + 1, p + 2] {
+        if !wait_port(port, Duration::from_secs(10)) {
+            return Err(BenchError::Unexpected(format!(
+                "the backends did not listen on port {port} (taken?)"
+            )));
+        }
+    }
+    Ok((vec![guard], scratch))
+}
+
+/// Replace `from` by `to` in a rendered config, which must contain it.
+fn patch(path: &Path, balancer: Balancer, from: &str, to: &str) -> Result<(), BenchError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(format!("reading {}", path.display())))?;
+    if !text.contains(from) {
+        return Err(BenchError::Unexpected(format!(
+            "{balancer}'s committed config has no `{from}` to change to `{to}`"
+        )));
+    }
+    std::fs::write(path, text.replace(from, to)).map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// A committed config must already say this (one worker, one thread): checked, not assumed.
+fn require(path: &Path, balancer: Balancer, needle: &str) -> Result<(), BenchError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(format!("reading {}", path.display())))?;
+    if text.contains(needle) {
+        Ok(())
+    } else {
+        Err(BenchError::Unexpected(format!("{balancer}'s committed config does not say `{needle}`")))
+    }
+}
+
+async fn start_balancer(
+    spec: &BalancersSpec,
+    b: Balancer,
+    program: &Path,
+) -> Result<(Running, Vec<u32>), BenchError> {
+    let committed =
+        b.config_path(&spec.root, if b == Balancer::Lb { "lab.toml" } else { b.default_config() });
+    let ports = lab::Ports::shifted(b, spec.base_port).map_err(|e| BenchError::Unexpected(e.to_string()))?;
+    let prepared =
+        Prepared::new(b, &committed, ports).map_err(|source| BenchError::Balancer { balancer: b, source })?;
+    let rendered = prepared.rendered.clone();
+    match b {
+        Balancer::Lb => patch(&rendered, b, "workers = 0", "workers = 1")?,
+        Balancer::Nginx => {
+            require(&rendered, b, "worker_processes 1;")?;
+            patch(&rendered, b, "worker_connections 1024;", "worker_connections 4096;")?;
+        }
+        Balancer::Haproxy => require(&rendered, b, "nbthread 1")?,
+        Balancer::Envoy => {}
+    }
+    let mut running = Running::start(prepared, program, Output::Capture)
+        .await
+        .map_err(|source| BenchError::Balancer { balancer: b, source })?;
+    let pid = running.pid().ok_or_else(|| BenchError::Unexpected(format!("{b} has no pid")))?;
+    // Give forked workers (nginx) a moment to exist before collecting the tree.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Ok(Some(status)) = running.try_wait() {
+        return Err(BenchError::Unexpected(format!(
+            "{b} exited ({status}) after start-up:\n{}",
+            running.log_tail()
+        )));
+    }
+    let pids = process_tree(pid);
+    for p in &pids {
+        let ok = Command::new("taskset")
+            .args(["-a", "-p", "-c", "1", &p.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            running.stop();
+            return Err(BenchError::Unexpected(format!(
+                "could not pin {b} (pid {p}) to core 1 with taskset"
+            )));
+        }
+    }
+    Ok((running, pids))
+}
+
+/// Opens `n` keep-alive connections to `port`, makes one request on each, and keeps them open while
+/// `measure` runs.
+async fn with_idle_connections<T>(
+    port: u16,
+    n: usize,
+    measure: impl FnOnce() -> T,
+) -> Result<(T, usize), BenchError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut set = tokio::task::JoinSet::new();
+    let request = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    // Opened 50 at a time: a thousand SYNs at once can overflow the listen backlog of a busy balancer.
+    let mut conns = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        for _ in chunk {
+            let request = request.clone();
+            set.spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+                s.write_all(request.as_bytes()).await.ok()?;
+                let mut buf = [0u8; 1024];
+                let got = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.ok()?.ok()?;
+                buf.get(..got).is_some_and(|b| b.starts_with(b"HTTP/1.1 200")).then_some(s)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            if let Ok(Some(s)) = r {
+                conns.push(s);
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let open = conns.len();
+    let value = measure();
+    drop(conns);
+    Ok((value, open))
+}
+
+fn strace_run(bench: &Bench, t: Target) -> Result<Option<f64>, BenchError> {
+    let Some(strace) = lab::programs::find_on_path("strace") else { return Ok(None) };
+    let pids = bench.pids(t);
+    if pids.is_empty() || bench.spec.strace_requests == 0 {
+        return Ok(None);
+    }
+    let out = std::env::temp_dir().join(format!("lb-compare-strace-{}-{}.txt", std::process::id(), t.name()));
+    let mut cmd = Command::new(strace);
+    cmd.args(["-c", "-f", "-o"]).arg(&out);
+    for p in pids {
+        cmd.args(["-p", &p.to_string()]);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io_err("starting strace"))?;
+    let mut guard = Guard(child);
+    // Attaching takes a moment; requests sent before it would go uncounted.
+    std::thread::sleep(Duration::from_millis(700));
+    // A fixed number of requests: an open loop of rate x duration. 2,000/s keeps a traced proxy (every
+    // system call stops it for the tracer) well below its limit.
+    let rate = 2000.0;
+    let duration = Duration::from_secs_f64(bench.spec.strace_requests as f64 / rate);
+    let summary = bench.load(t, duration, Some(rate))?;
+    signal(guard.0.id(), "INT");
+    let _ = guard.0.wait();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let _ = std::fs::remove_file(&out);
+    Ok(parse_strace_total(&text).map(|calls| calls as f64 / summary.requests.max(1) as f64))
+}
+
+/// Run the benchmark. `progress` gets a line per step (for stderr).
+pub async fn run(spec: BalancersSpec, mut progress: impl FnMut(&str)) -> Result<BalancersReport, BenchError> {
+    let bin_dir = spec.bin_dir.clone();
+    let loadgen = find_program(bin_dir.as_deref(), "loadgen")
+        .ok_or_else(|| BenchError::Missing("no loadgen binary: cargo build --release -p loadgen".into()))?;
+    if lab::programs::find_on_path("taskset").is_none() {
+        return Err(BenchError::Missing("taskset (util-linux) is needed to pin processes to cores".into()));
+    }
+    let mut missing = Vec::new();
+    let mut wanted = Vec::new();
+    for t in Target::ALL.into_iter().filter(|t| spec.only.contains(t)) {
+        match t {
+            Target::Direct => wanted.push((t, None)),
+            Target::Balancer(b) => {
+                let program = if b == Balancer::Lb {
+                    find_program(bin_dir.as_deref(), "lb")
+                } else {
+                    lab::programs::find(b)
+                };
+                match program {
+                    Some(p) => wanted.push((t, Some(p))),
+                    None => missing.push((t.name().to_string(), lab::programs::missing_message(b))),
+                }
+            }
+        }
+    }
+
+    // Another benchmark or lab on the same ports would be measured instead of ours (a proxy that cannot
+    // bind exits, and the port still answers): refuse to start rather than report someone else's numbers.
+    let mut ports = vec![spec.base_port, spec.base_port + 1, spec.base_port + 2];
+    for (t, _) in &wanted {
+        if let Target::Balancer(b) = t {
+            let p =
+                lab::Ports::shifted(*b, spec.base_port).map_err(|e| BenchError::Unexpected(e.to_string()))?;
+            ports.extend([p.listen, p.admin].into_iter().filter(|&x| x != 0));
+        }
+    }
+    if let Some(busy) =
+        ports.iter().find(|&&p| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_err())
+    {
+        return Err(BenchError::Unexpected(format!(
+            "port {busy} is already in use (another benchmark or lab?): choose other ports with --base-port"
+        )));
+    }
+    progress(&format!("starting the backends ({:?}) on core 0", spec.backends));
+    let (backend_guards, scratch) = start_backends(&spec, bin_dir.as_deref())?;
+    let mut balancers = Vec::new();
+    for (t, program) in &wanted {
+        if let (Target::Balancer(b), Some(program)) = (t, program) {
+            progress(&format!("starting {b} on core 1"));
+            let (running, pids) = start_balancer(&spec, *b, program).await?;
+            balancers.push((*t, running, pids));
+        }
+    }
+    let targets: Vec<Target> = wanted.iter().map(|(t, _)| *t).collect();
+    let bench =
+        Bench { spec, loadgen, clk_tck: clk_tck(), _backends: backend_guards, _scratch: scratch, balancers };
+    let spec = &bench.spec;
+
+    // Warm-up: connections pooled, caches and allocators settled.
+    for &t in &targets {
+        bench.load(t, Duration::from_secs(1), None)?;
+    }
+
+    // 1. Saturation, with CPU, in alternating order.
+    let mut sat: HashMap<Target, Vec<(f64, f64, f64, LoadSummary)>> = HashMap::new();
+    for round in 0..spec.rounds {
+        let order: Vec<Target> =
+            if round % 2 == 0 { targets.clone() } else { targets.iter().rev().copied().collect() };
+        for t in order {
+            progress(&format!("round {}/{}: saturation through {t}", round + 1, spec.rounds));
+            let pids = bench.pids(t);
+            let before = cpu_ticks(pids);
+            let s = bench.load(t, spec.duration, None)?;
+            let after = cpu_ticks(pids);
+            let per_req = |ticks: u64| ticks as f64 / bench.clk_tck as f64 * 1e6 / s.requests.max(1) as f64;
+            let (u, sy) =
+                (per_req(after.0.saturating_sub(before.0)), per_req(after.1.saturating_sub(before.1)));
+            sat.entry(t).or_default().push((u, sy, s.rps, s));
+        }
+    }
+
+    // 2. System calls per request.
+    let mut syscalls = HashMap::new();
+    for &t in targets.iter().filter(|t| **t != Target::Direct) {
+        progress(&format!("strace -c through {t}"));
+        syscalls.insert(t, strace_run(&bench, t)?);
+    }
+
+    // 3. Latency at fixed rates below the slowest balancer's saturation.
+    let median_rps = |t: Target| {
+        Spread::of(&sat.get(&t).map(|v| v.iter().map(|x| x.2).collect::<Vec<_>>()).unwrap_or_default()).median
+    };
+    let proxies: Vec<Target> = targets.iter().copied().filter(|t| *t != Target::Direct).collect();
+    let slowest = proxies.iter().map(|&t| median_rps(t)).fold(f64::INFINITY, f64::min);
+    let slowest = if slowest.is_finite() { slowest } else { median_rps(Target::Direct) };
+    let mut rates: Vec<f64> = spec.rate_fractions.iter().map(|f| (f * slowest).round()).collect();
+    let haproxy = Target::Balancer(Balancer::Haproxy);
+    let half_haproxy = targets.contains(&haproxy).then(|| (median_rps(haproxy) / 2.0).round());
+    if let Some(h) = half_haproxy
+        && !rates.iter().any(|r| (r - h).abs() <= 0.01 * h)
+    {
+        rates.push(h);
+    }
+    rates.retain(|r| *r >= 1.0);
+    let mut lat: HashMap<(Target, usize), Vec<LoadSummary>> = HashMap::new();
+    for (ri, &rate) in rates.iter().enumerate() {
+        for round in 0..spec.rounds {
+            let order: Vec<Target> =
+                if round % 2 == 0 { targets.clone() } else { targets.iter().rev().copied().collect() };
+            for t in order {
+                progress(&format!("round {}/{}: {rate:.0} requests/s through {t}", round + 1, spec.rounds));
+                let s = bench.load(t, spec.duration, Some(rate))?;
+                lat.entry((t, ri)).or_default().push(s);
+            }
+        }
+    }
+
+    // 4. Peak memory with idle connections.
+    let mut memory = HashMap::new();
+    if spec.idle_connections > 0 {
+        for &t in &proxies {
+            progress(&format!("{} idle connections through {t}", spec.idle_connections));
+            let pids = bench.pids(t).to_vec();
+            let (kib, open) =
+                with_idle_connections(bench.port(t), spec.idle_connections, || vmhwm_kib(&pids)).await?;
+            if open < spec.idle_connections {
+                progress(&format!("{t}: only {open} of {} connections stayed open", spec.idle_connections));
+            }
+            memory.insert(t, kib);
+        }
+    }
+
+    // Assemble.
+    let lat_spread = |t: Target, ri: usize, f: fn(&LoadSummary) -> u64| {
+        Spread::of(
+            &lat.get(&(t, ri)).map(|v| v.iter().map(|s| f(s) as f64).collect::<Vec<_>>()).unwrap_or_default(),
+        )
+    };
+    let mut results = Vec::new();
+    for &t in &targets {
+        let runs = sat.get(&t).map(Vec::as_slice).unwrap_or_default();
+        let col = |i: usize| -> Vec<f64> { runs.iter().map(|r| [r.0, r.1, r.0 + r.1, r.2][i]).collect() };
+        let mut status_counts = BTreeMap::new();
+        let mut errors = 0;
+        for r in runs {
+            errors += r.3.errors;
+            for (k, v) in &r.3.status_counts {
+                *status_counts.entry(*k).or_default() += v;
+            }
+        }
+        let latency = rates
+            .iter()
+            .enumerate()
+            .map(|(ri, &rate)| {
+                let (p50, p99, p999) = (
+                    lat_spread(t, ri, |s| s.p50_us),
+                    lat_spread(t, ri, |s| s.p99_us),
+                    lat_spread(t, ri, |s| s.p999_us),
+                );
+                let direct = (t != Target::Direct && targets.contains(&Target::Direct)).then(|| {
+                    (
+                        lat_spread(Target::Direct, ri, |s| s.p50_us),
+                        lat_spread(Target::Direct, ri, |s| s.p99_us),
+                        lat_spread(Target::Direct, ri, |s| s.p999_us),
+                    )
+                });
+                let runs = lat.get(&(t, ri)).map(Vec::as_slice).unwrap_or_default();
+                RateLatency {
+                    rate,
+                    p50_us: p50,
+                    p99_us: p99,
+                    p999_us: p999,
+                    added_p50_us: direct.map(|d| p50.median - d.0.median),
+                    added_p99_us: direct.map(|d| p99.median - d.1.median),
+                    added_p999_us: direct.map(|d| p999.median - d.2.median),
+                    missed: runs.iter().map(|s| s.missed).sum(),
+                    errors: runs.iter().map(|s| s.errors).sum(),
+                }
+            })
+            .collect();
+        results.push(TargetResult {
+            name: t.name().to_string(),
+            user_us_per_req: Spread::of(&col(0)),
+            sys_us_per_req: Spread::of(&col(1)),
+            total_us_per_req: Spread::of(&col(2)),
+            rps: Spread::of(&col(3)),
+            status_counts,
+            errors,
+            syscalls_per_req: syscalls.get(&t).copied().flatten(),
+            latency,
+            vmhwm_kib: memory.get(&t).copied(),
+        });
+    }
+    let mut report = BalancersReport {
+        rounds: spec.rounds,
+        duration_s: spec.duration.as_secs_f64(),
+        connections: spec.connections,
+        backends: spec.backends,
+        clk_tck: bench.clk_tck,
+        rates: rates.clone(),
+        results,
+        missing,
+        checks: Vec::new(),
+        notes: Vec::new(),
+    };
+    report.checks = checks(&report, half_haproxy);
+    if let Some(direct) = report.get("direct") {
+        let best =
+            report.results.iter().filter(|r| r.name != "direct").map(|r| r.rps.median).fold(0.0, f64::max);
+        if best > 0.0 && direct.rps.median < 1.5 * best {
+            report.notes.push(format!(
+                "direct ({:.0} requests/s) is not well above the best balancer ({best:.0}): the backends and the load generator share core 0, so the backend limits direct; try --backends nginx",
+                direct.rps.median
+            ));
+        }
+    }
+    Ok(report)
+}
+
+/// The proxy issue's targets for lb, from a report's medians.
+pub fn checks(r: &BalancersReport, half_haproxy_rate: Option<f64>) -> Vec<Check> {
+    let (Some(lb), nginx, haproxy) = (r.get("lb"), r.get("nginx"), r.get("haproxy")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut push = |what: &str, lb: Option<f64>, other: Option<f64>, limit: f64, higher: bool| {
+        if let (Some(lb), Some(other)) = (lb, other)
+            && other > 0.0
+        {
+            let ratio = lb / other;
+            let met = if higher { ratio >= limit } else { ratio <= limit };
+            out.push(Check {
+                what: what.to_string(),
+                lb,
+                other,
+                ratio,
+                limit,
+                higher_is_better: higher,
+                met,
+            });
+        }
+    };
+    push(
+        "user CPU/request vs nginx",
+        Some(lb.user_us_per_req.median),
+        nginx.map(|n| n.user_us_per_req.median),
+        1.0,
+        false,
+    );
+    push(
+        "user CPU/request vs HAProxy",
+        Some(lb.user_us_per_req.median),
+        haproxy.map(|h| h.user_us_per_req.median),
+        0.8,
+        false,
+    );
+    push(
+        "syscalls/request vs HAProxy",
+        lb.syscalls_per_req,
+        haproxy.and_then(|h| h.syscalls_per_req),
+        1.0,
+        false,
+    );
+    push("saturation requests/s vs HAProxy", Some(lb.rps.median), haproxy.map(|h| h.rps.median), 1.0, true);
+    push(
+        "total CPU/request vs HAProxy",
+        Some(lb.total_us_per_req.median),
+        haproxy.map(|h| h.total_us_per_req.median),
+        1.0,
+        false,
+    );
+    if let Some(rate) = half_haproxy_rate
+        && let Some(ri) = r.rates.iter().position(|x| (x - rate).abs() < 0.5)
+    {
+        let added = |t: &TargetResult| t.latency.get(ri).and_then(|l| l.added_p99_us);
+        // Added latency can be negative (noise); compare on max(0) plus 1 µs so a ratio exists.
+        let clamp = |v: Option<f64>| v.map(|x| x.max(0.0) + 1.0);
+        push(
+            &format!("p99 added latency at {rate:.0}/s (half HAProxy's saturation) vs HAProxy"),
+            clamp(added(lb)),
+            clamp(haproxy.and_then(added)),
+            1.0,
+            false,
+        );
+    }
+    push(
+        "VmHWM at 1,000 connections vs nginx",
+        lb.vmhwm_kib.map(|v| v as f64),
+        nginx.and_then(|n| n.vmhwm_kib.map(|v| v as f64)),
+        1.0,
+        false,
+    );
+    out
+}
+
+/// The report as plain-text tables: CPU, throughput and memory; latency at the fixed rates; lb's targets.
+pub fn text(r: &BalancersReport) -> String {
+    let spread = |s: &Spread, digits: usize| {
+        if s.min == s.max {
+            format!("{:.*}", digits, s.median)
+        } else {
+            format!("{:.*} ({:.*}-{:.*})", digits, s.median, digits, s.min, digits, s.max)
+        }
+    };
+    let mut out = format!(
+        "per-core benchmark: {} round(s) of {} s, {} connections, {} backends on core 0, each balancer on core 1; medians (min-max)\n",
+        r.rounds,
+        r.duration_s,
+        r.connections,
+        match r.backends {
+            Backends::Toy => "toy-backend",
+            Backends::Nginx => "nginx return-200",
+        }
+    );
+    let rows: Vec<Vec<String>> = r
+        .results
+        .iter()
+        .map(|t| {
+            let status: Vec<String> = t.status_counts.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            let status = if t.errors > 0 {
+                format!("{} err:{}", status.join(" "), t.errors)
+            } else {
+                status.join(" ")
+            };
+            let cpu = |s: &Spread| if t.name == "direct" { "-".to_string() } else { spread(s, 1) };
+            vec![
+                t.name.clone(),
+                cpu(&t.user_us_per_req),
+                cpu(&t.sys_us_per_req),
+                cpu(&t.total_us_per_req),
+                t.syscalls_per_req.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
+                spread(&t.rps, 0),
+                status,
+                t.vmhwm_kib.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            ]
+        })
+        .collect();
+    out += &table(
+        &[
+            "target",
+            "user us/req",
+            "sys us/req",
+            "total us/req",
+            "syscalls/req",
+            "requests/s",
+            "status",
+            "VmHWM MiB",
+        ],
+        &rows,
+    );
+    out += "\nlatency at fixed rates (open loop, from the intended send time), us; + = added over direct\n";
+    let mut rows = Vec::new();
+    for (ri, rate) in r.rates.iter().enumerate() {
+        for t in &r.results {
+            let Some(l) = t.latency.get(ri) else { continue };
+            let added = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:+.0}"));
+            rows.push(vec![
+                format!("{rate:.0}"),
+                t.name.clone(),
+                spread(&l.p50_us, 0),
+                spread(&l.p99_us, 0),
+                spread(&l.p999_us, 0),
+                added(l.added_p50_us),
+                added(l.added_p99_us),
+                added(l.added_p999_us),
+                if l.missed + l.errors > 0 {
+                    format!("{} missed, {} errors", l.missed, l.errors)
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+    }
+    out += &table(&["rate/s", "target", "p50", "p99", "p99.9", "+p50", "+p99", "+p99.9", ""], &rows);
+    if !r.checks.is_empty() {
+        out += "\nlb against the proxy issue's targets (medians):\n";
+        for c in &r.checks {
+            out += &format!(
+                "  {:<58} lb {:>9.2}  other {:>9.2}  ratio {:.2} ({} {:.2}): {}\n",
+                c.what,
+                c.lb,
+                c.other,
+                c.ratio,
+                if c.higher_is_better { ">=" } else { "<=" },
+                c.limit,
+                if c.met { "met" } else { "NOT met" }
+            );
+        }
+    }
+    for (name, why) in &r.missing {
+        out += &format!("skipped {name}: {why}\n");
+    }
+    for n in &r.notes {
+        out += &format!("note: {n}\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strace_totals_parse_with_and_without_errors() {
+        let with = "% time     seconds  usecs/call     calls    errors syscall\n------ ----------- ----------- --------- --------- ----------------\n 60.00    0.000600           0     10000           writev\n100.00    0.001000           0     21034       512 total\n";
+        assert_eq!(parse_strace_total(with), Some(21034));
+        let without = "100.00    0.001000           0     21034           total\n";
+        assert_eq!(parse_strace_total(without), Some(21034));
+        assert_eq!(parse_strace_total("nothing"), None);
+    }
+
+    #[test]
+    fn spreads_take_the_median() {
+        assert_eq!(Spread::of(&[3.0, 1.0, 2.0]), Spread { median: 2.0, min: 1.0, max: 3.0 });
+        assert_eq!(Spread::of(&[4.0, 1.0]).median, 2.5);
+        assert_eq!(Spread::of(&[]), Spread::default());
+    }
+
+    #[test]
+    fn this_process_is_its_own_tree_and_uses_cpu_and_memory() {
+        let me = std::process::id();
+        assert_eq!(process_tree(me).first(), Some(&me));
+        // Some CPU has been spent by now (this test binary started, compiled regexes...), and the
+        // resident peak of a running test binary is at least a megabyte.
+        let spin: u64 =
+            (0..20_000_000u64).fold(0, |a, x| std::hint::black_box(a ^ x.wrapping_mul(2654435761)));
+        assert!(std::hint::black_box(spin) != 1);
+        let (u, s) = cpu_ticks(&[me]);
+        assert!(u + s > 0);
+        assert!(vmhwm_kib(&[me]) > 1024);
+    }
+}
