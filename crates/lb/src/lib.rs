@@ -62,28 +62,28 @@ pub use server::{Running, run, start};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         /// The address.
         addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message rather than as a `source`, so an error chain prints it once).
+        error: std::io::Error,
     },
     /// A worker thread or runtime could not be started.
-    #[error("cannot start worker {worker}: {source}")]
+    #[error("cannot start worker {worker}: {error}")]
     Worker {
         /// Its number.
         worker: usize,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The algorithm refused its options.
-    #[error("upstream {upstream}: {source}")]
+    #[error("upstream {upstream}: {error}")]
     Algorithm {
         /// The upstream.
         upstream: String,
         /// Why.
-        source: lb_algorithms::BuildError,
+        error: lb_algorithms::BuildError,
     },
     /// A backend address or list is not acceptable.
     #[error("upstream {upstream}: {reason}")]

@@ -10,8 +10,9 @@
 //! (worker processes or threads, each with its own event loop), as opposed to a work-stealing runtime
 //! that moves tasks between cores.
 //!
-//! With one worker, no `SO_REUSEPORT` is set, so a port already taken fails loudly instead of being
-//! silently shared with another process.
+//! A port already taken must fail loudly rather than be silently shared with another process through
+//! `SO_REUSEPORT`: with one worker the option is not set at all, with more a probe socket without it
+//! checks the port first.
 //!
 //! The control plane (admin API, health checks, the outlier unejector) runs on the runtime that called
 //! [`start`]; it is idle almost all the time.
@@ -112,10 +113,16 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     for &requested in &config.server.listen {
         let mut addr = requested;
+        if workers > 1 && requested.port() != 0 {
+            // With SO_REUSEPORT on every socket, the kernel would let us share a port that another
+            // process (another lb, say) already listens on, and split its clients with it. A probe
+            // bound *without* SO_REUSEPORT fails on a taken port, which is the error we want.
+            probe(requested).map_err(|error| Error::Bind { addr: requested, error })?;
+        }
         for (w, listeners) in per_worker.iter_mut().enumerate() {
-            let l = bind(addr, workers > 1).map_err(|source| Error::Bind { addr, source })?;
+            let l = bind(addr, workers > 1).map_err(|error| Error::Bind { addr, error })?;
             if w == 0 {
-                addr = l.local_addr().map_err(|source| Error::Bind { addr, source })?;
+                addr = l.local_addr().map_err(|error| Error::Bind { addr, error })?;
                 bound.push(addr);
             }
             listeners.push(l);
@@ -131,7 +138,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         let thread = std::thread::Builder::new()
             .name(format!("lb-worker-{i}"))
             .spawn(move || worker_thread(i, listeners, shared, stop_rx, grace))
-            .map_err(|source| Error::Worker { worker: i, source })?;
+            .map_err(|error| Error::Worker { worker: i, error })?;
         threads.push(thread);
     }
 
@@ -144,8 +151,8 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     ];
     let mut admin = None;
     if let Some(addr) = admin_config.and_then(|a| a.listen) {
-        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
-        admin = Some(listener.local_addr().map_err(|source| Error::Bind { addr, source })?);
+        let listener = TcpListener::bind(addr).await.map_err(|error| Error::Bind { addr, error })?;
+        admin = Some(listener.local_addr().map_err(|error| Error::Bind { addr, error })?);
         let app = router(AdminState { upstreams: Arc::clone(&upstreams), metrics: Arc::clone(&metrics) });
         let shutdown = stopped(stop_rx.clone());
         control.push(tokio::spawn(async move {
@@ -178,6 +185,13 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpList
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+/// Bind (without listening, so no client can land on it) and close: does the port look free?
+fn probe(addr: SocketAddr) -> std::io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
 }
 
 fn worker_thread(

@@ -73,7 +73,7 @@ impl Upstream {
         old_stats: &[Arc<BackendStats>],
     ) -> Result<UpstreamState, Error> {
         let balancer = build(config.algorithm, Arc::clone(&set), &config.options.algorithm_options())
-            .map_err(|source| Error::Algorithm { upstream: config.name.clone(), source })?;
+            .map_err(|error| Error::Algorithm { upstream: config.name.clone(), error })?;
         let stats = set
             .backends()
             .iter()

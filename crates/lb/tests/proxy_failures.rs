@@ -176,3 +176,23 @@ async fn a_full_backend_is_passed_over_by_the_circuit_breaker() {
     assert_eq!(slow.await.unwrap_or_else(|e| panic!("{e}")), (200, "backend-1\n".to_string()));
     lb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_refused_even_with_several_workers() {
+    let b = backends(1).await;
+    let mut cfg = config(Algorithm::RoundRobin, &b, &[]);
+    cfg.server.workers = 2;
+    let first = proxy(cfg.clone()).await;
+    // Same port, SO_REUSEPORT on every socket: without the probe, the kernel would let the second
+    // proxy share the port and steal half of the first one's clients.
+    cfg.server.listen = first.listen.clone();
+    match lb::start(cfg).await {
+        Err(lb::Error::Bind { addr, .. }) => assert_eq!(addr, first.listen[0]),
+        Err(e) => panic!("expected a bind error, got {e}"),
+        Ok(second) => {
+            second.shutdown().await;
+            panic!("a second proxy started on a port already in use");
+        }
+    }
+    first.shutdown().await;
+}
