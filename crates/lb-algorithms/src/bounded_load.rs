@@ -75,9 +75,7 @@ impl BoundedLoad {
                 "bounded_load_epsilon must be above 0 (0.25 lets a backend carry 125% of the average), got {epsilon}"
             ));
         }
-        if options.ring_points_per_weight == 0 {
-            return bad("ring_points_per_weight must be at least 1 (ketama uses 160)".into());
-        }
+        Ring::check(&set, options.ring_points_per_weight, Algorithm::BoundedLoad)?;
         let ring = Ring::new(&set, options.ring_points_per_weight);
         Ok(BoundedLoad { set, ring, epsilon, next: AtomicUsize::new(0) })
     }

@@ -86,11 +86,12 @@ impl Maglev {
         let m = options.maglev_table_size;
         let total_weight: usize = set.backends().iter().map(|b| b.weight() as usize).sum();
         let bad = |reason: String| Err(BuildError::BadOption { algorithm: Algorithm::Maglev, reason });
-        if !is_prime(m) {
-            return bad(format!("table size {m} is not a prime (try 65537 or 655373)"));
-        }
+        // The size limit first: primality by trial division of a huge number would take minutes.
         if m > MAX_TABLE {
             return bad(format!("table size {m} is above the limit of {MAX_TABLE}"));
+        }
+        if !is_prime(m) {
+            return bad(format!("table size {m} is not a prime (try 65537 or 655373)"));
         }
         if m < total_weight {
             return bad(format!(

@@ -62,7 +62,34 @@ pub(crate) struct Ring {
     shift: u32,
 }
 
+/// The most points a ring may hold: 16 Mi points is 192 MiB of ring, 10,000 backends of weight 10 at
+/// ketama's 160 points each. Larger requests are refused when the balancer is built (a config typo such
+/// as `ring_points_per_weight = 4294967295` must be an error, not an allocation of terabytes).
+pub const MAX_RING_POINTS: u64 = 1 << 24;
+
 impl Ring {
+    /// Refuse option values that would make a ring empty or too large; shared by ring hash and bounded
+    /// load.
+    pub(crate) fn check(
+        set: &BackendSet,
+        points_per_weight: u32,
+        algorithm: Algorithm,
+    ) -> Result<(), BuildError> {
+        let bad = |reason: String| Err(BuildError::BadOption { algorithm, reason });
+        if points_per_weight == 0 {
+            return bad("ring_points_per_weight must be at least 1 (ketama uses 160)".into());
+        }
+        let total_weight: u64 = set.backends().iter().map(|b| u64::from(b.weight())).sum();
+        let points = total_weight.saturating_mul(u64::from(points_per_weight));
+        if points > MAX_RING_POINTS {
+            return bad(format!(
+                "ring_points_per_weight {points_per_weight} x total weight {total_weight} = {points} points, \
+                 above the limit of {MAX_RING_POINTS}"
+            ));
+        }
+        Ok(())
+    }
+
     /// Place `points_per_weight x weight` points for every backend of the set.
     pub(crate) fn new(set: &BackendSet, points_per_weight: u32) -> Ring {
         let per_backend: Vec<usize> =
@@ -188,12 +215,7 @@ pub struct RingHash {
 impl RingHash {
     /// Build the ring: `options.ring_points_per_weight` points per unit of weight (must be at least 1).
     pub fn new(set: Arc<BackendSet>, options: &AlgorithmOptions) -> Result<Self, BuildError> {
-        if options.ring_points_per_weight == 0 {
-            return Err(BuildError::BadOption {
-                algorithm: Algorithm::RingHash,
-                reason: "ring_points_per_weight must be at least 1 (ketama uses 160)".into(),
-            });
-        }
+        Ring::check(&set, options.ring_points_per_weight, Algorithm::RingHash)?;
         let ring = Ring::new(&set, options.ring_points_per_weight);
         let salts = salts(&set);
         Ok(RingHash { set, ring, salts, next: AtomicUsize::new(0) })
@@ -300,6 +322,19 @@ mod tests {
         let set = BackendSet::new([BackendSpec::new("a")], SetOptions::default());
         let options = AlgorithmOptions { ring_points_per_weight: 0, ..AlgorithmOptions::default() };
         assert!(matches!(RingHash::new(set, &options), Err(BuildError::BadOption { .. })));
+    }
+
+    #[test]
+    fn a_ring_too_large_to_allocate_is_refused_not_attempted() {
+        // Found by the config fuzzer's seed corpus: u32::MAX points per weight times a weight of u32::MAX
+        // overflowed the allocation size and panicked.
+        let set = BackendSet::new([BackendSpec::weighted("a:1", u32::MAX)], SetOptions::default());
+        let options = AlgorithmOptions { ring_points_per_weight: u32::MAX, ..AlgorithmOptions::default() };
+        assert!(matches!(RingHash::new(set.clone(), &options), Err(BuildError::BadOption { .. })));
+        assert!(matches!(
+            crate::bounded_load::BoundedLoad::new(set, &options),
+            Err(BuildError::BadOption { .. })
+        ));
     }
 
     #[test]
