@@ -13,7 +13,7 @@
 //!
 //! # Layout
 //!
-//! - `lib.rs` (this file): [`RoundRobin`] (the pick and the forwarding) and [`run`] (the server).
+//! - `lib.rs` (this file): [`RoundRobin`] (the pick and the forwarding) and [`run`]/[`serve`] (the server).
 //! - `main.rs`: the flags, with the seed's defaults.
 
 use std::convert::Infallible;
@@ -64,6 +64,12 @@ impl RoundRobin {
     /// Fix over the Go version: it parses the backend URL on every request and answers 500 if that
     /// fails; a bad backend is a configuration error, so it is caught here, once, at start.
     pub fn new(backends: Vec<Uri>) -> Result<Self, ConfigError> {
+        Self::with_idle_pool(backends, 1024)
+    }
+
+    /// [`RoundRobin::new`] keeping at most `max_idle` idle connections per backend. 2 is Go's default
+    /// (`DefaultMaxIdleConnsPerHost`): the keep-alive lesson measures what that costs under load.
+    pub fn with_idle_pool(backends: Vec<Uri>, max_idle: usize) -> Result<Self, ConfigError> {
         if backends.is_empty() {
             return Err(ConfigError::NoBackends);
         }
@@ -79,7 +85,7 @@ impl RoundRobin {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true); // small requests leave at once, no Nagle delay
         let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(1024)
+            .pool_max_idle_per_host(max_idle)
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
         Ok(RoundRobin { backends, next: AtomicUsize::new(0), client })
@@ -174,7 +180,13 @@ pub async fn run(
     backends: Vec<Uri>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConfigError> {
-    let lb = Arc::new(RoundRobin::new(backends)?);
+    serve(listener, RoundRobin::new(backends)?, shutdown).await;
+    Ok(())
+}
+
+/// [`run`] with a balancer already built (for instance with a small idle pool).
+pub async fn serve(listener: TcpListener, lb: RoundRobin, shutdown: impl Future<Output = ()>) {
+    let lb = Arc::new(lb);
     // Fix over the Go version: `http.ListenAndServe` has no header timeout (a slowloris client
     // holds a connection forever) and `log.Fatal` exits without finishing requests in flight.
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -203,5 +215,4 @@ pub async fn run(
         tokio::spawn(conn); // its error (client went away) has nobody to go to
     }
     graceful.shutdown().await;
-    Ok(())
 }

@@ -22,6 +22,9 @@ struct Args {
     /// A backend URL; repeat the flag for each backend.
     #[arg(long = "backend", default_values = ["http://localhost:8081", "http://localhost:8082", "http://localhost:8083"])]
     backends: Vec<Uri>,
+    /// Idle connections kept per backend; 2 behaves like Go's default transport (churn under load).
+    #[arg(long, default_value_t = 1024)]
+    max_idle_per_host: usize,
 }
 
 #[tokio::main]
@@ -36,7 +39,8 @@ async fn main() -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, backends = ?args.backends, "round-robin proxy started");
-    round_robin::run(listener, args.backends, shutdown_signal()).await?;
+    let lb = round_robin::RoundRobin::with_idle_pool(args.backends, args.max_idle_per_host)?;
+    round_robin::serve(listener, lb, shutdown_signal()).await;
     Ok(())
 }
 

@@ -186,3 +186,35 @@ fn strip_hop_by_hop_also_removes_headers_named_in_connection() {
     left.sort_unstable();
     assert_eq!(left, ["cache-control", "content-type"]);
 }
+
+/// The backend ports the proxy's connections came from, for `n` requests sent one after another to a
+/// proxy with `max_idle` idle connections per backend in front of one backend.
+async fn upstream_ports(max_idle: usize, n: usize) -> std::collections::HashSet<String> {
+    let backends = start_many(1, Knobs::default()).await.expect("backend starts");
+    let uri: Uri = backends[0].url().parse().expect("valid URL");
+    let lb = round_robin::RoundRobin::with_idle_pool(vec![uri], max_idle).expect("valid backend");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/info", listener.local_addr().expect("addr"));
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(round_robin::serve(listener, lb, async {
+        let _ = stopped.await;
+    }));
+    let client = client();
+    let mut ports = std::collections::HashSet::new();
+    for _ in 0..n {
+        let (_, body) = get(&client, &url).await;
+        let info: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        ports.insert(info["remote_addr"].as_str().expect("remote_addr").to_string());
+    }
+    let _ = stop.send(());
+    ports
+}
+
+#[tokio::test]
+async fn the_idle_pool_reuses_one_upstream_connection_and_no_pool_dials_every_time() {
+    // Requests one at a time: with a pool, each finds the previous one's connection idle and takes it,
+    // so the backend sees a single client port. With no idle slot, each connection is closed after its
+    // response, so every request dials anew from a fresh port.
+    assert_eq!(upstream_ports(1024, 5).await.len(), 1);
+    assert_eq!(upstream_ports(0, 5).await.len(), 5);
+}
