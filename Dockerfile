@@ -10,7 +10,7 @@ COPY . .
 # cache mount, which does not persist into the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p toy-backend -p lb \
+    cargo build --release --locked -p toy-backend -p lb \
     && mkdir -p /out \
     && cp target/release/toy-backend target/release/lb /out/
 
