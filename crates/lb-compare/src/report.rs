@@ -121,7 +121,7 @@ pub async fn write(
     );
     let _ = writeln!(
         md,
-        "```text\n{}: {}\ncounts: {}\n```\n\nThe heavy backend `a` is spread out (`aabaacaaabaaca`-like, never five in a row).\n",
+        "```text\n{}: {}\ncounts: {}\n```\n\nThe heavy backend `a` is interleaved with `b` and `c` (nginx's smooth weighted round robin), not sent five in a row.\n",
         seq.algorithm,
         seq.letters,
         seq.counts
@@ -309,6 +309,12 @@ pub async fn write(
             spec.duration.as_secs()
         );
         let _ = writeln!(md, "```text\n{}```\n", balancers::text(&r));
+        let _ = writeln!(
+            md,
+            "Absolute figures move with the machine's load (two shared cores): compare balancers within \
+             this one run, and trust the user CPU column most. Method and caveats: \
+             `docs/lessons/benchmarking-balancers.md`.\n"
+        );
         let chart = "balancers-cpu.svg";
         charts::cpu_per_request(&dir.join(chart), &r.results)?;
         charts_written.push(chart.to_string());
