@@ -49,6 +49,9 @@ pub struct Config {
     /// The upstream groups, each with its backends and its algorithm.
     #[serde(rename = "upstream", default)]
     pub upstreams: Vec<UpstreamConfig>,
+    /// The file this was loaded from, if any: a reload (`SIGHUP`, admin `POST /reload`) reads it again.
+    #[serde(skip)]
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// `[server]`
@@ -62,14 +65,28 @@ pub struct ServerConfig {
     /// 0 means one per core.
     #[serde(default)]
     pub workers: usize,
-    /// On shutdown, how long requests in flight may take to finish before they are cut.
-    #[serde(default = "default_grace", with = "humantime_serde")]
+    /// On shutdown, how long requests in flight may take to finish before they are cut
+    /// (`shutdown_timeout` in the file; the older name `shutdown_grace` is still read).
+    #[serde(
+        default = "default_grace",
+        with = "humantime_serde",
+        rename = "shutdown_timeout",
+        alias = "shutdown_grace"
+    )]
     pub shutdown_grace: Duration,
+    /// `[server.limits]`: what one client may cost (connections, header size, body size, timeouts).
+    #[serde(default)]
+    pub limits: crate::limits::ServerLimits,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), workers: 0, shutdown_grace: default_grace() }
+        ServerConfig {
+            listen: default_listen(),
+            workers: 0,
+            shutdown_grace: default_grace(),
+            limits: crate::limits::ServerLimits::default(),
+        }
     }
 }
 
@@ -78,7 +95,9 @@ fn default_listen() -> Vec<SocketAddr> {
 }
 
 fn default_grace() -> Duration {
-    Duration::from_secs(10)
+    // nginx's worker_shutdown_timeout is off (wait forever) and Envoy drains for 600 s; 30 s is what
+    // Kubernetes gives a pod between SIGTERM and SIGKILL, so lb finishes before it is killed.
+    Duration::from_secs(30)
 }
 
 /// `[admin]`
@@ -329,7 +348,10 @@ impl Config {
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
         let file = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, &file),
+            Ok(text) => Config::parse(&text, &file).map(|mut c| {
+                c.source = Some(path.to_path_buf());
+                c
+            }),
             Err(e) => {
                 Err(ConfigErrors(vec![ConfigError { file, line: 0, column: 0, message: e.to_string() }]))
             }

@@ -47,6 +47,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod outlier;
 pub mod pool;
@@ -54,6 +55,7 @@ pub mod proxy;
 pub mod retry;
 pub mod server;
 pub mod upstream;
+pub mod validate;
 
 pub use config::Config;
 pub use server::{Running, run, start};

@@ -34,6 +34,7 @@
 //! one bucket; the cumulative counts Prometheus expects are summed at render time.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -247,6 +248,8 @@ pub struct Metrics {
     /// Counts for names that were not configured (a bug if it ever moves; shown as `upstream=""`).
     unknown: UpstreamCounters,
     started: std::time::SystemTime,
+    /// Client connections: open now, the cap, refusals.
+    pub connections: Arc<crate::limits::ConnectionCount>,
 }
 
 impl Default for Metrics {
@@ -262,6 +265,7 @@ impl Metrics {
             upstreams: upstream_names.into_iter().map(|n| UpstreamCounters::new(n.as_ref())).collect(),
             unknown: UpstreamCounters::new(""),
             started: std::time::SystemTime::now(),
+            connections: crate::limits::ConnectionCount::new(usize::MAX),
         }
     }
 
@@ -514,6 +518,15 @@ impl Metrics {
                 w.sample(name, &[("upstream", "")], None, stray as f64);
             }
         }
+
+        w.family("lb_client_connections", "gauge", "Client connections open now.");
+        w.sample("lb_client_connections", &[], None, self.connections.open() as f64);
+        w.family(
+            "lb_client_connections_refused_total",
+            "counter",
+            "Client connections closed at once because server.limits.max_connections were open.",
+        );
+        w.sample("lb_client_connections_refused_total", &[], None, self.connections.refused() as f64);
 
         if let Some(rss) = resident_memory_bytes() {
             w.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");

@@ -68,6 +68,8 @@ pub struct Shared {
     pub explain: bool,
     /// Log one JSON line per request.
     pub access_log: bool,
+    /// `[server.limits]` (the request checks in `validate.rs` read `max_body_bytes`).
+    pub limits: crate::limits::ServerLimits,
 }
 
 /// One worker thread's forwarding state: the shared parts plus its own connection pool. Lives in an
@@ -211,6 +213,11 @@ impl Worker {
                 id
             }
         };
+        if let Err((status, msg)) =
+            crate::validate::check(&mut parts, &self.shared.upstreams, self.shared.limits.max_body_bytes)
+        {
+            return error_response(status, msg, &request_id);
+        }
         let host = parts
             .headers
             .get(header::HOST)

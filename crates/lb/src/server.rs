@@ -17,38 +17,47 @@
 //! The control plane (admin API, health checks, the outlier unejector) runs on the runtime that called
 //! [`start`]; it is idle almost all the time.
 //!
+//! # A connection's life
+//!
+//! Accept; if `server.limits.max_connections` are open, close at once (and count it). Otherwise the
+//! connection gets a watchdog ([`crate::limits::ConnWatch`]: idle, header and body read timeouts, the
+//! streamed-body limit) and is served as HTTP/1.1 (with upgrades, for WebSocket) or, when it opens
+//! with the HTTP/2 preface, as HTTP/2 (h2c with prior knowledge). Every request runs through
+//! `proxy::Worker::handle` on this thread.
+//!
 //! # Shutdown
 //!
-//! [`Running::shutdown`] (or Ctrl-C / SIGTERM through [`run`]): every worker stops accepting, asks each
-//! open connection to close after its current request (hyper's graceful shutdown: keep-alive off, idle
-//! connections closed at once), and waits up to `shutdown_grace` for them; what is left is cut.
-//!
-//! The accept loop ([`serve_listener`]) and the forwarding function (`proxy::Worker::handle`) are
-//! separate so TLS, HTTP/2 or a hot-reloaded routing table can be slotted in at one place each.
+//! [`Running::shutdown`] (or Ctrl-C / SIGTERM through [`run`]): every worker closes its listeners (new
+//! connections are refused from then on), asks each open connection to close after its current
+//! request (hyper's graceful shutdown: keep-alive off, idle connections closed at once), and waits up
+//! to `server.shutdown_timeout` for them; what is left is cut.
 
+use std::cell::Cell;
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
+use http_body::Body as _;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use lb_algorithms::now_nanos;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminState, router};
+use crate::limits::{self, ConnWatch, ServerLimits, WatchedIo};
 use crate::metrics::Metrics;
 use crate::proxy::{ClientInfo, Shared, Worker};
 use crate::upstream::Upstreams;
 use crate::{Config, Error};
-
-/// How long a client connection may sit between requests (or take to send its headers) before it is
-/// closed.
-pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running proxy, started by [`start`].
 #[derive(Debug)]
@@ -101,7 +110,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         metrics: Arc::clone(&metrics),
         explain: admin_config.as_ref().is_some_and(|a| a.explain),
         access_log: admin_config.as_ref().is_some_and(|a| a.access_log),
+        limits: config.server.limits,
     });
+    metrics.connections.set_max(config.server.limits.max_connections);
     let workers = if config.server.workers == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -130,14 +141,14 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     }
 
     let (stop, stop_rx) = watch::channel(false);
-    let grace = config.server.shutdown_grace;
+    let ctx =
+        ListenCtx { shared: Arc::clone(&shared), stop: stop_rx.clone(), grace: config.server.shutdown_grace };
     let mut threads = Vec::with_capacity(workers);
     for (i, listeners) in per_worker.into_iter().enumerate() {
-        let shared = Arc::clone(&shared);
-        let stop_rx = stop_rx.clone();
+        let ctx = ctx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("lb-worker-{i}"))
-            .spawn(move || worker_thread(i, listeners, shared, stop_rx, grace))
+            .spawn(move || worker_thread(i, listeners, ctx))
             .map_err(|error| Error::Worker { worker: i, error })?;
         threads.push(thread);
     }
@@ -194,13 +205,7 @@ fn probe(addr: SocketAddr) -> std::io::Result<()> {
     socket.bind(&addr.into())
 }
 
-fn worker_thread(
-    index: usize,
-    listeners: Vec<std::net::TcpListener>,
-    shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
-    grace: Duration,
-) {
+fn worker_thread(index: usize, listeners: Vec<std::net::TcpListener>, ctx: ListenCtx) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -209,17 +214,18 @@ fn worker_thread(
         }
     };
     let local = tokio::task::LocalSet::new();
+    let grace = ctx.grace;
     local.block_on(&runtime, async move {
-        let worker = Rc::new(Worker::new(shared, index as u32 + 1));
-        let graceful = Rc::new(GracefulShutdown::new());
+        let worker = Rc::new(Worker::new(Arc::clone(&ctx.shared), index as u32 + 1));
+        let tracker = Rc::new(ConnTracker::default());
         let mut loops = Vec::new();
         for l in listeners {
             match TcpListener::from_std(l) {
                 Ok(l) => loops.push(tokio::task::spawn_local(serve_listener(
                     l,
                     Rc::clone(&worker),
-                    Rc::clone(&graceful),
-                    stop.clone(),
+                    Rc::clone(&tracker),
+                    ctx.clone(),
                 ))),
                 Err(e) => tracing::error!("worker {index}: listener: {e}"),
             }
@@ -229,24 +235,73 @@ fn worker_thread(
             let _ = l.await;
         }
         sweeper.abort();
-        // Every accept loop has returned, so this is the last reference.
-        if let Ok(graceful) = Rc::try_unwrap(graceful)
-            && tokio::time::timeout(grace, graceful.shutdown()).await.is_err()
-        {
-            tracing::warn!("worker {index}: connections still open after {grace:?}; closing them");
+        // The listeners are closed now (new connections are refused); every open connection has been
+        // told to finish its current request and close. Wait for them, up to the grace period; what is
+        // left when this returns is cut when the runtime drops its tasks.
+        if tokio::time::timeout(grace, tracker.all_closed()).await.is_err() {
+            tracing::warn!(
+                "worker {index}: {} connections still open after {grace:?}; closing them",
+                tracker.open.get()
+            );
         }
     });
+}
+
+/// What every accept loop needs besides its socket.
+#[derive(Debug, Clone)]
+pub struct ListenCtx {
+    /// What every worker shares.
+    pub shared: Arc<Shared>,
+    /// Set to true to stop.
+    pub stop: watch::Receiver<bool>,
+    /// How long open connections get to finish on shutdown.
+    pub grace: Duration,
+}
+
+/// The client connections of one worker still open, so shutdown can wait for them.
+#[derive(Debug, Default)]
+pub struct ConnTracker {
+    open: Cell<usize>,
+    closed: tokio::sync::Notify,
+}
+
+/// One tracked connection (or WebSocket tunnel); dropping it counts it closed.
+#[derive(Debug)]
+pub struct TrackedConn(Rc<ConnTracker>);
+
+impl ConnTracker {
+    /// Count one more open connection.
+    pub fn track(self: &Rc<Self>) -> TrackedConn {
+        self.open.set(self.open.get() + 1);
+        TrackedConn(Rc::clone(self))
+    }
+
+    async fn all_closed(&self) {
+        while self.open.get() > 0 {
+            self.closed.notified().await;
+        }
+    }
+}
+
+impl Drop for TrackedConn {
+    fn drop(&mut self) {
+        let t = &self.0;
+        t.open.set(t.open.get().saturating_sub(1));
+        if t.open.get() == 0 {
+            t.closed.notify_waiters();
+        }
+    }
 }
 
 /// Accept clients on one listener until `stop`, serving each connection on this thread.
 pub async fn serve_listener(
     listener: TcpListener,
     worker: Rc<Worker>,
-    graceful: Rc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
+    tracker: Rc<ConnTracker>,
+    ctx: ListenCtx,
 ) {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(CLIENT_IDLE_TIMEOUT).keep_alive(true);
+    let mut stop = ctx.stop.clone();
+    let connections = Arc::clone(&ctx.shared.metrics.connections);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -260,15 +315,162 @@ pub async fn serve_listener(
             },
             _ = stop.wait_for(|&s| s) => return,
         };
+        // Over the cap: accept and close at once. Leaving it in the backlog instead would make the
+        // client wait for a connect timeout and still hold a kernel slot; a prompt close lets it retry
+        // elsewhere. HAProxy's maxconn does the opposite (stops accepting); both are common.
+        let Some(slot) = connections.try_acquire() else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let w = Rc::clone(&worker);
-        let client = Rc::new(ClientInfo::new(peer));
-        let service = service_fn(move |req| Rc::clone(&w).handle(req, Rc::clone(&client)));
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let conn = serve_connection(stream, peer, Rc::clone(&worker), ctx.stop.clone(), ctx.shared.limits);
+        let tracked = tracker.track();
         tokio::task::spawn_local(async move {
-            // A client that goes away mid-request is routine, not worth a log line per connection.
-            let _ = conn.await;
+            conn.await;
+            drop((slot, tracked));
         });
+    }
+}
+
+/// Runs hyper's HTTP/2 connection tasks (one per stream) on this worker's thread: the request
+/// handler holds `Rc`s, so it cannot be sent to another.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalExec;
+
+impl<F: Future + 'static> hyper::rt::Executor<F> for LocalExec {
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// The HTTP/2 connection preface a client with prior knowledge (h2c) starts with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Serve one client connection: HTTP/1.1 (with upgrades) or, when it opens with the HTTP/2 preface,
+/// HTTP/2 (h2c with prior knowledge).
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    stop: watch::Receiver<bool>,
+    limits: ServerLimits,
+) {
+    let watch = ConnWatch::new(limits);
+    let h2 = match tokio::time::timeout(limits.header_read_timeout, starts_with_h2_preface(&stream)).await {
+        Ok(Ok(h2)) => h2,
+        // Silent past the header timeout, or gone: nothing to serve.
+        _ => return,
+    };
+    serve_io(WatchedIo::new(stream, Arc::clone(&watch)), h2, peer, worker, stop, watch).await;
+}
+
+/// Does the client speak HTTP/2 first? Peeks, so nothing is consumed.
+async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; 24];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A prefix of the preface so far (rare: the preface is one small write). `peek` would return
+        // the same bytes at once, so wait a little for the rest; the caller's timeout bounds this.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Serve HTTP on an established (and possibly decrypted) connection.
+pub async fn serve_io<I>(
+    io: I,
+    h2: bool,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    stop: watch::Receiver<bool>,
+    watch: Arc<ConnWatch>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = watch.limits();
+    let client = Rc::new(ClientInfo::new(peer));
+    let w = Arc::clone(&watch);
+    let service = service_fn(move |req: Request<Incoming>| {
+        let guard = w.request_started(!req.body().is_end_stream());
+        let handled = Rc::clone(&worker).handle(req, Rc::clone(&client));
+        async move {
+            let response = handled.await?;
+            Ok::<_, Infallible>(response.map(|body| limits::Tracked::new(body, guard)))
+        }
+    });
+    if h2 {
+        let mut http = hyper::server::conn::http2::Builder::new(LocalExec);
+        http.timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+        drive(http.serve_connection(TokioIo::new(io), service), stop, watch).await;
+    } else {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // Header and idle timeouts are the watchdog's (limits.rs), which tells the two apart.
+        http.timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_header_size(limits.max_header_bytes)
+            .keep_alive(true);
+        drive(http.serve_connection(TokioIo::new(io), service).with_upgrades(), stop, watch).await;
+    }
+}
+
+/// A hyper server connection that can be asked to finish its current requests and close.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn begin_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn begin_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http2::Connection<I, S, LocalExec>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    LocalExec: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn begin_shutdown(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Run a connection to its end, unless its watchdog fires (drop it) or the proxy stops (let the
+/// current requests finish, then close; idle connections close at once).
+async fn drive<C: Graceful>(conn: C, mut stop: watch::Receiver<bool>, watch: Arc<ConnWatch>) {
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            // A client that goes away mid-request is routine, not worth a log line per connection.
+            _ = conn.as_mut() => return,
+            why = watch.expired() => {
+                tracing::debug!("closing a client connection: {why}");
+                return;
+            }
+            _ = stop.wait_for(|&s| s), if !stopping => {
+                stopping = true;
+                conn.as_mut().begin_shutdown();
+            }
+        }
     }
 }
 
