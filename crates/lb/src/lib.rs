@@ -14,6 +14,7 @@
 //! - [`server`]: worker threads, `SO_REUSEPORT` listeners, the accept loop, graceful shutdown.
 //! - [`proxy`]: the forwarding function: pick, connect, send, retry, map failures to 502/503/504.
 //! - [`pool`]: each worker's pool of keep-alive connections to backends.
+//! - [`h1`]: the HTTP/1.1 client for the upstream leg, run inside the request's own task.
 //! - [`retry`]: which failures are retried, and the retry budget.
 //! - [`health`]: active health checks. [`outlier`]: passive ejection of failing backends.
 //! - [`metrics`]: counters and the Prometheus text. [`admin`]: the admin HTTP API. [`access_log`]: JSON lines.
@@ -46,6 +47,7 @@ pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod h1;
 pub mod health;
 pub mod limits;
 pub mod metrics;

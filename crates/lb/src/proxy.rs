@@ -26,8 +26,10 @@
 //! - **The connection goes back to the pool when the body ends**, from inside the body wrapper: HTTP/1.1
 //!   cannot send the next request on it before then.
 //! - **A stale pooled connection is not a failure.** If the backend closed an idle connection just as we
-//!   picked it, hyper hands the unsent request back and we resend it on a fresh connection to the same
-//!   backend, without counting an attempt.
+//!   picked it and not a byte of the request was written, the request is intact and we resend it on
+//!   another connection to the same backend, without counting an attempt.
+//! - **The upstream leg runs in this task** ([`crate::h1`]): the request is written and the response
+//!   read by the same task that serves the client, with no channel or task hop in between.
 //! - **Errors are answers**: no route 404, no selectable backend 503, connect failure or broken
 //!   connection 502, timeout 504, each with a one-line plain-text body naming the upstream or backend.
 //!   Nothing on this path unwraps; a bug becomes a 502, not a dead worker.
@@ -45,15 +47,15 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use lb_algorithms::{Explain, InFlightGuard, KeySource, Nanos, PickRequest, now_nanos};
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLogEntry, access_log};
+use crate::h1::{self, ResponseBody, UpstreamBody};
 use crate::metrics::{FailureKind, Metrics};
 use crate::outlier::{self, Outcome};
-use crate::pool::{self, Pool, Sender, UpstreamBody};
+use crate::pool::{self, Pool};
 use crate::retry::{is_idempotent_without_body, is_retryable_status};
 use crate::upstream::{Upstream, UpstreamState, Upstreams};
 
@@ -255,7 +257,7 @@ impl Worker {
         // A request we can build again for a retry; the clone of the headers is the price of retrying
         // GETs after the first request has been consumed by a 502.
         let template = replayable.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
-        let body: UpstreamBody = if has_body { Either::Left(body) } else { Either::Right(Empty::new()) };
+        let body: UpstreamBody = has_body.then_some(body);
         let mut next: Option<Request<UpstreamBody>> = Some(Request::from_parts(parts, body));
 
         upstream.budget.deposit();
@@ -302,7 +304,7 @@ impl Worker {
             };
             let can_retry = ctx.attempts < max_attempts;
             match self.attempt(request, addr, &upstream, deadline).await {
-                AttemptResult::Response(response, sender) => {
+                AttemptResult::Response(response) => {
                     let status = response.status().as_u16();
                     let done = now_nanos();
                     guard.record_latency(done, state.set.options().ewma_decay);
@@ -315,7 +317,7 @@ impl Worker {
                         ctx.retry(index, why);
                         continue;
                     }
-                    break self.respond(response, sender, guard, config.timeouts.idle, &request_id, &mut ctx);
+                    break self.respond(response, guard, config.timeouts.idle, &request_id, &mut ctx);
                 }
                 AttemptResult::ClientFault(message) => {
                     drop(guard);
@@ -374,21 +376,13 @@ impl Worker {
         loop {
             let pooled = self.pool.take(addr, now_nanos());
             let reused = pooled.is_some();
-            let mut sender = match pooled {
-                Some(s) if s.is_ready() => s,
-                Some(mut s) => {
-                    // A connection whose last response just ended may need its task to catch up
-                    // before it takes the next request. A dead one fails here and we take the next.
-                    match tokio::time::timeout(timeouts.connect, s.ready()).await {
-                        Ok(Ok(())) => s,
-                        _ => continue,
-                    }
-                }
+            let conn = match pooled {
+                Some(c) => c,
                 None => {
                     let connect_by = deadline.min(Instant::now() + timeouts.connect);
                     let budget = connect_by.saturating_duration_since(Instant::now());
                     match pool::connect(addr, budget).await {
-                        Ok(s) => s,
+                        Ok(c) => c,
                         Err(e) => {
                             return AttemptResult::Failed {
                                 kind: FailureKind::Connect,
@@ -405,24 +399,20 @@ impl Worker {
             } else {
                 (per_attempt, ("response_headers", timeouts.response_headers))
             };
-            match tokio::time::timeout_at(limit, sender.try_send_request(request)).await {
-                Ok(Ok(response)) => return AttemptResult::Response(response, sender),
-                Ok(Err(mut e)) => match e.take_message() {
-                    // Never written: a pooled connection that died while idle. Resend on another.
-                    Some(unsent) if reused => {
-                        request = unsent;
-                        continue;
-                    }
-                    // The client's own body failed while we streamed it (malformed chunking, the client
-                    // hung up): the client's fault, not the backend's.
-                    None if e.error().is_user() => {
-                        return AttemptResult::ClientFault(describe(e.error()));
-                    }
-                    unsent => {
-                        let kind = if unsent.is_some() { FailureKind::Connect } else { FailureKind::Broken };
-                        return AttemptResult::Failed { kind, message: describe(e.error()), unsent };
-                    }
-                },
+            match tokio::time::timeout_at(limit, h1::send(conn, &mut request)).await {
+                Ok(Ok(response)) => return AttemptResult::Response(response),
+                // Not a byte written: a pooled connection that died while idle. Resend on another.
+                Ok(Err(e)) if !e.sent && reused => continue,
+                // The client's own body failed while we streamed it (malformed chunking, the client
+                // hung up): the client's fault, not the backend's.
+                Ok(Err(h1::SendError { error: h1::Error::ClientBody(e), .. })) => {
+                    return AttemptResult::ClientFault(e.to_string());
+                }
+                Ok(Err(e)) => {
+                    let kind = if e.sent { FailureKind::Broken } else { FailureKind::Connect };
+                    let unsent = (!e.sent).then_some(request);
+                    return AttemptResult::Failed { kind, message: e.error.to_string(), unsent };
+                }
                 Err(_) => {
                     return AttemptResult::Failed {
                         kind: FailureKind::Timeout,
@@ -437,8 +427,7 @@ impl Worker {
     /// Turn a backend response into the client's response.
     fn respond(
         self: &Rc<Self>,
-        response: Response<Incoming>,
-        sender: Sender,
+        response: Response<ResponseBody>,
         guard: InFlightGuard,
         idle: Duration,
         request_id: &HeaderValue,
@@ -450,11 +439,8 @@ impl Worker {
             parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
         }
         ctx.explain_headers(&mut parts.headers);
-        let ret = ReturnTo {
-            worker: Rc::clone(self),
-            sender,
-            expires: now_nanos().saturating_add(idle.as_nanos() as u64),
-        };
+        let ret =
+            ReturnTo { worker: Rc::clone(self), expires: now_nanos().saturating_add(idle.as_nanos() as u64) };
         Response::from_parts(parts, ProxyBody::upstream(body, guard, ret))
     }
 }
@@ -468,7 +454,7 @@ struct Forwarded {
 }
 
 enum AttemptResult {
-    Response(Response<Incoming>, Sender),
+    Response(Response<ResponseBody>),
     /// The request itself was bad (its body broke off): answer 400, blame no backend, never retry.
     ClientFault(String),
     Failed {
@@ -572,7 +558,7 @@ impl Attempts<'_> {
 }
 
 fn rebuild((method, uri, headers): &(Method, Uri, HeaderMap)) -> Request<UpstreamBody> {
-    let mut request = Request::new(Either::Right(Empty::new()));
+    let mut request = Request::new(None);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri.clone();
     *request.headers_mut() = headers.clone();
@@ -636,25 +622,6 @@ pub fn error_response(status: StatusCode, body: String, request_id: &HeaderValue
     response
 }
 
-/// A hyper error in words a client can act on: "connection refused", "connection closed before the
-/// response", not hyper's debug chain.
-fn describe(e: &hyper::Error) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return io.to_string();
-        }
-        source = s.source();
-    }
-    if e.is_incomplete_message() {
-        "connection closed before the response was complete".to_string()
-    } else if e.is_canceled() || e.is_closed() {
-        "connection closed".to_string()
-    } else {
-        e.to_string()
-    }
-}
-
 fn humantime_duration(d: Duration) -> String {
     humantime_serde::re::humantime::format_duration(d).to_string()
 }
@@ -684,7 +651,6 @@ impl KeySource for RequestKeys<'_> {
 /// Where a finished response's connection goes back to.
 struct ReturnTo {
     worker: Rc<Worker>,
-    sender: Sender,
     expires: Nanos,
 }
 
@@ -694,8 +660,11 @@ pub struct ProxyBody {
     inner: Inner,
 }
 
+// The upstream variant is the common one and moves rarely (it is built once and then polled in place);
+// boxing it to shrink the error variant would cost an allocation on every proxied response.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
-    Upstream { body: Incoming, hold: Option<(InFlightGuard, ReturnTo)> },
+    Upstream { body: ResponseBody, hold: Option<(InFlightGuard, ReturnTo)> },
     Full(Option<Bytes>),
 }
 
@@ -711,13 +680,13 @@ impl std::fmt::Debug for ProxyBody {
 }
 
 impl ProxyBody {
-    fn upstream(body: Incoming, guard: InFlightGuard, ret: ReturnTo) -> Self {
+    fn upstream(body: ResponseBody, guard: InFlightGuard, ret: ReturnTo) -> Self {
         let mut this = ProxyBody { inner: Inner::Upstream { body, hold: Some((guard, ret)) } };
         // A response with no body (HEAD, 204, 304) may never be polled: finish now.
         if let Inner::Upstream { body, hold } = &mut this.inner
             && body.is_end_stream()
         {
-            finish(hold);
+            finish(body, hold);
         }
         this
     }
@@ -728,17 +697,20 @@ impl ProxyBody {
     }
 }
 
-/// The response ended cleanly: the connection can carry another request; the backend is free.
-fn finish(hold: &mut Option<(InFlightGuard, ReturnTo)>) {
+/// The response ended: the backend is free, and the connection carries another request if the
+/// exchange was clean (see `h1.rs` for what that takes).
+fn finish(body: &mut ResponseBody, hold: &mut Option<(InFlightGuard, ReturnTo)>) {
     if let Some((guard, ret)) = hold.take() {
-        ret.worker.pool.put(guard.backend().addr(), ret.sender, ret.expires);
+        if let Some(conn) = body.take_reusable() {
+            ret.worker.pool.put(guard.backend().addr(), conn, ret.expires);
+        }
         drop(guard);
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h1::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -749,8 +721,8 @@ impl Body for ProxyBody {
             Inner::Upstream { body, hold } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
-                    Poll::Ready(None) => finish(hold),
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => finish(hold),
+                    Poll::Ready(None) => finish(body, hold),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => finish(body, hold),
                     // A broken body: the connection is not reusable; dropping it closes it, and the
                     // guard with it.
                     Poll::Ready(Some(Err(_))) => *hold = None,

@@ -1,0 +1,1168 @@
+//! The upstream leg's HTTP/1.1 client, run inside the request's own task.
+//!
+//! # Why not `hyper::client::conn::http1`
+//!
+//! hyper's client connection is a separate task: the proxy hands it the request through a channel,
+//! the connection task writes it, reads the response head and hands that back through a second
+//! channel, and each piece of a body crosses a third. On a one-core worker every crossing is a task
+//! wake-up and a trip through the scheduler, and `perf` put that machinery, not the parsing, at the top
+//! of the proxy's user time. Here the request's own task (the client connection's task in `server.rs`)
+//! writes the request head straight into the pooled `TcpStream`, parses the response head with
+//! `httparse` (the parser hyper uses), and the response body is an [`http_body::Body`] that reads the
+//! backend's socket when the client side asks for more. Nothing crosses a task. Pingora and HAProxy
+//! work the same way: one event loop turn moves bytes from one socket to the other.
+//!
+//! # What it speaks (RFC 9112)
+//!
+//! - **Requests**: origin-form head, header names as the `HeaderMap` holds them (lower case, which
+//!   HTTP/1.1 allows). The body goes with `Content-Length` when the client gave one, otherwise chunked.
+//! - **Responses**: body length from, in order: a HEAD request, 1xx/204/304 (no body), a final
+//!   `Transfer-Encoding: chunked` (chunked; a `Content-Length` beside it is dropped, as the RFC says),
+//!   any other `Transfer-Encoding` or no length at all (the body runs to the close), `Content-Length`.
+//!   Interim 1xx answers (`100 Continue`) are skipped; `101` is handed on with no body and the
+//!   connection is not reused. Chunk extensions and trailers are read and dropped.
+//! - **Full duplex**: the request body keeps streaming while the response comes back (an echo backend
+//!   answers before it has read everything), and a response may arrive before the request body is
+//!   done (a 413): it is forwarded, and that connection is closed afterwards rather than reused.
+//! - **No pipelining**: one request at a time per connection.
+//!
+//! # When a connection goes back to the pool
+//!
+//! Only when the whole response was read, the whole request body was written, the backend did not say
+//! `Connection: close` (or, for HTTP/1.0, did say `keep-alive`), and no byte beyond the response
+//! arrived. Anything else closes it: a connection in an unknown state would hand the next request
+//! someone else's bytes.
+//!
+//! # Finding dead idle connections for free
+//!
+//! A backend that closes an idle connection sends a FIN, which makes the socket readable. tokio
+//! remembers readiness from the last `epoll` turn, so [`Conn::is_reusable`] asks for it with a no-op
+//! waker: no system call unless the socket looks readable. A close that races the request is still
+//! possible; it surfaces as a broken connection, handled by the proxy's retry rules.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The body sent upstream: the client's body streamed as it arrives, or none (which lets a request be
+/// built again for a retry). The client is generic over the body so tests can drive it without a
+/// hyper server in front.
+pub type UpstreamBody<B = Incoming> = Option<B>;
+
+/// An error from the client's body, boxed (hyper's own body error type is boxable the same way).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The read buffer's size. A response head and a small body fit in one read.
+const READ_BUF: usize = 16 * 1024;
+/// The largest response head accepted (hyper's client allows about the same order).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in a response head.
+const MAX_HEADERS: usize = 128;
+/// The longest chunk-size or trailer line, and all trailers together.
+const MAX_LINE: usize = 8 * 1024;
+
+/// What can go wrong talking to a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A read or write failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The backend closed the connection before the response head (or body) was complete.
+    #[error("connection closed before the response was complete")]
+    Incomplete,
+    /// The response head is not HTTP/1.x.
+    #[error("invalid response head: {0}")]
+    Parse(httparse::Error),
+    /// The response head is larger than [`MAX_HEAD`].
+    #[error("response head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    /// The length of the response body cannot be determined safely.
+    #[error("invalid response framing: {0}")]
+    Framing(&'static str),
+    /// A response header value is not a valid header value.
+    #[error("invalid response header")]
+    Header,
+    /// The client's request body broke off (its fault, not the backend's).
+    #[error("{0}")]
+    ClientBody(BoxError),
+}
+
+/// A failed exchange, and whether the backend may have seen the request.
+#[derive(Debug)]
+pub struct SendError {
+    /// Why.
+    pub error: Error,
+    /// False when no byte of the request was written and no byte of its body consumed: the request is
+    /// intact and can go to another connection or backend, whatever its method.
+    pub sent: bool,
+}
+
+/// One keep-alive connection to a backend, with its buffers (kept across requests, so a reused
+/// connection allocates nothing for them).
+pub struct Conn {
+    stream: TcpStream,
+    /// Bytes read from the backend: `rbuf[pos..filled]` are not consumed yet. Zeroed once, when the
+    /// connection is made (safe code cannot read into uninitialised memory).
+    rbuf: Vec<u8>,
+    pos: usize,
+    filled: usize,
+    /// Where request heads and chunk-size lines are written before they are queued.
+    wbuf: BytesMut,
+    /// Bytes waiting to be written, in order.
+    queue: VecDeque<Bytes>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("peer", &self.stream.peer_addr().ok()).finish()
+    }
+}
+
+impl Conn {
+    /// Wrap a connected stream.
+    pub fn new(stream: TcpStream) -> Self {
+        Conn {
+            stream,
+            rbuf: vec![0; READ_BUF],
+            pos: 0,
+            filled: 0,
+            wbuf: BytesMut::with_capacity(1024),
+            queue: VecDeque::with_capacity(4),
+        }
+    }
+
+    /// Can this idle connection carry another request? False when the backend closed it (or sent
+    /// something unasked). No system call unless the socket looks readable.
+    pub fn is_reusable(&self) -> bool {
+        if self.pos != self.filled {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readiness can be left over from a read that exactly filled the buffer; ask the socket.
+            // `WouldBlock` clears it, so the next check is free again.
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.rbuf[self.pos..self.filled]
+    }
+
+    /// Read more bytes from the backend; `Ok(0)` is end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.pos == self.filled {
+            self.pos = 0;
+            self.filled = 0;
+        } else if self.filled == self.rbuf.len() {
+            if self.pos > 0 {
+                self.rbuf.copy_within(self.pos..self.filled, 0);
+                self.filled -= self.pos;
+                self.pos = 0;
+            } else {
+                // A head longer than the buffer: grow, up to the head limit (checked by the caller).
+                let len = self.rbuf.len();
+                self.rbuf.resize(len * 2, 0);
+            }
+        }
+        let mut buf = ReadBuf::new(&mut self.rbuf[self.filled..]);
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        self.filled += n;
+        Poll::Ready(Ok(n))
+    }
+
+    /// Write everything queued. `wrote` turns true once any byte has left.
+    fn poll_flush_queue(&mut self, cx: &mut Context<'_>, wrote: &mut bool) -> Poll<io::Result<()>> {
+        while !self.queue.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 4];
+            let mut count = 0;
+            for (slot, b) in slices.iter_mut().zip(self.queue.iter()) {
+                *slot = IoSlice::new(b);
+                count += 1;
+            }
+            let n = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *wrote = true;
+            let mut left = n;
+            while left > 0 {
+                let Some(front) = self.queue.front_mut() else { break };
+                if front.len() <= left {
+                    left -= front.len();
+                    self.queue.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn queue_wbuf(&mut self) {
+        let bytes = self.wbuf.split().freeze();
+        self.queue.push_back(bytes);
+    }
+}
+
+/// How the request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    Length,
+    Chunked,
+}
+
+/// The request side of an exchange: what is left of the body to send.
+struct Sending<B> {
+    body: UpstreamBody<B>,
+    out: Out,
+    /// Everything, body included, has been written.
+    done: bool,
+    /// Writing failed or was abandoned: the connection cannot be reused.
+    failed: bool,
+    /// A byte reached the socket or a frame was taken from the client's body.
+    sent: bool,
+}
+
+enum SendProblem {
+    Io(io::Error),
+    Client(BoxError),
+}
+
+impl<B> Sending<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Move the request forward: write what is queued, then the next body frame, until done or waiting.
+    fn poll(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), SendProblem>> {
+        loop {
+            ready!(conn.poll_flush_queue(cx, &mut self.sent)).map_err(SendProblem::Io)?;
+            let Some(body) = self.body.as_mut() else {
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            };
+            match ready!(Pin::new(body).poll_frame(cx)) {
+                None => {
+                    if self.out == Out::Chunked {
+                        conn.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    self.body = None;
+                }
+                Some(Ok(frame)) => {
+                    self.sent = true;
+                    // Trailers are dropped: few backends read them, and a proxy may (RFC 9110 6.5.1).
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if self.out == Out::Chunked {
+                        write_hex(&mut conn.wbuf, data.len());
+                        conn.queue_wbuf();
+                        conn.queue.push_back(data);
+                        conn.queue.push_back(Bytes::from_static(b"\r\n"));
+                    } else {
+                        conn.queue.push_back(data);
+                    }
+                }
+                Some(Err(e)) => {
+                    self.sent = true;
+                    return Poll::Ready(Err(SendProblem::Client(e.into())));
+                }
+            }
+        }
+    }
+}
+
+fn write_hex(buf: &mut BytesMut, n: usize) {
+    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        buf.put_u8(b"0123456789abcdef"[(n >> (i * 4)) & 15]);
+    }
+    buf.put_slice(b"\r\n");
+}
+
+/// Send `request` on `conn` and wait for the response head. On success the request's body has moved
+/// into the returned response body, which keeps sending it while the response streams. On failure with
+/// `sent == false` the request is untouched.
+pub async fn send<B>(
+    mut conn: Conn,
+    request: &mut Request<UpstreamBody<B>>,
+) -> Result<http::Response<ResponseBody<B>>, SendError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let out = encode_head(&mut conn, request);
+    let head_request = request.method() == Method::HEAD;
+    let mut sending = Sending { body: None, out, done: false, failed: false, sent: false };
+    let mut write_error: Option<io::Error> = None;
+    // The body is taken only once a byte of the head has left; until then a failure leaves the
+    // request whole, to be sent elsewhere.
+    let mut body_slot = Some(request.body_mut());
+    let result = poll_fn(|cx| {
+        while !sending.done && !sending.failed {
+            match sending.poll(&mut conn, cx) {
+                Poll::Ready(Err(SendProblem::Client(e))) => return Poll::Ready(Err(Error::ClientBody(e))),
+                Poll::Ready(Err(SendProblem::Io(e))) => {
+                    // Keep reading: a backend that refused the body may still have answered.
+                    sending.failed = true;
+                    write_error = Some(e);
+                }
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+            }
+            if sending.sent
+                && !sending.failed
+                && let Some(slot) = body_slot.take()
+                && let Some(body) = slot.take()
+            {
+                sending.body = Some(body);
+                sending.done = false;
+                continue;
+            }
+            break;
+        }
+        poll_head(&mut conn, cx, head_request)
+    })
+    .await;
+    match result {
+        Ok(head) => Ok(head.into_response(conn, sending)),
+        Err(Error::ClientBody(e)) => Err(SendError { error: Error::ClientBody(e), sent: true }),
+        Err(error) => {
+            // Prefer the write error when writing failed first: "broken pipe" says more than "closed".
+            let error = match write_error {
+                Some(e) if matches!(error, Error::Incomplete | Error::Io(_)) => Error::Io(e),
+                _ => error,
+            };
+            Err(SendError { error, sent: sending.sent })
+        }
+    }
+}
+
+/// Write the request head into the connection's queue; returns how the body will be framed.
+fn encode_head<B>(conn: &mut Conn, request: &Request<UpstreamBody<B>>) -> Out {
+    let buf = &mut conn.wbuf;
+    buf.put_slice(request.method().as_str().as_bytes());
+    buf.put_u8(b' ');
+    buf.put_slice(request.uri().path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
+    buf.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in request.headers() {
+        buf.put_slice(name.as_str().as_bytes());
+        buf.put_slice(b": ");
+        buf.put_slice(value.as_bytes());
+        buf.put_slice(b"\r\n");
+    }
+    let out = if request.headers().contains_key(header::CONTENT_LENGTH) || request.body().is_none() {
+        Out::Length
+    } else {
+        buf.put_slice(b"transfer-encoding: chunked\r\n");
+        Out::Chunked
+    };
+    buf.put_slice(b"\r\n");
+    conn.queue_wbuf();
+    out
+}
+
+/// A parsed response head, before the body is attached.
+#[derive(Debug)]
+pub struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl Head {
+    fn into_response<B>(self, conn: Conn, sending: Sending<B>) -> http::Response<ResponseBody<B>> {
+        let mut response = http::Response::new(ResponseBody {
+            conn: Some(conn),
+            sending,
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+            upgrade: self.status == StatusCode::SWITCHING_PROTOCOLS,
+        });
+        *response.status_mut() = self.status;
+        *response.version_mut() = self.version;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+/// Read until a final (non-1xx) response head is parsed.
+fn poll_head(conn: &mut Conn, cx: &mut Context<'_>, head_request: bool) -> Poll<Result<Head, Error>> {
+    loop {
+        if conn.pos < conn.filled {
+            match parse_head(conn.buffered(), head_request)? {
+                Some((len, None)) => {
+                    // An interim answer (100 Continue, 103 Early Hints): skip it and read on.
+                    conn.pos += len;
+                    continue;
+                }
+                Some((len, Some(head))) => {
+                    conn.pos += len;
+                    return Poll::Ready(Ok(head));
+                }
+                None if conn.filled - conn.pos >= MAX_HEAD => return Poll::Ready(Err(Error::HeadTooLarge)),
+                None => {}
+            }
+        }
+        let n = ready!(conn.poll_fill(cx))?;
+        if n == 0 {
+            return Poll::Ready(Err(Error::Incomplete));
+        }
+    }
+}
+
+/// Parse one response head from `bytes`: `None` if more bytes are needed; `(length, None)` for an
+/// interim 1xx response to skip; `(length, Some(head))` for the final one. Never panics, whatever the
+/// input (see the property test).
+pub fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, Option<Head>)>, Error> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(bytes).map_err(Error::Parse)? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| Error::Framing("status code"))?;
+    if status.is_informational() && code != 101 {
+        return Ok(Some((len, None)));
+    }
+    let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    // One copy of the head; every header value is a slice of it (no allocation per value).
+    let raw = Bytes::copy_from_slice(&bytes[..len]);
+    let base = bytes.as_ptr() as usize;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    // Any Transfer-Encoding at all; with `chunked` last the body is chunked, otherwise it runs to the close.
+    let mut other_coding = false;
+    let mut close = version == Version::HTTP_10;
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::Header)?;
+        let start = (h.value.as_ptr() as usize).wrapping_sub(base);
+        let value = raw.get(start..start + h.value.len()).map(|v| raw.slice_ref(v)).ok_or(Error::Header)?;
+        let value = HeaderValue::from_maybe_shared(value).map_err(|_| Error::Header)?;
+        if name == header::CONTENT_LENGTH {
+            let n = parse_length(h.value).ok_or(Error::Framing("bad content-length"))?;
+            if content_length.is_some_and(|prior| prior != n) {
+                return Err(Error::Framing("conflicting content-length"));
+            }
+            content_length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            // Only the last coding decides; `chunked` anywhere but last means read to the close.
+            for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
+                chunked = coding.eq_ignore_ascii_case(b"chunked");
+                other_coding = true;
+            }
+        } else if name == header::CONNECTION {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let no_body = head_request || code == 204 || code == 304 || code == 101;
+    let framing = if no_body {
+        Framing::Length(0)
+    } else if chunked || other_coding {
+        // Transfer-Encoding wins over Content-Length, which must not reach the client beside it
+        // (RFC 9112 6.3); a sender of both is suspect, so its connection is not reused either.
+        if content_length.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
+            close = true;
+        }
+        if chunked {
+            // `chunked` last (`gzip, chunked` too): chunked framing; other codings are the client's.
+            Framing::Chunked(Chunk::Size)
+        } else {
+            close = true;
+            Framing::Eof
+        }
+    } else if let Some(n) = content_length {
+        Framing::Length(n)
+    } else {
+        close = true;
+        Framing::Eof
+    };
+    // A 101 hands the connection to another protocol; it is never reused for HTTP.
+    let keep_alive = !close && code != 101;
+    Ok(Some((len, Some(Head { status, version, headers, framing, keep_alive }))))
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 20 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// How the rest of the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    /// Chunked, in this state.
+    Chunked(Chunk),
+    /// Until the backend closes.
+    Eof,
+    /// Read completely.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, with this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one; bytes of trailers seen so far.
+    Trailers(usize),
+}
+
+/// The response body: reads the backend's socket when polled, keeps sending the request body, and
+/// gives the connection back ([`ResponseBody::take_reusable`]) when everything was exchanged cleanly.
+pub struct ResponseBody<B = Incoming> {
+    conn: Option<Conn>,
+    sending: Sending<B>,
+    framing: Framing,
+    keep_alive: bool,
+    /// The response was `101 Switching Protocols`.
+    upgrade: bool,
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").field("framing", &self.framing).finish()
+    }
+}
+
+impl<B> ResponseBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// After a `101 Switching Protocols`: the backend's socket and any bytes it already sent past the
+    /// head, for a tunnel (WebSocket) to carry on with. `None` for any other response.
+    pub fn into_upgraded(mut self) -> Option<(TcpStream, Bytes)> {
+        if !self.upgrade {
+            return None;
+        }
+        let conn = self.conn.take()?;
+        let early = Bytes::copy_from_slice(conn.buffered());
+        Some((conn.stream, early))
+    }
+
+    /// The connection, if the exchange is complete and the connection can carry another request.
+    pub fn take_reusable(&mut self) -> Option<Conn> {
+        let clean = self.framing == Framing::Done
+            && self.keep_alive
+            && self.sending.done
+            && !self.sending.failed
+            && self.sending.body.is_none();
+        if !clean {
+            return None;
+        }
+        let conn = self.conn.take()?;
+        (conn.pos == conn.filled).then_some(conn)
+    }
+
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Error>>> {
+        let Some(conn) = self.conn.as_mut() else { return Poll::Ready(None) };
+        if !self.sending.done && !self.sending.failed {
+            match self.sending.poll(conn, cx) {
+                Poll::Ready(Ok(())) | Poll::Pending => {}
+                // The backend answered and stopped reading; the answer still counts.
+                Poll::Ready(Err(SendProblem::Io(_))) => self.sending.failed = true,
+                // The client's body broke off: end the response too, the exchange is void.
+                Poll::Ready(Err(SendProblem::Client(e))) => {
+                    self.sending.failed = true;
+                    return Poll::Ready(Some(Err(Error::ClientBody(e))));
+                }
+            }
+        }
+        loop {
+            let conn = match self.conn.as_mut() {
+                Some(c) => c,
+                None => return Poll::Ready(None),
+            };
+            match self.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Length(0) => {
+                    self.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) => {
+                    if conn.pos < conn.filled {
+                        let take = (conn.filled - conn.pos).min(usize::try_from(left).unwrap_or(usize::MAX));
+                        let data = Bytes::copy_from_slice(&conn.rbuf[conn.pos..conn.pos + take]);
+                        conn.pos += take;
+                        let left = left - take as u64;
+                        self.framing = if left == 0 { Framing::Done } else { Framing::Length(left) };
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                Framing::Eof => {
+                    if conn.pos < conn.filled {
+                        let data = Bytes::copy_from_slice(conn.buffered());
+                        conn.pos = conn.filled;
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                Framing::Chunked(state) => match decode_chunk(conn, state)? {
+                    Decoded::Data(data, next) => {
+                        self.framing = Framing::Chunked(next);
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                    Decoded::State(Some(next)) => {
+                        self.framing = Framing::Chunked(next);
+                        continue;
+                    }
+                    Decoded::State(None) => {
+                        self.framing = Framing::Done;
+                        return Poll::Ready(None);
+                    }
+                    Decoded::NeedMore => {}
+                },
+            }
+            let n = match ready!(conn.poll_fill(cx)) {
+                Ok(n) => n,
+                Err(e) => return Poll::Ready(Some(Err(Error::Io(e)))),
+            };
+            if n == 0 {
+                if self.framing == Framing::Eof {
+                    self.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(Error::Incomplete)));
+            }
+        }
+    }
+}
+
+enum Decoded {
+    Data(Bytes, Chunk),
+    /// Moved to this state (`None`: the body is complete).
+    State(Option<Chunk>),
+    NeedMore,
+}
+
+/// One step of the chunked decoder over the buffered bytes.
+fn decode_chunk(conn: &mut Conn, state: Chunk) -> Result<Decoded, Error> {
+    let buf = conn.buffered();
+    match state {
+        Chunk::Size => {
+            let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+                return if buf.len() > MAX_LINE {
+                    Err(Error::Framing("chunk size line too long"))
+                } else {
+                    Ok(Decoded::NeedMore)
+                };
+            };
+            let line = buf[..end].strip_suffix(b"\r").ok_or(Error::Framing("chunk size line"))?;
+            let digits = line.split(|&b| b == b';').next().unwrap_or(&[]).trim_ascii();
+            if digits.is_empty() || digits.len() > 15 {
+                return Err(Error::Framing("chunk size"));
+            }
+            let mut size = 0u64;
+            for &d in digits {
+                let v = (d as char).to_digit(16).ok_or(Error::Framing("chunk size"))?;
+                size = size * 16 + u64::from(v);
+            }
+            conn.pos += end + 1;
+            Ok(Decoded::State(Some(if size == 0 { Chunk::Trailers(0) } else { Chunk::Data(size) })))
+        }
+        Chunk::Data(left) => {
+            if buf.is_empty() {
+                return Ok(Decoded::NeedMore);
+            }
+            let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let data = Bytes::copy_from_slice(&buf[..take]);
+            conn.pos += take;
+            let left = left - take as u64;
+            Ok(Decoded::Data(data, if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) }))
+        }
+        Chunk::DataEnd => {
+            if buf.len() < 2 {
+                return Ok(Decoded::NeedMore);
+            }
+            if &buf[..2] != b"\r\n" {
+                return Err(Error::Framing("missing CRLF after chunk data"));
+            }
+            conn.pos += 2;
+            Ok(Decoded::State(Some(Chunk::Size)))
+        }
+        Chunk::Trailers(seen) => {
+            let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+                return if seen + buf.len() > MAX_LINE {
+                    Err(Error::Framing("trailers too long"))
+                } else {
+                    Ok(Decoded::NeedMore)
+                };
+            };
+            let line = buf[..end].strip_suffix(b"\r").ok_or(Error::Framing("trailer line"))?;
+            let empty = line.is_empty();
+            conn.pos += end + 1;
+            if empty {
+                Ok(Decoded::State(None))
+            } else if seen + end + 1 > MAX_LINE {
+                Err(Error::Framing("trailers too long"))
+            } else {
+                Ok(Decoded::State(Some(Chunk::Trailers(seen + end + 1))))
+            }
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = ready!(this.poll_data(cx));
+        if let Some(Err(_)) = &polled {
+            // Broken mid-body: this connection is in an unknown state; close it.
+            this.conn = None;
+        }
+        Poll::Ready(polled.map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::{StreamExt, stream};
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use proptest::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// What the scripted backend does after reading each request head.
+    enum Step {
+        /// Write these bytes.
+        Answer(&'static [u8]),
+        /// Write these bytes and close the connection.
+        AnswerAndClose(&'static [u8]),
+    }
+
+    /// A backend on 127.0.0.1 that reads one request head per step and answers as scripted, on as many
+    /// connections as it gets (the script restarts on each). Returns its address, the number of
+    /// connections accepted, and every request head received.
+    async fn backend(script: Vec<Step>) -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().map_or_else(|e| panic!("{e}"), |a| a.to_string());
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let script = Arc::new(script);
+        let (a, h) = (Arc::clone(&accepts), Arc::clone(&heads));
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let (script, h) = (Arc::clone(&script), Arc::clone(&h));
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for step in script.iter() {
+                        let Some(head) = read_head(&mut s, &mut buf).await else { return };
+                        h.lock().unwrap_or_else(|e| e.into_inner()).push(head);
+                        match step {
+                            Step::Answer(bytes) => {
+                                let _ = s.write_all(bytes).await;
+                            }
+                            Step::AnswerAndClose(bytes) => {
+                                let _ = s.write_all(bytes).await;
+                                return;
+                            }
+                        }
+                    }
+                    // Script done: hold the connection open until the client closes it.
+                    let _ = s.read(&mut [0u8; 64]).await;
+                });
+            }
+        });
+        (addr, accepts, heads)
+    }
+
+    /// Read up to and including the next blank line; what follows stays in `buf`.
+    async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = buf.drain(..end + 4).collect();
+                return Some(String::from_utf8_lossy(&head).into_owned());
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    async fn open(addr: &str) -> Conn {
+        let stream = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+        Conn::new(stream)
+    }
+
+    fn get(method: &str, path: &str) -> Request<UpstreamBody<Full<Bytes>>> {
+        let mut r = Request::new(None);
+        *r.method_mut() = Method::from_bytes(method.as_bytes()).unwrap_or(Method::GET);
+        *r.uri_mut() = path.parse().unwrap_or_else(|e| panic!("{e}"));
+        r.headers_mut().insert(header::HOST, HeaderValue::from_static("backend.test"));
+        r
+    }
+
+    /// Send, read the whole body; returns status, body, and the connection if it may be reused.
+    async fn exchange<B>(
+        conn: Conn,
+        mut req: Request<UpstreamBody<B>>,
+    ) -> (u16, Result<Vec<u8>, String>, Option<Conn>)
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let response = send(conn, &mut req).await.unwrap_or_else(|e| panic!("send: {}", e.error));
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        let outcome = loop {
+            match body.frame().await {
+                None => break Ok(bytes),
+                Some(Ok(f)) => bytes.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
+                Some(Err(e)) => break Err(e.to_string()),
+            }
+        };
+        (status, outcome, body.take_reusable())
+    }
+
+    #[tokio::test]
+    async fn content_length_bodies_and_keep_alive_reuse_one_connection() {
+        let (addr, accepts, heads) = backend(vec![
+            Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+            Step::Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nX-B: 2\r\n\r\nworld"),
+        ])
+        .await;
+        let (status, body, conn) = exchange(open(&addr).await, get("GET", "/a?x=1")).await;
+        assert_eq!((status, body), (200, Ok(b"hello".to_vec())));
+        let conn =
+            conn.unwrap_or_else(|| panic!("a complete keep-alive response must give the connection back"));
+        assert!(conn.is_reusable());
+        let (status, body, conn) = exchange(conn, get("GET", "/b")).await;
+        assert_eq!((status, body), (200, Ok(b"world".to_vec())));
+        assert!(conn.is_some());
+        assert_eq!(accepts.load(Ordering::SeqCst), 1, "both requests on one connection");
+        let heads = heads.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(heads[0], "GET /a?x=1 HTTP/1.1\r\nhost: backend.test\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_decoded_with_extensions_and_trailers_dropped() {
+        let (addr, _, _) = backend(vec![Step::Answer(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nB\r\n, chunked!!\r\n0\r\nX-Trailer: t\r\n\r\n",
+        )])
+        .await;
+        let (status, body, conn) = exchange(open(&addr).await, get("GET", "/")).await;
+        assert_eq!((status, body), (200, Ok(b"hello, chunked!!".to_vec())));
+        assert!(conn.is_some(), "a complete chunked response leaves the connection reusable");
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_runs_to_the_close_and_the_connection_is_not_reused() {
+        let (addr, _, _) = backend(vec![Step::AnswerAndClose(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")]).await;
+        let (status, body, conn) = exchange(open(&addr).await, get("GET", "/")).await;
+        assert_eq!((status, body), (200, Ok(b"until the end".to_vec())));
+        assert!(conn.is_none());
+    }
+
+    #[tokio::test]
+    async fn head_204_and_304_have_no_body_whatever_the_length_says() {
+        let (addr, accepts, _) = backend(vec![
+            Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"),
+            Step::Answer(b"HTTP/1.1 204 No Content\r\n\r\n"),
+            Step::Answer(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n"),
+            Step::Answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        ])
+        .await;
+        let mut conn = open(&addr).await;
+        for (method, want) in [("HEAD", 200), ("GET", 204), ("GET", 304), ("GET", 200)] {
+            let (status, body, c) = exchange(conn, get(method, "/")).await;
+            assert_eq!(status, want);
+            assert_eq!(body, Ok(if want == 200 && method == "GET" { b"ok".to_vec() } else { Vec::new() }));
+            conn = c.unwrap_or_else(|| panic!("{method} {want} must leave the connection reusable"));
+        }
+        assert_eq!(accepts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn interim_100_continue_is_skipped() {
+        let (addr, _, _) = backend(vec![Step::Answer(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+        )])
+        .await;
+        let (status, body, conn) = exchange(open(&addr).await, get("GET", "/")).await;
+        assert_eq!((status, body), (201, Ok(b"ok".to_vec())));
+        assert!(conn.is_some());
+    }
+
+    #[tokio::test]
+    async fn connection_close_and_http_1_0_decide_reuse() {
+        for (answer, reusable) in [
+            (&b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx"[..], false),
+            (b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx", false),
+            (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx", true),
+        ] {
+            let (addr, _, _) = backend(vec![Step::Answer(answer)]).await;
+            let (status, body, conn) = exchange(open(&addr).await, get("GET", "/")).await;
+            assert_eq!((status, body), (200, Ok(b"x".to_vec())));
+            assert_eq!(conn.is_some(), reusable, "{}", String::from_utf8_lossy(answer));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backend_closing_mid_body_cuts_the_body() {
+        let (addr, _, _) =
+            backend(vec![Step::AnswerAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")]).await;
+        let (status, body, conn) = exchange(open(&addr).await, get("GET", "/")).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, Err("connection closed before the response was complete".to_string()));
+        assert!(conn.is_none());
+        // The same for a chunked body that stops between chunks.
+        let (addr, _, _) = backend(vec![Step::AnswerAndClose(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+        )])
+        .await;
+        let (_, body, conn) = exchange(open(&addr).await, get("GET", "/")).await;
+        assert!(body.is_err(), "{body:?}");
+        assert!(conn.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_close_before_any_answer_is_an_error_and_says_the_request_was_sent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().map_or_else(|e| panic!("{e}"), |a| a.to_string());
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = listener.accept().await {
+                let _ = read_head(&mut s, &mut Vec::new()).await;
+            }
+        });
+        let err = send(open(&addr).await, &mut get("GET", "/")).await.err();
+        let err = err.unwrap_or_else(|| panic!("a response out of nowhere"));
+        assert!(err.sent);
+        assert_eq!(err.error.to_string(), "connection closed before the response was complete");
+    }
+
+    #[tokio::test]
+    async fn request_bodies_go_with_content_length_or_chunked() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().map_or_else(|e| panic!("{e}"), |a| a.to_string());
+        let server = tokio::spawn(async move {
+            let Ok((mut s, _)) = listener.accept().await else { return Vec::new() };
+            let mut got = Vec::new();
+            // Two requests; each body ends where its framing says, so read until both are in.
+            while !got.ends_with(b"0\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+                if got.ends_with(b"hello") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                }
+            }
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+            got
+        });
+        let mut with_length = get("POST", "/cl");
+        with_length.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        *with_length.body_mut() = Some(Full::new(Bytes::from_static(b"hello")));
+        let (status, _, conn) = exchange(open(&addr).await, with_length).await;
+        assert_eq!(status, 200);
+        let conn = conn.unwrap_or_else(|| panic!("request and response complete: reusable"));
+        let mut chunked = get("POST", "/chunked");
+        *chunked.body_mut() = Some(Full::new(Bytes::from_static(b"0123456789abcdefX")));
+        let (status, _, _) = exchange(conn, chunked).await;
+        assert_eq!(status, 200);
+        let got = String::from_utf8(server.await.unwrap_or_default()).unwrap_or_default();
+        assert_eq!(
+            got,
+            "POST /cl HTTP/1.1\r\nhost: backend.test\r\ncontent-length: 5\r\n\r\nhello\
+             POST /chunked HTTP/1.1\r\nhost: backend.test\r\ntransfer-encoding: chunked\r\n\r\n\
+             11\r\n0123456789abcdefX\r\n0\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_request_body_is_read_is_forwarded_and_the_connection_dropped() {
+        // The backend reads only the head and answers 413; the request body never ends.
+        let (addr, _, _) =
+            backend(vec![Step::Answer(b"HTTP/1.1 413 Too Large\r\nContent-Length: 3\r\n\r\nbig")]).await;
+        let frames = stream::iter([Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"some")))])
+            .chain(stream::pending());
+        let mut req = Request::new(Some(StreamBody::new(frames)));
+        *req.method_mut() = Method::POST;
+        let (status, body, conn) = exchange(open(&addr).await, req).await;
+        assert_eq!((status, body), (413, Ok(b"big".to_vec())));
+        assert!(conn.is_none(), "the request body was not finished: the connection is in an unknown state");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_closed_by_the_backend_is_not_reusable() {
+        let (addr, _, _) =
+            backend(vec![Step::AnswerAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")]).await;
+        // Keep-alive by the headers, but the backend closes right after: the pool must notice.
+        let mut req = get("GET", "/");
+        let response = send(open(&addr).await, &mut req).await.unwrap_or_else(|e| panic!("{}", e.error));
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            assert!(frame.is_ok());
+        }
+        let conn = body.take_reusable().unwrap_or_else(|| panic!("complete and keep-alive"));
+        // Wait for the FIN to be seen by the reactor (a socket event, not a clock).
+        conn.stream.readable().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!conn.is_reusable());
+    }
+
+    #[test]
+    fn framing_rules() {
+        let head = |raw: &[u8], head_request: bool| match parse_head(raw, head_request) {
+            Ok(Some((_, Some(h)))) => {
+                Ok((h.framing, h.keep_alive, h.headers.contains_key(header::CONTENT_LENGTH)))
+            }
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+        // TE and CL together: chunked wins, CL removed, connection not reused.
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", false),
+            Ok((Framing::Chunked(Chunk::Size), false, false))
+        );
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false),
+            Ok((Framing::Chunked(Chunk::Size), true, false))
+        );
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+            Ok((Framing::Eof, false, false))
+        );
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", false),
+            Err("invalid response framing: conflicting content-length".into())
+        );
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n", false),
+            Err("invalid response framing: bad content-length".into())
+        );
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true),
+            Ok((Framing::Length(0), true, true))
+        );
+        assert_eq!(
+            head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", false),
+            Ok((Framing::Length(0), false, false))
+        );
+        assert!(matches!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false), Ok(None)));
+        assert!(matches!(parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", false), Ok(Some((25, None)))));
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex_and_bounded() {
+        assert_eq!(write_hex_string(0), "0\r\n");
+        assert_eq!(write_hex_string(17), "11\r\n");
+        assert_eq!(write_hex_string(0x10000), "10000\r\n");
+    }
+
+    fn write_hex_string(n: usize) -> String {
+        let mut b = BytesMut::new();
+        write_hex(&mut b, n);
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    proptest! {
+        /// Whatever a backend sends, parsing its head returns (complete, partial or an error) and never
+        /// panics; a complete head's length is within the input.
+        #[test]
+        fn parse_head_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512), head_request: bool) {
+            if let Ok(Some((len, _))) = parse_head(&bytes, head_request) {
+                prop_assert!(len <= bytes.len());
+            }
+        }
+
+        /// Mostly-valid heads (a real status line, then arbitrary header-ish lines) exercise the header
+        /// and framing paths rather than stopping at the status line.
+        #[test]
+        fn parse_head_never_panics_on_near_valid_heads(
+            code in 100u16..1000,
+            lines in proptest::collection::vec("[ -~]{0,40}", 0..8),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut raw = format!("HTTP/1.1 {code} X\r\n").into_bytes();
+            for l in &lines {
+                raw.extend_from_slice(l.as_bytes());
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"\r\n");
+            raw.extend_from_slice(&tail);
+            let _ = parse_head(&raw, false);
+        }
+
+        /// A valid Content-Length round-trips exactly.
+        #[test]
+        fn content_length_round_trips(n in any::<u64>()) {
+            let raw = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+            let parsed = parse_head(raw.as_bytes(), false);
+            let framing = match parsed {
+                Ok(Some((_, Some(head)))) => Some(head.framing),
+                _ => None,
+            };
+            prop_assert_eq!(framing, Some(Framing::Length(n)));
+        }
+    }
+}
