@@ -13,6 +13,7 @@
 //! | `DELETE /upstreams/{name}/backends/{addr}` | remove a backend (its requests in flight finish) |
 //! | `POST /upstreams/{name}/backends/{addr}/drain` | no new requests; in-flight ones finish |
 //! | `POST /upstreams/{name}/backends/{addr}/undrain` | back to healthy (the next health check may disagree) |
+//! | `POST /reload` | read the config file again and switch to it (see `reload.rs`); 400 with the errors if it is bad |
 //!
 //! Errors are JSON, `{"error": "..."}`, with 404 for an unknown upstream or backend and 400 for a bad
 //! request. Successful changes answer with the upstream's new backend table, so a script sees the effect.
@@ -35,6 +36,7 @@ use lb_algorithms::{BackendSpec, Health, now_nanos};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
+use crate::reload::{ReloadError, Reloader};
 use crate::upstream::{Upstream, Upstreams};
 
 /// What the admin handlers share.
@@ -44,6 +46,8 @@ pub struct AdminState {
     pub upstreams: Arc<Upstreams>,
     /// The proxy's metrics.
     pub metrics: Arc<Metrics>,
+    /// Hot reload (`POST /reload`); `None` answers 404 there.
+    pub reloader: Option<Arc<Reloader>>,
 }
 
 /// The admin API's routes.
@@ -56,6 +60,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/upstreams/{name}/backends/{addr}", delete(remove_backend))
         .route("/upstreams/{name}/backends/{addr}/drain", post(drain))
         .route("/upstreams/{name}/backends/{addr}/undrain", post(undrain))
+        .route("/reload", post(reload))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; GET / lists them".to_string()) })
         .with_state(state)
 }
@@ -68,6 +73,7 @@ POST   /upstreams/{name}/backends                    add a backend: {\"addr\":\"
 DELETE /upstreams/{name}/backends/{addr}             remove a backend
 POST   /upstreams/{name}/backends/{addr}/drain       stop sending it new requests
 POST   /upstreams/{name}/backends/{addr}/undrain     send it requests again
+POST   /reload                                       read the config file again and switch to it
 ";
 
 async fn index() -> &'static str {
@@ -208,7 +214,7 @@ async fn add_backend(State(state): State<AdminState>, Path(name): Path<String>, 
     match upstream.add_backend(BackendSpec::weighted(&add.addr, add.weight)) {
         Ok(()) => {
             tracing::info!(upstream = %name, backend = %add.addr, weight = add.weight, "backend added");
-            changed(upstream, StatusCode::CREATED)
+            changed(&upstream, StatusCode::CREATED)
         }
         Err(e) => change_error(e),
     }
@@ -222,7 +228,7 @@ async fn remove_backend(
     match upstream.remove_backend(&addr) {
         Ok(()) => {
             tracing::info!(upstream = %name, backend = %addr, "backend removed");
-            changed(upstream, StatusCode::OK)
+            changed(&upstream, StatusCode::OK)
         }
         Err(e) => change_error(e),
     }
@@ -250,7 +256,7 @@ fn set_draining(state: &AdminState, name: &str, addr: &str, draining: bool) -> R
         Health::Healthy
     } else {
         // Undrain only undoes a drain: it must not return an ejected or unhealthy backend early.
-        return changed(upstream, StatusCode::OK);
+        return changed(&upstream, StatusCode::OK);
     };
     if from != to {
         current.set.set_health(index, to, now_nanos());
@@ -262,7 +268,34 @@ fn set_draining(state: &AdminState, name: &str, addr: &str, draining: bool) -> R
             "health changed"
         );
     }
-    changed(upstream, StatusCode::OK)
+    changed(&upstream, StatusCode::OK)
+}
+
+/// `POST /reload`: 200 with what changed, or 400 with `{"error": "...", "errors": ["file:line:col: ..."]}`
+/// and nothing changed.
+async fn reload(State(state): State<AdminState>) -> Response {
+    let Some(reloader) = state.reloader else {
+        return error(StatusCode::NOT_FOUND, "reload is not available here".to_string());
+    };
+    // Reading a small file and building the groups is quick, but it is blocking work: keep it off the
+    // admin runtime's worker.
+    let result = tokio::task::spawn_blocking(move || reloader.reload_file()).await;
+    match result {
+        Ok(Ok(report)) => (StatusCode::OK, axum::Json(report)).into_response(),
+        Ok(Err(e)) => {
+            let errors = crate::reload::describe(&e);
+            for line in &errors {
+                tracing::error!("reload refused: {line}");
+            }
+            let status = match e {
+                ReloadError::NoFile => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let body = serde_json::json!({ "error": errors.join("\n"), "errors": errors });
+            (status, axum::Json(body)).into_response()
+        }
+        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reload task failed: {join}")),
+    }
 }
 
 #[cfg(test)]
@@ -282,7 +315,7 @@ mod tests {
         );
         let upstreams = Arc::new(Upstreams::new(&[config]).expect("valid upstream"));
         let metrics = Arc::new(Metrics::for_upstreams(&upstreams));
-        AdminState { upstreams, metrics }
+        AdminState { upstreams, metrics, reloader: None }
     }
 
     async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, String) {

@@ -88,17 +88,16 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             config.server.workers = w;
         }
         let running = start(config).await.context("starting lb")?;
-        print_started(&running);
         return serve(running).await;
     }
     if !args.backend.is_empty() {
         let running = start(quick_config(&args)).await.context("starting lb")?;
-        print_started(&running);
         return serve(running).await;
     }
     let demo = start_demo(&args).await?;
+    let signals = Signals::new()?;
     print!("{}", demo.banner());
-    serve_demo(demo).await
+    serve_demo(demo, signals).await
 }
 
 /// `lb check`: every error on its own line, `file:line:column: reason`.
@@ -212,13 +211,38 @@ pub async fn start_demo(args: &Args) -> anyhow::Result<Demo> {
 }
 
 async fn serve(running: Running) -> anyhow::Result<ExitCode> {
-    shutdown_signal().await;
+    // Handlers first, then the "listening" lines: a script that signals as soon as it reads them must
+    // not find the default actions (SIGHUP and SIGTERM would kill the process) still in place.
+    let mut signals = Signals::new()?;
+    print_started(&running);
+    // Every signal but SIGHUP stops.
+    while signals.next().await == Signal::Reload {
+        let reloader = std::sync::Arc::clone(&running.reloader);
+        match tokio::task::spawn_blocking(move || reloader.reload_file()).await {
+            Ok(Ok(report)) => {
+                println!(
+                    "reloaded {}: {} backends added, {} removed, {} kept",
+                    report.file,
+                    report.summary.added_backends.len(),
+                    report.summary.removed_backends.len(),
+                    report.summary.kept_backends
+                );
+            }
+            Ok(Err(e)) => {
+                for line in crate::reload::describe(&e) {
+                    eprintln!("reload refused, still serving the previous configuration: {line}");
+                }
+            }
+            Err(e) => eprintln!("reload failed: {e}"),
+        }
+    }
+    println!("shutting down: finishing requests in flight");
     running.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn serve_demo(demo: Demo) -> anyhow::Result<ExitCode> {
-    shutdown_signal().await;
+async fn serve_demo(demo: Demo, mut signals: Signals) -> anyhow::Result<ExitCode> {
+    while signals.next().await != Signal::Stop {}
     demo.running.shutdown().await;
     for b in demo.backends {
         b.shutdown().await;
@@ -226,25 +250,67 @@ async fn serve_demo(demo: Demo) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGHUP: read the configuration file again.
+    Reload,
+    /// Ctrl-C (SIGINT) or SIGTERM: shut down gracefully.
+    Stop,
+}
+
+/// The signals `lb` listens for, registered when this is made.
+#[derive(Debug)]
+pub struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    streams: [tokio::signal::unix::Signal; 3],
+}
+
+impl Signals {
+    /// Install the handlers now.
+    pub fn new() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                streams: [
+                    signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+                    signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                    signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+                ],
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    tracing::info!("signal received, shutting down");
+
+    /// The next signal.
+    pub async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            let [int, term, hup] = &mut self.streams;
+            let signal = tokio::select! {
+                _ = int.recv() => Signal::Stop,
+                _ = term.recv() => Signal::Stop,
+                _ = hup.recv() => Signal::Reload,
+            };
+            tracing::info!(?signal, "signal received");
+            signal
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM (ignores SIGHUP).
+pub async fn shutdown_signal() {
+    match Signals::new() {
+        Ok(mut s) => while s.next().await != Signal::Stop {},
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -172,7 +172,7 @@ pub fn spawn(
         .build(connector);
     tokio::spawn(async move {
         let mut tasks = JoinSet::new();
-        for upstream in upstreams.all() {
+        for upstream in upstreams.all().iter() {
             if let Some(config) = upstream.config.health_check.clone() {
                 tracing::info!(
                     upstream = %upstream.name,
@@ -211,7 +211,17 @@ async fn check_loop(upstream: Arc<Upstream>, config: HealthCheckConfig, client: 
         // Forget backends that were removed, so one re-added later starts fresh (healthy).
         verdicts.retain(|addr, _| addrs.contains(addr));
         for (addr, passed) in addrs.iter().zip(results) {
-            let verdict = verdicts.entry(addr.clone()).or_default();
+            // A backend first seen by this loop starts from its current health, not from "healthy":
+            // after a reload restarts the checks, a backend that was down stays down until it rises.
+            let verdict = verdicts.entry(addr.clone()).or_insert_with(|| CheckState {
+                healthy: upstream
+                    .load()
+                    .set
+                    .position(addr)
+                    .map(|i| upstream.load().set.backends()[i].health())
+                    != Some(Health::Unhealthy),
+                streak: 0,
+            });
             if let Some(now_healthy) = verdict.record(passed, config.rise, config.fall) {
                 tracing::debug!(upstream = %upstream.name, backend = %addr, healthy = now_healthy, "check verdict changed");
             }

@@ -18,6 +18,9 @@
 //! - [`retry`]: which failures are retried, and the retry budget.
 //! - [`health`]: active health checks. [`outlier`]: passive ejection of failing backends.
 //! - [`metrics`]: counters and the Prometheus text. [`admin`]: the admin HTTP API. [`access_log`]: JSON lines.
+//! - [`limits`]: `[server.limits]` and the per-connection watchdog (header, body, idle timeouts).
+//! - [`validate`]: requests refused before routing (bad `Host`, a host we do not serve, too large a body).
+//! - [`reload`]: hot reload of the configuration file (`SIGHUP`, admin `POST /reload`).
 //! - [`cli`]: the command line (demo mode, quick mode, `--config`, `check`); `main.rs` only calls it.
 //!
 //! # Using it as a library
@@ -54,6 +57,7 @@ pub mod metrics;
 pub mod outlier;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod retry;
 pub mod server;
 pub mod upstream;

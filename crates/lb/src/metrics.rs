@@ -244,7 +244,9 @@ impl UpstreamCounters {
 /// by comparing names, a scan of a few short strings with no hashing or lock.
 #[derive(Debug)]
 pub struct Metrics {
-    upstreams: Vec<UpstreamCounters>,
+    /// Grows on a reload that adds upstreams; counters of removed upstreams stay (Prometheus counters
+    /// must not go backwards while the process lives).
+    upstreams: arc_swap::ArcSwap<Vec<Arc<UpstreamCounters>>>,
     /// Counts for names that were not configured (a bug if it ever moves; shown as `upstream=""`).
     unknown: UpstreamCounters,
     started: std::time::SystemTime,
@@ -262,7 +264,9 @@ impl Metrics {
     /// Metrics for the upstream groups with these names.
     pub fn new<S: AsRef<str>>(upstream_names: impl IntoIterator<Item = S>) -> Self {
         Metrics {
-            upstreams: upstream_names.into_iter().map(|n| UpstreamCounters::new(n.as_ref())).collect(),
+            upstreams: arc_swap::ArcSwap::from_pointee(
+                upstream_names.into_iter().map(|n| Arc::new(UpstreamCounters::new(n.as_ref()))).collect(),
+            ),
             unknown: UpstreamCounters::new(""),
             started: std::time::SystemTime::now(),
             connections: crate::limits::ConnectionCount::new(usize::MAX),
@@ -274,9 +278,27 @@ impl Metrics {
         Metrics::new(upstreams.all().iter().map(|u| u.name.as_str()))
     }
 
+    /// Make sure every group in `upstreams` has counters (after a reload added some).
+    pub fn add_upstreams(&self, upstreams: &Upstreams) {
+        let have = self.upstreams.load_full();
+        let mut next: Vec<Arc<UpstreamCounters>> = have.iter().cloned().collect();
+        for u in upstreams.all().iter() {
+            if !next.iter().any(|c| c.name == u.name) {
+                next.push(Arc::new(UpstreamCounters::new(&u.name)));
+            }
+        }
+        if next.len() != have.len() {
+            self.upstreams.store(Arc::new(next));
+        }
+    }
+
     #[inline]
-    fn counters(&self, upstream: &str) -> &UpstreamCounters {
-        self.upstreams.iter().find(|c| c.name == upstream).unwrap_or(&self.unknown)
+    fn with_counters<R>(&self, upstream: &str, f: impl FnOnce(&UpstreamCounters) -> R) -> R {
+        let all = self.upstreams.load();
+        match all.iter().find(|c| c.name == upstream) {
+            Some(c) => f(c),
+            None => f(&self.unknown),
+        }
     }
 
     /// Count a response from a backend (any status: a 500 from the backend is a response; a failure to
@@ -297,29 +319,29 @@ impl Metrics {
     /// Count a retry (a second or later attempt of one request).
     #[inline]
     pub fn record_retry(&self, upstream: &str) {
-        self.counters(upstream).retries.fetch_add(1, Relaxed);
+        self.with_counters(upstream, |c| c.retries.fetch_add(1, Relaxed));
     }
 
     /// Count a retry that was not made because the retry budget was spent.
     #[inline]
     pub fn record_retry_budget_exhausted(&self, upstream: &str) {
-        self.counters(upstream).budget_exhausted.fetch_add(1, Relaxed);
+        self.with_counters(upstream, |c| c.budget_exhausted.fetch_add(1, Relaxed));
     }
 
     /// Count a request answered 503 because no backend could be picked.
     #[inline]
     pub fn record_no_backend(&self, upstream: &str) {
-        self.counters(upstream).no_backend.fetch_add(1, Relaxed);
+        self.with_counters(upstream, |c| c.no_backend.fetch_add(1, Relaxed));
     }
 
     /// Retries counted for `upstream`.
     pub fn retries(&self, upstream: &str) -> u64 {
-        self.counters(upstream).retries.load(Relaxed)
+        self.with_counters(upstream, |c| c.retries.load(Relaxed))
     }
 
     /// "No backend" answers counted for `upstream`.
     pub fn no_backend(&self, upstream: &str) -> u64 {
-        self.counters(upstream).no_backend.load(Relaxed)
+        self.with_counters(upstream, |c| c.no_backend.load(Relaxed))
     }
 
     /// Everything, in the Prometheus text exposition format 0.0.4
@@ -328,7 +350,8 @@ impl Metrics {
         let now = now_nanos();
         // One snapshot per upstream, so every family below describes the same backend list even if an
         // operator adds a backend halfway through the scrape.
-        let snapshots: Vec<_> = upstreams.all().iter().map(|u| (u, u.load())).collect();
+        let all = upstreams.all();
+        let snapshots: Vec<_> = all.iter().map(|u| (u, u.load())).collect();
         let mut out = String::with_capacity(4096);
         let mut w = Writer { out: &mut out };
 
@@ -510,7 +533,7 @@ impl Metrics {
         ];
         for (name, help, field) in per_upstream {
             w.family(name, "counter", help);
-            for c in &self.upstreams {
+            for c in self.upstreams.load().iter() {
                 w.sample(name, &[("upstream", &c.name)], None, field(c).load(Relaxed) as f64);
             }
             let stray = field(&self.unknown).load(Relaxed);

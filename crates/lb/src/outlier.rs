@@ -266,7 +266,7 @@ pub fn spawn_unejector(
                 _ = interval.tick() => {}
             }
             let now = now_nanos();
-            for upstream in upstreams.all() {
+            for upstream in upstreams.all().iter() {
                 if upstream.config.outlier_detection.is_some() {
                     let state = upstream.load();
                     uneject_due(&upstream.name, &state.set, &state.stats, now);

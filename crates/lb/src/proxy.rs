@@ -229,7 +229,6 @@ impl Worker {
             let msg = format!("no route for host {} path {}\n", host.unwrap_or("(none)"), parts.uri.path());
             return error_response(StatusCode::NOT_FOUND, msg, &request_id);
         };
-        let upstream = Arc::clone(upstream);
         outcome.upstream = self.shared.access_log.then(|| upstream.name.clone());
         let state = upstream.load();
         let config = &upstream.config;

@@ -56,6 +56,7 @@ use crate::admin::{AdminState, router};
 use crate::limits::{self, ConnWatch, ServerLimits, WatchedIo};
 use crate::metrics::Metrics;
 use crate::proxy::{ClientInfo, Shared, Worker};
+use crate::reload::{ReloadError, ReloadReport, Reloader};
 use crate::upstream::Upstreams;
 use crate::{Config, Error};
 
@@ -70,6 +71,8 @@ pub struct Running {
     pub upstreams: Arc<Upstreams>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// Applies a new configuration (`SIGHUP` and admin `POST /reload` go through it).
+    pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
     control: Vec<JoinHandle<()>>,
@@ -91,6 +94,12 @@ impl Running {
         for task in self.control {
             let _ = task.await;
         }
+        self.reloader.join().await;
+    }
+
+    /// Read the configuration file again and switch to it (see [`crate::reload`]).
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload_file()
     }
 
     /// The first client-facing address as a URL, e.g. `http://127.0.0.1:8080`.
@@ -105,6 +114,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let upstreams = Arc::new(Upstreams::new(&config.upstreams)?);
     let metrics = Arc::new(Metrics::for_upstreams(&upstreams));
     let admin_config = config.admin.clone();
+    let grace = config.server.shutdown_grace;
     let shared = Arc::new(Shared {
         upstreams: Arc::clone(&upstreams),
         metrics: Arc::clone(&metrics),
@@ -141,8 +151,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     }
 
     let (stop, stop_rx) = watch::channel(false);
-    let ctx =
-        ListenCtx { shared: Arc::clone(&shared), stop: stop_rx.clone(), grace: config.server.shutdown_grace };
+    let ctx = ListenCtx { shared: Arc::clone(&shared), stop: stop_rx.clone(), grace };
     let mut threads = Vec::with_capacity(workers);
     for (i, listeners) in per_worker.into_iter().enumerate() {
         let ctx = ctx.clone();
@@ -156,15 +165,18 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&s| s).await;
     };
-    let mut control = vec![
-        crate::health::spawn(Arc::clone(&upstreams), stopped(stop_rx.clone())),
-        crate::outlier::spawn_unejector(Arc::clone(&upstreams), stopped(stop_rx.clone())),
-    ];
+    let mut control = Vec::new();
+    // The reloader owns the health checks and the unejector: a reload restarts them over the new groups.
+    let reloader = Reloader::start(config, Arc::clone(&upstreams), Arc::clone(&metrics), stop_rx.clone());
     let mut admin = None;
     if let Some(addr) = admin_config.and_then(|a| a.listen) {
         let listener = TcpListener::bind(addr).await.map_err(|error| Error::Bind { addr, error })?;
         admin = Some(listener.local_addr().map_err(|error| Error::Bind { addr, error })?);
-        let app = router(AdminState { upstreams: Arc::clone(&upstreams), metrics: Arc::clone(&metrics) });
+        let app = router(AdminState {
+            upstreams: Arc::clone(&upstreams),
+            metrics: Arc::clone(&metrics),
+            reloader: Some(Arc::clone(&reloader)),
+        });
         let shutdown = stopped(stop_rx.clone());
         control.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
@@ -173,7 +185,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         }));
     }
     tracing::info!(listen = ?bound, admin = ?admin, workers, "lb started");
-    Ok(Running { listen: bound, admin, upstreams, metrics, stop, workers: threads, control })
+    Ok(Running { listen: bound, admin, upstreams, metrics, reloader, stop, workers: threads, control })
 }
 
 /// Start, wait for `shutdown` to complete, then shut down gracefully.

@@ -67,6 +67,28 @@ impl Upstream {
         })
     }
 
+    /// A group built from `config` that takes over `old`'s backend state where it can (see
+    /// [`Upstreams::reload`]).
+    fn carry_over(config: UpstreamConfig, old: Option<&Upstream>) -> Result<Upstream, Error> {
+        let Some(old) = old else { return Upstream::new(config) };
+        let was = old.load();
+        // `rebuild` keeps the old set's options; when those changed (slow start, panic threshold,
+        // EWMA decay) the backends start afresh rather than run with stale options.
+        let set = if *was.set.options() == config.set_options() {
+            was.set.rebuild(config.backends.clone(), now_nanos())
+        } else {
+            BackendSet::new(config.backends.clone(), config.set_options())
+        };
+        let state = Self::assemble(&config, set, &was.stats)?;
+        Ok(Upstream {
+            name: config.name.clone(),
+            budget: RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
+            config,
+            state: ArcSwap::from_pointee(state),
+            write: Mutex::new(()),
+        })
+    }
+
     fn assemble(
         config: &UpstreamConfig,
         set: Arc<BackendSet>,
@@ -152,13 +174,49 @@ fn specs_of(set: &BackendSet) -> Vec<BackendSpec> {
     set.backends().iter().map(|b| BackendSpec::weighted(b.addr(), b.weight())).collect()
 }
 
-/// Every group, and the routing from (host, path) to a group.
+/// Every group, and the routing from (host, path) to a group; the whole table is replaced at once on a
+/// configuration reload ([`Upstreams::reload`]), so a request routes on either the old table or the new,
+/// never on a mixture.
 #[derive(Debug)]
 pub struct Upstreams {
-    all: Vec<Arc<Upstream>>,
+    table: ArcSwap<Table>,
+    /// Serialises reloads.
+    write: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Table {
+    all: Arc<Vec<Arc<Upstream>>>,
     /// Indices into `all`, most specific route first: longer path prefix first, then groups that name
     /// hosts before those that take any host.
     routes: Vec<usize>,
+}
+
+impl Table {
+    fn new(all: Vec<Arc<Upstream>>) -> Table {
+        let mut routes: Vec<usize> = (0..all.len()).collect();
+        // A stable sort keeps file order among equals, so the first of two identical routes wins.
+        routes.sort_by_key(|&i| {
+            let c = &all[i].config;
+            (std::cmp::Reverse(c.path_prefix.len()), c.hosts.is_empty())
+        });
+        Table { all: Arc::new(all), routes }
+    }
+}
+
+/// What a reload changed, by upstream name and backend address.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadSummary {
+    /// Upstreams that are new.
+    pub added_upstreams: Vec<String>,
+    /// Upstreams that are gone.
+    pub removed_upstreams: Vec<String>,
+    /// `upstream/addr` of backends that are new.
+    pub added_backends: Vec<String>,
+    /// `upstream/addr` of backends that are gone (their requests in flight finish).
+    pub removed_backends: Vec<String>,
+    /// Backends whose state (health, EWMA, in-flight count, pooled connections, metrics) carried over.
+    pub kept_backends: usize,
 }
 
 impl Upstreams {
@@ -166,35 +224,87 @@ impl Upstreams {
     pub fn new(configs: &[UpstreamConfig]) -> Result<Upstreams, Error> {
         let all =
             configs.iter().cloned().map(|c| Upstream::new(c).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
-        let mut routes: Vec<usize> = (0..all.len()).collect();
-        // A stable sort keeps file order among equals, so the first of two identical routes wins.
-        routes.sort_by_key(|&i| {
-            let c = &all[i].config;
-            (std::cmp::Reverse(c.path_prefix.len()), c.hosts.is_empty())
-        });
-        Ok(Upstreams { all, routes })
+        Ok(Upstreams { table: ArcSwap::from_pointee(Table::new(all)), write: Mutex::new(()) })
     }
 
-    /// Every group, in configuration order.
-    pub fn all(&self) -> &[Arc<Upstream>] {
-        &self.all
+    /// Every group, in configuration order (a snapshot: a reload does not change it under you).
+    pub fn all(&self) -> Arc<Vec<Arc<Upstream>>> {
+        Arc::clone(&self.table.load().all)
     }
 
     /// A group by name.
-    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
-        self.all.iter().find(|u| u.name == name)
+    pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.table.load().all.iter().find(|u| u.name == name).cloned()
     }
 
     /// The group for a request: hosts must match when the group lists any (the port of the Host header
     /// is ignored, case too), and the longest matching path prefix wins.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<Arc<Upstream>> {
         let host = host.map(strip_port);
-        self.routes.iter().map(|&i| &self.all[i]).find(|u| {
-            let c = &u.config;
-            path.starts_with(c.path_prefix.as_str())
-                && (c.hosts.is_empty()
-                    || host.is_some_and(|h| c.hosts.iter().any(|x| x.eq_ignore_ascii_case(h))))
-        })
+        // A guard, not a clone of the table's `Arc`: one atomic load on the request path.
+        let table = self.table.load();
+        table
+            .routes
+            .iter()
+            .map(|&i| &table.all[i])
+            .find(|u| {
+                let c = &u.config;
+                path.starts_with(c.path_prefix.as_str())
+                    && (c.hosts.is_empty()
+                        || host.is_some_and(|h| c.hosts.iter().any(|x| x.eq_ignore_ascii_case(h))))
+            })
+            .cloned()
+    }
+
+    /// Replace every group with those of a new configuration, keeping what can be kept.
+    ///
+    /// A group whose name stays is rebuilt with its new settings, but its backends that stay (same
+    /// address and weight) are the *same* `Arc<Backend>`s, with their health, EWMA, in-flight counts
+    /// and slow-start ramp, and their metrics carry over by address. Requests already routed finish on
+    /// the group they started on. Nothing is changed if any group fails to build.
+    pub fn reload(&self, configs: &[UpstreamConfig]) -> Result<ReloadSummary, Error> {
+        let _write = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let old = self.table.load_full();
+        let mut summary = ReloadSummary::default();
+        let mut all = Vec::with_capacity(configs.len());
+        for config in configs {
+            let before = old.all.iter().find(|u| u.name == config.name);
+            let upstream = Upstream::carry_over(config.clone(), before.map(|u| &**u))?;
+            let now: Vec<String> =
+                upstream.load().set.backends().iter().map(|b| b.addr().to_string()).collect();
+            match before {
+                None => {
+                    summary.added_upstreams.push(config.name.clone());
+                    summary.added_backends.extend(now.iter().map(|a| format!("{}/{a}", config.name)));
+                }
+                Some(b) => {
+                    let was = b.load();
+                    let was_set = &was.set;
+                    let new_state = upstream.load();
+                    for (i, addr) in now.iter().enumerate() {
+                        match was_set.position(addr) {
+                            Some(j) if Arc::ptr_eq(&was_set.backends()[j], &new_state.set.backends()[i]) => {
+                                summary.kept_backends += 1;
+                            }
+                            _ => summary.added_backends.push(format!("{}/{addr}", config.name)),
+                        }
+                    }
+                    for b in was_set.backends() {
+                        if !now.iter().any(|a| a == b.addr()) {
+                            summary.removed_backends.push(format!("{}/{}", config.name, b.addr()));
+                        }
+                    }
+                }
+            }
+            all.push(Arc::new(upstream));
+        }
+        for u in old.all.iter() {
+            if !configs.iter().any(|c| c.name == u.name) {
+                summary.removed_upstreams.push(u.name.clone());
+            }
+        }
+        self.table.store(Arc::new(Table::new(all)));
+        Ok(summary)
     }
 }
 
@@ -235,6 +345,38 @@ mod tests {
         assert_eq!(routed(&u, Some("other"), "/cart").as_deref(), Some("root"));
         let only_api = Upstreams::new(&[group("api", "/api/", &[])])?;
         assert_eq!(routed(&only_api, None, "/"), None);
+        Ok(())
+    }
+
+    #[test]
+    fn reload_swaps_the_table_and_keeps_backends_that_stay() -> Result<(), Error> {
+        let a = |addrs: &[&str]| {
+            UpstreamConfig::new(
+                "app",
+                Algorithm::RoundRobin,
+                addrs.iter().map(|a| BackendSpec::new(*a)).collect(),
+            )
+        };
+        let u = Upstreams::new(&[a(&["127.0.0.1:1", "127.0.0.1:2"])])?;
+        let before = u.get("app").map(|g| g.load()).ok_or(Error::UnknownUpstream("app".into()))?;
+        let guard = before.set.start(1, 1);
+        let mut api = group("api", "/api/", &[]);
+        api.backends = vec![BackendSpec::new("127.0.0.1:9")];
+        let summary = u.reload(&[a(&["127.0.0.1:2", "127.0.0.1:3"]), api])?;
+        assert_eq!(summary.added_upstreams, ["api"]);
+        assert_eq!(summary.added_backends, ["app/127.0.0.1:3", "api/127.0.0.1:9"]);
+        assert_eq!(summary.removed_backends, ["app/127.0.0.1:1"]);
+        assert_eq!(summary.kept_backends, 1);
+        assert_eq!(routed(&u, None, "/api/x").as_deref(), Some("api"), "the new route is live");
+        let after = u.get("app").map(|g| g.load()).ok_or(Error::UnknownUpstream("app".into()))?;
+        assert!(
+            Arc::ptr_eq(&after.set.backends()[0], &before.set.backends()[1]),
+            "127.0.0.1:2 is the same backend"
+        );
+        assert!(Arc::ptr_eq(&after.stats[0], &before.stats[1]), "with the same metrics");
+        assert_eq!(after.set.backends()[0].in_flight(), 1, "and its request in flight");
+        drop(guard);
+        assert_eq!(after.set.backends()[0].in_flight(), 0);
         Ok(())
     }
 
