@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use lb_algorithms::{Explain, InFlightGuard, KeySource, Nanos, PickRequest, now_nanos};
@@ -253,11 +253,10 @@ impl Worker {
 
         let has_body = !body.is_end_stream();
         let replayable = is_idempotent_without_body(&parts.method, has_body);
-        // A request we can build again for a retry; the clone of the headers is the price of retrying
-        // GETs after the first request has been consumed by a 502.
-        let template = replayable.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        // The request stays here across attempts: sending only takes its body, so a retry resends the
+        // same head (no copy of the headers per request just in case a retry happens).
         let body: UpstreamBody = has_body.then_some(body);
-        let mut next: Option<Request<UpstreamBody>> = Some(Request::from_parts(parts, body));
+        let mut request = Request::from_parts(parts, body);
 
         upstream.budget.deposit();
         let deadline = Instant::now() + config.timeouts.request;
@@ -298,11 +297,8 @@ impl Worker {
                 break ctx.internal(&request_id);
             };
             let addr = backend.addr();
-            let Some(request) = next.take().or_else(|| template.as_ref().map(rebuild)) else {
-                break ctx.internal(&request_id);
-            };
             let can_retry = ctx.attempts < max_attempts;
-            match self.attempt(request, addr, &upstream, deadline).await {
+            match self.attempt(&mut request, addr, &upstream, deadline).await {
                 AttemptResult::Response(response) => {
                     let status = response.status().as_u16();
                     let done = now_nanos();
@@ -335,14 +331,13 @@ impl Worker {
                         FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
                         FailureKind::Connect | FailureKind::Broken => StatusCode::BAD_GATEWAY,
                     };
-                    // Retry: anything that never left (we still hold it), or a replayable request that
-                    // broke. Timeouts are not retried (see retry.rs).
-                    let retryable = unsent.is_some() || (replayable && kind == FailureKind::Broken);
+                    // Retry: anything that never left (its body is still untouched), or a replayable
+                    // request that broke. Timeouts are not retried (see retry.rs).
+                    let retryable = unsent || (replayable && kind == FailureKind::Broken);
                     let body = format!("backend {addr}: {message}\n");
                     if retryable && can_retry && kind != FailureKind::Timeout && ctx.may_retry(done) {
                         ctx.last_failure = Some((status, body));
                         ctx.retry(index, format!("{addr}: {message}"));
-                        next = unsent;
                         continue;
                     }
                     break ctx.error(status, body, &request_id);
@@ -357,20 +352,34 @@ impl Worker {
     }
 
     /// One attempt on one backend: a connection (pooled or new), the request, the response headers.
+    /// The request's head is left in place for a retry; its body is taken once a byte was sent.
     async fn attempt(
         &self,
-        mut request: Request<UpstreamBody>,
+        request: &mut Request<UpstreamBody>,
+        addr: &str,
+        upstream: &Upstream,
+        deadline: Instant,
+    ) -> AttemptResult {
+        // HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one. It names this backend,
+        // so it is taken out again for a retry elsewhere.
+        let added_host = !request.headers().contains_key(header::HOST)
+            && HeaderValue::from_str(addr)
+                .is_ok_and(|v| request.headers_mut().insert(header::HOST, v).is_none());
+        let result = self.attempt_on(request, addr, upstream, deadline).await;
+        if added_host {
+            request.headers_mut().remove(header::HOST);
+        }
+        result
+    }
+
+    async fn attempt_on(
+        &self,
+        request: &mut Request<UpstreamBody>,
         addr: &str,
         upstream: &Upstream,
         deadline: Instant,
     ) -> AttemptResult {
         let timeouts = &upstream.config.timeouts;
-        if !request.headers().contains_key(header::HOST) {
-            // HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one.
-            if let Ok(v) = HeaderValue::from_str(addr) {
-                request.headers_mut().insert(header::HOST, v);
-            }
-        }
         // Idle pooled connections first; each one that turns out dead costs nothing but a loop turn.
         loop {
             let pooled = self.pool.take(addr, now_nanos());
@@ -386,7 +395,7 @@ impl Worker {
                             return AttemptResult::Failed {
                                 kind: FailureKind::Connect,
                                 message: e.to_string(),
-                                unsent: Some(request),
+                                unsent: true,
                             };
                         }
                     }
@@ -398,7 +407,7 @@ impl Worker {
             } else {
                 (per_attempt, ("response_headers", timeouts.response_headers))
             };
-            match tokio::time::timeout_at(limit, h1::send(conn, &mut request)).await {
+            match tokio::time::timeout_at(limit, h1::send(conn, request)).await {
                 Ok(Ok(response)) => return AttemptResult::Response(response),
                 // Not a byte written: a pooled connection that died while idle. Resend on another.
                 Ok(Err(e)) if !e.sent && reused => continue,
@@ -409,14 +418,13 @@ impl Worker {
                 }
                 Ok(Err(e)) => {
                     let kind = if e.sent { FailureKind::Broken } else { FailureKind::Connect };
-                    let unsent = (!e.sent).then_some(request);
-                    return AttemptResult::Failed { kind, message: e.error.to_string(), unsent };
+                    return AttemptResult::Failed { kind, message: e.error.to_string(), unsent: !e.sent };
                 }
                 Err(_) => {
                     return AttemptResult::Failed {
                         kind: FailureKind::Timeout,
                         message: format!("{} timeout ({})", which.0, humantime_duration(which.1)),
-                        unsent: None,
+                        unsent: false,
                     };
                 }
             }
@@ -452,6 +460,8 @@ struct Forwarded {
     attempts: u32,
 }
 
+// Returned once per attempt and matched at once; boxing the response would cost an allocation each time.
+#[allow(clippy::large_enum_variant)]
 enum AttemptResult {
     Response(Response<ResponseBody>),
     /// The request itself was bad (its body broke off): answer 400, blame no backend, never retry.
@@ -459,7 +469,8 @@ enum AttemptResult {
     Failed {
         kind: FailureKind,
         message: String,
-        unsent: Option<Request<UpstreamBody>>,
+        /// Not a byte was sent: the request, body and all, is intact.
+        unsent: bool,
     },
 }
 
@@ -554,14 +565,6 @@ impl Attempts<'_> {
             put(&X_LB_RETRY, self.retries.join("; "));
         }
     }
-}
-
-fn rebuild((method, uri, headers): &(Method, Uri, HeaderMap)) -> Request<UpstreamBody> {
-    let mut request = Request::new(None);
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri.clone();
-    *request.headers_mut() = headers.clone();
-    request
 }
 
 /// What the proxy knows about a client connection, computed once per connection rather than once per
