@@ -20,6 +20,7 @@
 //! - [`metrics`]: counters and the Prometheus text. [`admin`]: the admin HTTP API. [`access_log`]: JSON lines.
 //! - [`limits`]: `[server.limits]` and the per-connection watchdog (header, body, idle timeouts).
 //! - [`validate`]: requests refused before routing (bad `Host`, a host we do not serve, too large a body).
+//! - [`upgrade`]: WebSocket and other `Upgrade` requests tunnelled to a backend.
 //! - [`reload`]: hot reload of the configuration file (`SIGHUP`, admin `POST /reload`).
 //! - [`cli`]: the command line (demo mode, quick mode, `--config`, `check`); `main.rs` only calls it.
 //!
@@ -60,6 +61,7 @@ pub mod proxy;
 pub mod reload;
 pub mod retry;
 pub mod server;
+pub mod upgrade;
 pub mod upstream;
 pub mod validate;
 

@@ -240,6 +240,21 @@ impl Worker {
             }
             _ => None,
         };
+        if let Some(protocol) = crate::upgrade::wanted(&parts.headers, parts.version) {
+            let req = Request::from_parts(parts, body);
+            let metrics = &self.shared.metrics;
+            return crate::upgrade::forward(
+                req,
+                protocol,
+                client,
+                &upstream,
+                &state,
+                key,
+                metrics,
+                &request_id,
+            )
+            .await;
+        }
         add_forwarding_headers(&mut parts.headers, client);
         parts.headers.remove(&X_LB_EXPLAIN);
         if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
@@ -590,7 +605,7 @@ impl ClientInfo {
 }
 
 /// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set, hop-by-hop removed.
-fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo) {
+pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo) {
     strip_hop_by_hop(headers);
     let appended = headers.get(&X_FORWARDED_FOR).map(|prior| {
         let mut v = Vec::with_capacity(prior.len() + 2 + client.xff.len());

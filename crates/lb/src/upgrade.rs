@@ -1,0 +1,222 @@
+//! WebSocket and other `Upgrade` requests: hand the client's connection to the chosen backend as a raw
+//! two-way tunnel.
+//!
+//! # How an upgrade passes through a proxy
+//!
+//! A WebSocket starts as an HTTP/1.1 request with `Connection: upgrade` and `Upgrade: websocket`. Both
+//! headers are hop-by-hop, so an ordinary forward strips them (and `lb` does, for every other request).
+//! Here the proxy instead:
+//!
+//! 1. picks a backend with the upstream's algorithm, as for any request, and counts it in flight;
+//! 2. opens a **dedicated** connection to it (an upgraded connection is never returned to the pool:
+//!    after the switch it no longer speaks HTTP), and sends the request with its `Upgrade` and
+//!    `Connection: upgrade` headers put back;
+//! 3. if the backend answers `101 Switching Protocols`, answers the client with that 101, then takes
+//!    both upgraded connections from hyper (`hyper::upgrade::on`, on each side) and copies bytes both
+//!    ways (`tokio::io::copy_bidirectional`) until either side closes;
+//! 4. if the backend answers anything else (a 400 because a header is missing, a 404), passes that
+//!    answer on and the client's connection stays plain HTTP.
+//!
+//! The in-flight guard lives in the tunnel task, so a backend with a thousand open WebSockets counts as
+//! busy with a thousand requests for least-connections, for exactly as long as they are open.
+//!
+//! # What is not tunnelled
+//!
+//! `Upgrade: h2c` is dropped, not tunnelled: switching a *backend* connection to HTTP/2 on a client's
+//! say-so lets the client talk to the backend directly behind every check the proxy makes ("h2c
+//! smuggling", Bishop Fox 2020). HTTP/2 clients cannot upgrade at all (RFC 9113 removed it; WebSocket
+//! over HTTP/2 uses extended CONNECT, RFC 8441, which `lb` does not offer).
+//!
+//! On shutdown, open tunnels are closed when the worker's grace period ends; they are not waited for
+//! the way requests are, since a WebSocket may stay open for hours.
+//!
+//! nginx needs `proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";` for the
+//! same thing; HAProxy and Envoy (`upgrade_configs: [{upgrade_type: websocket}]`) tunnel on their own.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use lb_algorithms::{PickRequest, now_nanos};
+use tokio::net::TcpStream;
+
+use crate::metrics::{FailureKind, Metrics};
+use crate::proxy::{ClientInfo, ProxyBody, error_response};
+use crate::upstream::{Upstream, UpstreamState};
+
+/// How much of a refusal (a non-101 answer to an upgrade) is passed on; such answers are short.
+const MAX_REFUSAL_BODY: usize = 64 * 1024;
+
+/// The protocol an HTTP/1.1 request asks to switch to, if it is one we tunnel.
+pub fn wanted(headers: &http::HeaderMap, version: Version) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let connection_says_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let upgrade = headers.get(header::UPGRADE)?;
+    let h2c = upgrade.to_str().map_or(true, |u| u.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")));
+    (connection_says_upgrade && !h2c).then(|| upgrade.clone())
+}
+
+/// Forward an upgrade request to a backend of `upstream` and, on 101, tunnel the two connections.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    mut req: Request<Incoming>,
+    protocol: HeaderValue,
+    client: &ClientInfo,
+    upstream: &Upstream,
+    state: &UpstreamState,
+    key: Option<u64>,
+    metrics: &Metrics,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let now = now_nanos();
+    let Some(index) = state.balancer.pick(&PickRequest { key, exclude: &[], now }, None) else {
+        metrics.record_no_backend(&upstream.name);
+        let msg = format!("no healthy backend for upstream {}\n", upstream.name);
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, msg, request_id);
+    };
+    let (Some(backend), Some(stats)) = (state.set.get(index), state.stats.get(index)) else {
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            "internal error: no such backend\n".into(),
+            request_id,
+        );
+    };
+    let addr = backend.addr().to_string();
+    let Some(guard) = state.set.start(index, now) else {
+        return error_response(
+            StatusCode::BAD_GATEWAY,
+            "internal error: no such backend\n".into(),
+            request_id,
+        );
+    };
+    let timeouts = upstream.config.timeouts;
+    let failed = |kind: FailureKind, status: StatusCode, why: String| {
+        metrics.record_failure(stats, kind);
+        error_response(status, format!("backend {addr}: {why}\n"), request_id)
+    };
+
+    // The request as the backend sees it: forwarding headers, origin-form target, and the two
+    // hop-by-hop headers that ask for the switch put back after the strip.
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let mut upstream_req = Request::new(Empty::<Bytes>::new());
+    *upstream_req.method_mut() = req.method().clone();
+    *upstream_req.uri_mut() = req
+        .uri()
+        .path_and_query()
+        .and_then(|pq| Uri::try_from(pq.as_str()).ok())
+        .unwrap_or_else(|| Uri::from_static("/"));
+    let mut headers = std::mem::take(req.headers_mut());
+    crate::proxy::add_forwarding_headers(&mut headers, client);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+    if !headers.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(&addr)
+    {
+        headers.insert(header::HOST, v);
+    }
+    *upstream_req.headers_mut() = headers;
+
+    let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(&addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return failed(FailureKind::Connect, StatusCode::BAD_GATEWAY, e.to_string()),
+        Err(_) => return failed(FailureKind::Timeout, StatusCode::GATEWAY_TIMEOUT, "connect timeout".into()),
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+        Ok(pair) => pair,
+        Err(e) => return failed(FailureKind::Connect, StatusCode::BAD_GATEWAY, e.to_string()),
+    };
+    // `with_upgrades`: the connection task hands the socket over after a 101 instead of closing it.
+    tokio::task::spawn_local(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let sent = tokio::time::timeout(timeouts.response_headers, sender.send_request(upstream_req)).await;
+    let mut response = match sent {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return failed(FailureKind::Broken, StatusCode::BAD_GATEWAY, e.to_string()),
+        Err(_) => {
+            return failed(
+                FailureKind::Timeout,
+                StatusCode::GATEWAY_TIMEOUT,
+                "response_headers timeout".into(),
+            );
+        }
+    };
+    let elapsed = Duration::from_nanos(now_nanos().saturating_sub(now));
+    metrics.record_response(upstream, stats, response.status().as_u16(), elapsed);
+
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Refused: pass the answer on (its body is short) and stay HTTP.
+        let (mut parts, body) = response.into_parts();
+        crate::proxy::strip_hop_by_hop(&mut parts.headers);
+        let bytes = match Limited::new(body, MAX_REFUSAL_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, ProxyBody::full(bytes));
+    }
+
+    let backend_upgrade = hyper::upgrade::on(&mut response);
+    let upstream_name = upstream.name.clone();
+    tokio::task::spawn_local(async move {
+        // Held for the life of the tunnel: the backend is busy until the WebSocket closes.
+        let _guard = guard;
+        let (client_io, backend_io) = match tokio::join!(client_upgrade, backend_upgrade) {
+            (Ok(c), Ok(b)) => (c, b),
+            (c, b) => {
+                tracing::debug!(upstream = %upstream_name, backend = %addr, client = ?c.err(), backend_err = ?b.err(), "upgrade did not complete");
+                return;
+            }
+        };
+        let (mut c, mut b) = (TokioIo::new(client_io), TokioIo::new(backend_io));
+        if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+            tracing::debug!(upstream = %upstream_name, backend = %addr, "tunnel closed: {e}");
+        }
+    });
+    // The 101 goes to the client with the backend's headers (Upgrade, Connection, Sec-WebSocket-Accept
+    // and the like): here they describe the switch, not the connection, so they stay.
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(http::HeaderName::from_static("x-request-id"), request_id.clone());
+    Response::from_parts(parts, ProxyBody::full(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &'static str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap_or(header::ACCEPT),
+                HeaderValue::from_static(v),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn only_real_upgrades_other_than_h2c_are_tunnelled() {
+        let ws = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(wanted(&ws, Version::HTTP_11), Some(HeaderValue::from_static("websocket")));
+        assert_eq!(wanted(&ws, Version::HTTP_10), None, "HTTP/1.0 cannot upgrade");
+        assert_eq!(
+            wanted(&headers(&[("upgrade", "websocket")]), Version::HTTP_11),
+            None,
+            "Connection must say so"
+        );
+        let h2c = headers(&[("connection", "upgrade, http2-settings"), ("upgrade", "h2c")]);
+        assert_eq!(wanted(&h2c, Version::HTTP_11), None, "h2c smuggling");
+    }
+}

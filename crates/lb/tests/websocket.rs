@@ -1,0 +1,72 @@
+//! WebSocket through `lb`: the upgrade is tunnelled to a backend's `/ws` echo, messages come back, and
+//! the backend counts as busy (one request in flight) exactly while the socket is open.
+//!
+//! Run with `cargo nextest run -p lb --test websocket`.
+
+mod proxy_support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use lb_algorithms::Algorithm;
+use proxy_support::{backends, config, proxy};
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite::Message;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_echo_through_lb_and_count_in_flight_while_open() {
+    let all = backends(2).await;
+    let lb = proxy(config(Algorithm::RoundRobin, &all, &[])).await;
+    let in_flight = || lb.upstreams.all()[0].load().set.total_in_flight();
+    let url = format!("ws://{}/ws", lb.listen[0]);
+
+    let (mut ws, response) = timeout(DEADLINE, tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .unwrap_or_else(|_| panic!("handshake timed out"))
+        .unwrap_or_else(|e| panic!("handshake: {e}"));
+    assert_eq!(response.status().as_u16(), 101);
+    assert!(response.headers().contains_key("x-request-id"), "lb's request id is on the 101");
+    for text in ["hello", "through", "lb"] {
+        ws.send(Message::text(text)).await.unwrap_or_else(|e| panic!("send: {e}"));
+        let echoed = timeout(DEADLINE, ws.next()).await.ok().flatten().and_then(|m| m.ok());
+        assert_eq!(echoed, Some(Message::text(text)));
+    }
+    assert_eq!(in_flight(), 1, "an open WebSocket is one request in flight");
+    assert_eq!(all.iter().map(|b| b.requests()).sum::<u64>(), 1, "one upgrade reached one backend");
+
+    ws.close(None).await.unwrap_or_else(|e| panic!("close: {e}"));
+    // Drain until the close handshake completes.
+    while let Ok(Some(Ok(_))) = timeout(DEADLINE, ws.next()).await {}
+    // The tunnel ends when both sides have closed their half: the backend did after the close
+    // handshake, the client does now.
+    drop(ws);
+    let deadline = Instant::now() + DEADLINE;
+    while in_flight() != 0 {
+        assert!(Instant::now() < deadline, "still in flight after close: {}", in_flight());
+        // The tunnel task notices the close on its next poll; the deadline bounds the wait.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The connection is still usable for plain HTTP afterwards (a new one, through the same worker).
+    let (status, _) = proxy_support::get(&proxy_support::client(), &lb.url()).await;
+    assert_eq!(status, 200);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_the_backend_refuses_is_answered_as_plain_http() {
+    let all = backends(1).await;
+    let lb = proxy(config(Algorithm::RoundRobin, &all, &[])).await;
+    // `/` does not speak WebSocket: the toy answers 200, and lb passes that on instead of switching.
+    let url = format!("ws://{}/", lb.listen[0]);
+    let refused = timeout(DEADLINE, tokio_tungstenite::connect_async(url.as_str()))
+        .await
+        .unwrap_or_else(|_| panic!("timed out"));
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 200),
+        other => panic!("expected an HTTP answer, got {other:?}"),
+    }
+    assert_eq!(lb.upstreams.all()[0].load().set.total_in_flight(), 0);
+    lb.shutdown().await;
+}
