@@ -77,6 +77,12 @@ pub struct ServerConfig {
     /// `[server.limits]`: what one client may cost (connections, header size, body size, timeouts).
     #[serde(default)]
     pub limits: crate::limits::ServerLimits,
+    /// Addresses that accept TLS clients (HTTPS, with HTTP/2 through ALPN); needs `[[server.tls]]`.
+    #[serde(default, deserialize_with = "one_or_many_addrs")]
+    pub listen_tls: Vec<SocketAddr>,
+    /// `[[server.tls]]`: certificates for `listen_tls`, picked by SNI; the first is the default.
+    #[serde(default)]
+    pub tls: Vec<crate::tls::CertConfig>,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +92,8 @@ impl Default for ServerConfig {
             workers: 0,
             shutdown_grace: default_grace(),
             limits: crate::limits::ServerLimits::default(),
+            listen_tls: Vec::new(),
+            tls: Vec::new(),
         }
     }
 }
@@ -348,9 +356,24 @@ impl Config {
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
         let file = path.display().to_string();
         match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, &file).map(|mut c| {
+            Ok(text) => Config::parse(&text, &file).and_then(|mut c| {
+                // Certificate paths are relative to the file, so a config works from any directory.
+                if let Some(dir) = path.parent() {
+                    crate::tls::resolve_paths(&mut c.server.tls, dir);
+                }
+                // Load the certificates now, so `lb check` and a reload catch a bad one.
+                if !c.server.tls.is_empty()
+                    && let Err(e) = crate::tls::acceptor(&c.server.tls)
+                {
+                    return Err(ConfigErrors(vec![ConfigError {
+                        file,
+                        line: 0,
+                        column: 0,
+                        message: e.to_string(),
+                    }]));
+                }
                 c.source = Some(path.to_path_buf());
-                c
+                Ok(c)
             }),
             Err(e) => {
                 Err(ConfigErrors(vec![ConfigError { file, line: 0, column: 0, message: e.to_string() }]))
@@ -387,6 +410,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if !config.server.listen_tls.is_empty() && config.server.tls.is_empty() {
+            errors.push(at(
+                None,
+                "server.listen_tls needs at least one [[server.tls]] certificate".to_string(),
+            ));
         }
         if config.upstreams.is_empty() {
             errors.push(at(None, "no [[upstream]]: nothing to balance".to_string()));

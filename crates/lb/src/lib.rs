@@ -20,6 +20,7 @@
 //! - [`metrics`]: counters and the Prometheus text. [`admin`]: the admin HTTP API. [`access_log`]: JSON lines.
 //! - [`limits`]: `[server.limits]` and the per-connection watchdog (header, body, idle timeouts).
 //! - [`validate`]: requests refused before routing (bad `Host`, a host we do not serve, too large a body).
+//! - [`tls`]: TLS termination (certificates, SNI, ALPN h2/http1.1).
 //! - [`upgrade`]: WebSocket and other `Upgrade` requests tunnelled to a backend.
 //! - [`reload`]: hot reload of the configuration file (`SIGHUP`, admin `POST /reload`).
 //! - [`cli`]: the command line (demo mode, quick mode, `--config`, `check`); `main.rs` only calls it.
@@ -61,6 +62,7 @@ pub mod proxy;
 pub mod reload;
 pub mod retry;
 pub mod server;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 pub mod validate;
@@ -117,4 +119,7 @@ pub enum Error {
     /// The configuration has errors.
     #[error("{0}")]
     Config(#[from] config::ConfigErrors),
+    /// TLS could not be set up (a certificate or key file).
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
 }

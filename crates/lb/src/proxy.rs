@@ -590,6 +590,8 @@ pub struct ClientInfo {
     pub addr: SocketAddr,
     /// Its IP as an `X-Forwarded-For` value (IPv4-mapped IPv6 written as IPv4).
     xff: HeaderValue,
+    /// `X-Forwarded-Proto`: `http`, or `https` on a TLS listener.
+    proto: HeaderValue,
 }
 
 impl ClientInfo {
@@ -600,7 +602,12 @@ impl ClientInfo {
             v4 => v4,
         };
         let xff = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        ClientInfo { addr, xff }
+        ClientInfo { addr, xff, proto: HeaderValue::from_static("http") }
+    }
+
+    /// Info for a TLS connection from `addr` (the backend is told `X-Forwarded-Proto: https`).
+    pub fn https(addr: SocketAddr) -> Self {
+        ClientInfo { proto: HeaderValue::from_static("https"), ..ClientInfo::new(addr) }
     }
 }
 
@@ -623,7 +630,7 @@ pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInf
             headers.insert(X_FORWARDED_FOR.clone(), client.xff.clone());
         }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }

@@ -65,6 +65,8 @@ use crate::{Config, Error};
 pub struct Running {
     /// The client-facing addresses actually bound (port 0 in the config becomes a real port here).
     pub listen: Vec<SocketAddr>,
+    /// The TLS addresses actually bound (`server.listen_tls`).
+    pub listen_tls: Vec<SocketAddr>,
     /// The admin API's address, if enabled.
     pub admin: Option<SocketAddr>,
     /// The live upstream groups (tests change backends and health through them).
@@ -130,9 +132,18 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     };
 
     // Bind all sockets up front. For port 0, the first socket picks the port and the others join it.
+    let tls = if config.server.listen_tls.is_empty() {
+        None
+    } else {
+        Some(crate::tls::acceptor(&config.server.tls)?)
+    };
     let mut bound = Vec::new();
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-    for &requested in &config.server.listen {
+    let mut bound_tls = Vec::new();
+    // Each worker's listeners, each marked true when it speaks TLS.
+    let mut per_worker: Vec<Vec<(std::net::TcpListener, bool)>> = (0..workers).map(|_| Vec::new()).collect();
+    let plain = config.server.listen.iter().map(|a| (*a, false));
+    let secure = config.server.listen_tls.iter().map(|a| (*a, true));
+    for (requested, is_tls) in plain.chain(secure) {
         let mut addr = requested;
         if workers > 1 && requested.port() != 0 {
             // With SO_REUSEPORT on every socket, the kernel would let us share a port that another
@@ -144,14 +155,14 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             let l = bind(addr, workers > 1).map_err(|error| Error::Bind { addr, error })?;
             if w == 0 {
                 addr = l.local_addr().map_err(|error| Error::Bind { addr, error })?;
-                bound.push(addr);
+                if is_tls { bound_tls.push(addr) } else { bound.push(addr) }
             }
-            listeners.push(l);
+            listeners.push((l, is_tls));
         }
     }
 
     let (stop, stop_rx) = watch::channel(false);
-    let ctx = ListenCtx { shared: Arc::clone(&shared), stop: stop_rx.clone(), grace };
+    let ctx = ListenCtx { shared: Arc::clone(&shared), stop: stop_rx.clone(), grace, tls };
     let mut threads = Vec::with_capacity(workers);
     for (i, listeners) in per_worker.into_iter().enumerate() {
         let ctx = ctx.clone();
@@ -185,7 +196,17 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         }));
     }
     tracing::info!(listen = ?bound, admin = ?admin, workers, "lb started");
-    Ok(Running { listen: bound, admin, upstreams, metrics, reloader, stop, workers: threads, control })
+    Ok(Running {
+        listen: bound,
+        listen_tls: bound_tls,
+        admin,
+        upstreams,
+        metrics,
+        reloader,
+        stop,
+        workers: threads,
+        control,
+    })
 }
 
 /// Start, wait for `shutdown` to complete, then shut down gracefully.
@@ -217,7 +238,7 @@ fn probe(addr: SocketAddr) -> std::io::Result<()> {
     socket.bind(&addr.into())
 }
 
-fn worker_thread(index: usize, listeners: Vec<std::net::TcpListener>, ctx: ListenCtx) {
+fn worker_thread(index: usize, listeners: Vec<(std::net::TcpListener, bool)>, ctx: ListenCtx) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -231,13 +252,17 @@ fn worker_thread(index: usize, listeners: Vec<std::net::TcpListener>, ctx: Liste
         let worker = Rc::new(Worker::new(Arc::clone(&ctx.shared), index as u32 + 1));
         let tracker = Rc::new(ConnTracker::default());
         let mut loops = Vec::new();
-        for l in listeners {
+        for (l, is_tls) in listeners {
+            let mut ctx = ctx.clone();
+            if !is_tls {
+                ctx.tls = None;
+            }
             match TcpListener::from_std(l) {
                 Ok(l) => loops.push(tokio::task::spawn_local(serve_listener(
                     l,
                     Rc::clone(&worker),
                     Rc::clone(&tracker),
-                    ctx.clone(),
+                    ctx,
                 ))),
                 Err(e) => tracing::error!("worker {index}: listener: {e}"),
             }
@@ -260,7 +285,7 @@ fn worker_thread(index: usize, listeners: Vec<std::net::TcpListener>, ctx: Liste
 }
 
 /// What every accept loop needs besides its socket.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ListenCtx {
     /// What every worker shares.
     pub shared: Arc<Shared>,
@@ -268,6 +293,14 @@ pub struct ListenCtx {
     pub stop: watch::Receiver<bool>,
     /// How long open connections get to finish on shutdown.
     pub grace: Duration,
+    /// For a TLS listener: the acceptor (certificates, SNI, ALPN).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ListenCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenCtx").field("grace", &self.grace).field("tls", &self.tls.is_some()).finish()
+    }
 }
 
 /// The client connections of one worker still open, so shutdown can wait for them.
@@ -335,12 +368,18 @@ pub async fn serve_listener(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let conn = serve_connection(stream, peer, Rc::clone(&worker), ctx.stop.clone(), ctx.shared.limits);
         let tracked = tracker.track();
-        tokio::task::spawn_local(async move {
-            conn.await;
-            drop((slot, tracked));
-        });
+        let (worker, stop, limits) = (Rc::clone(&worker), ctx.stop.clone(), ctx.shared.limits);
+        match ctx.tls.clone() {
+            None => tokio::task::spawn_local(async move {
+                serve_connection(stream, peer, worker, stop, limits).await;
+                drop((slot, tracked));
+            }),
+            Some(tls) => tokio::task::spawn_local(async move {
+                serve_tls_connection(tls, stream, peer, worker, stop, limits).await;
+                drop((slot, tracked));
+            }),
+        };
     }
 }
 
@@ -373,7 +412,33 @@ async fn serve_connection(
         // Silent past the header timeout, or gone: nothing to serve.
         _ => return,
     };
-    serve_io(WatchedIo::new(stream, Arc::clone(&watch)), h2, peer, worker, stop, watch).await;
+    serve_io(WatchedIo::new(stream, Arc::clone(&watch)), h2, false, peer, worker, stop, watch).await;
+}
+
+/// Serve one TLS client connection: the handshake (bounded by the header read timeout, since a
+/// client that never finishes it is a slowloris too), then HTTP/2 when ALPN chose `h2`, else HTTP/1.1.
+async fn serve_tls_connection(
+    tls: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    stop: watch::Receiver<bool>,
+    limits: ServerLimits,
+) {
+    let watch = ConnWatch::new(limits);
+    // The watchdog sees the encrypted bytes: progress is progress, and the TLS framing overhead on a
+    // body (about 0.2%) is well inside the body limit's slack.
+    let io = WatchedIo::new(stream, Arc::clone(&watch));
+    let stream = match tokio::time::timeout(limits.header_read_timeout, tls.accept(io)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_io(stream, h2, true, peer, worker, stop, watch).await;
 }
 
 /// Does the client speak HTTP/2 first? Peeks, so nothing is consumed.
@@ -400,6 +465,7 @@ async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
 pub async fn serve_io<I>(
     io: I,
     h2: bool,
+    https: bool,
     peer: SocketAddr,
     worker: Rc<Worker>,
     stop: watch::Receiver<bool>,
@@ -408,7 +474,7 @@ pub async fn serve_io<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = watch.limits();
-    let client = Rc::new(ClientInfo::new(peer));
+    let client = Rc::new(if https { ClientInfo::https(peer) } else { ClientInfo::new(peer) });
     let w = Arc::clone(&watch);
     let service = service_fn(move |req: Request<Incoming>| {
         let guard = w.request_started(!req.body().is_end_stream());
