@@ -16,7 +16,11 @@
 //! cargo option is an error, so the rewrite never silently runs something different from what the
 //! learner would (`--features` would need a different build).
 //!
-//! If the binary is missing, [`crate::runner`] builds it once with the matching `cargo build`.
+//! If the binary is missing, [`crate::runner`] builds it once with the matching `cargo build`, with one
+//! exception: a `--release` command whose release binary is missing runs the debug binary when that one
+//! is built ([`CargoRun::prefer_built`]). The programs lessons run with `--release` (the simulator) print
+//! the same output in both profiles, only slower in debug; building a fat-LTO release tree inside the
+//! docs test would take longer than all the lessons together on a 2-core CI machine.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +43,16 @@ impl CargoRun {
     pub fn binary(&self, target_dir: &Path) -> PathBuf {
         let profile = target_dir.join(if self.release { "release" } else { "debug" });
         if self.example { profile.join("examples").join(&self.name) } else { profile.join(&self.name) }
+    }
+
+    /// The same command in the debug profile when the release binary is missing and the debug one is
+    /// built (see the module docs); otherwise unchanged.
+    pub fn prefer_built(self, target_dir: &Path) -> CargoRun {
+        if !self.release || self.binary(target_dir).is_file() {
+            return self;
+        }
+        let debug = CargoRun { release: false, ..self.clone() };
+        if debug.binary(target_dir).is_file() { debug } else { self }
     }
 
     /// The arguments of the `cargo build` that makes [`CargoRun::binary`].
@@ -216,6 +230,19 @@ mod tests {
             "/t/debug/toy-backend --listen 127.0.0.1:8080 --name 'a b'"
         );
         assert_eq!(r.build_args(), vec!["build", "-p", "toy-backend"]);
+    }
+
+    #[test]
+    fn release_falls_back_to_a_built_debug_binary_only() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let r = run("cargo run --release -q -p lb-compare -- balls");
+        assert!(r.clone().prefer_built(dir.path()).release, "nothing built: keep --release (and build it)");
+        std::fs::create_dir_all(dir.path().join("debug")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("debug/lb-compare"), "").unwrap_or_else(|e| panic!("{e}"));
+        assert!(!r.clone().prefer_built(dir.path()).release, "only debug built: run it");
+        std::fs::create_dir_all(dir.path().join("release")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join("release/lb-compare"), "").unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.prefer_built(dir.path()).release, "release built: run it");
     }
 
     #[test]

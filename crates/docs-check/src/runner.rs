@@ -239,6 +239,7 @@ fn translate(env: &Environment, text: &str) -> Result<String, String> {
         None => Ok(text.to_string()),
         Some(Err(reason)) => Err(reason),
         Some(Ok(run)) => {
+            let run = run.prefer_built(&env.target_dir);
             ensure_built(env, &run)?;
             Ok(run.shell_command(&env.target_dir))
         }
