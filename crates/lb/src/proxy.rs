@@ -313,7 +313,11 @@ impl Worker {
             };
             let addr = backend.addr();
             let can_retry = ctx.attempts < max_attempts;
-            match self.attempt(&mut request, addr, &upstream, deadline).await {
+            // Boxed: the attempt's state (a connection, its buffers' handles, the send and timer futures)
+            // is most of a request's future, and futures are moved by value, twice or more per request
+            // (into hyper's slot, into each parent's state); one small allocation costs less than
+            // copying it each time.
+            match Box::pin(self.attempt(&mut request, addr, &upstream, deadline, now)).await {
                 AttemptResult::Response(response) => {
                     let status = response.status().as_u16();
                     let done = now_nanos();
@@ -327,7 +331,8 @@ impl Worker {
                         ctx.retry(index, why);
                         continue;
                     }
-                    break self.respond(response, guard, config.timeouts.idle, &request_id, &mut ctx);
+                    let expires = done.saturating_add(config.timeouts.idle.as_nanos() as u64);
+                    break self.respond(response, guard, expires, &request_id, &mut ctx);
                 }
                 AttemptResult::ClientFault(message) => {
                     drop(guard);
@@ -374,13 +379,14 @@ impl Worker {
         addr: &str,
         upstream: &Upstream,
         deadline: Instant,
+        now: Nanos,
     ) -> AttemptResult {
         // HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one. It names this backend,
         // so it is taken out again for a retry elsewhere.
         let added_host = !request.headers().contains_key(header::HOST)
             && HeaderValue::from_str(addr)
                 .is_ok_and(|v| request.headers_mut().insert(header::HOST, v).is_none());
-        let result = self.attempt_on(request, addr, upstream, deadline).await;
+        let result = self.attempt_on(request, addr, upstream, deadline, now).await;
         if added_host {
             request.headers_mut().remove(header::HOST);
         }
@@ -393,11 +399,13 @@ impl Worker {
         addr: &str,
         upstream: &Upstream,
         deadline: Instant,
+        now: Nanos,
     ) -> AttemptResult {
         let timeouts = &upstream.config.timeouts;
         // Idle pooled connections first; each one that turns out dead costs nothing but a loop turn.
         loop {
-            let pooled = self.pool.take(addr, now_nanos());
+            // `now` is the pick's time, microseconds old: good enough for an idle deadline of seconds.
+            let pooled = self.pool.take(addr, now);
             let reused = pooled.is_some();
             let conn = match pooled {
                 Some(c) => c,
@@ -451,7 +459,7 @@ impl Worker {
         self: &Rc<Self>,
         response: Response<ResponseBody>,
         guard: InFlightGuard,
-        idle: Duration,
+        expires: Nanos,
         request_id: &HeaderValue,
         ctx: &mut Attempts<'_>,
     ) -> Response<ProxyBody> {
@@ -461,8 +469,7 @@ impl Worker {
             parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
         }
         ctx.explain_headers(&mut parts.headers);
-        let ret =
-            ReturnTo { worker: Rc::clone(self), expires: now_nanos().saturating_add(idle.as_nanos() as u64) };
+        let ret = ReturnTo { worker: Rc::clone(self), expires };
         Response::from_parts(parts, ProxyBody::upstream(body, guard, ret))
     }
 }
