@@ -19,7 +19,9 @@
 //! - Options after commas: `ignore` (not run, counted as skipped), `exit=N` (the exit status of the
 //!   block's last command; all others must exit 0), `timeout=SECONDS` (per command, default 60),
 //!   `wait=HOST:PORT[+HOST:PORT...]` (after the block's last background command, wait until each port
-//!   accepts a TCP connection).
+//!   accepts a TCP connection), `requires=PROGRAM[+PROGRAM...]` (programs from outside the workspace,
+//!   such as `nginx`, that must be on `PATH`; without them the rest of the file is skipped, see
+//!   [`crate::check_files`]).
 //!
 //! Anything else is an error reported at its line, so a typo in an option cannot silently turn a
 //! checked block into an unchecked one.
@@ -47,11 +49,19 @@ pub struct BlockOptions {
     pub exit: i32,
     pub timeout: Duration,
     pub wait: Vec<String>,
+    /// Programs that must be on the commands' `PATH` for this block to run.
+    pub requires: Vec<String>,
 }
 
 impl Default for BlockOptions {
     fn default() -> Self {
-        BlockOptions { ignore: false, exit: 0, timeout: DEFAULT_TIMEOUT, wait: Vec::new() }
+        BlockOptions {
+            ignore: false,
+            exit: 0,
+            timeout: DEFAULT_TIMEOUT,
+            wait: Vec::new(),
+            requires: Vec::new(),
+        }
     }
 }
 
@@ -107,10 +117,24 @@ pub fn parse_info(info: &str, line: usize) -> Option<Result<BlockOptions, ParseE
                     options.wait.push(address.to_string());
                 }
             }
+            ("requires", v) if !v.is_empty() => {
+                for program in v.split('+') {
+                    // A name, not a path or a shell word: it is looked up in each `PATH` folder.
+                    let plain = !program.is_empty()
+                        && program.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                    if !plain {
+                        return error(format!(
+                            "`requires={v}`: each program must be a plain name such as `nginx` \
+                             (letters, digits, `-`, `_`, `.`), several joined by `+`"
+                        ));
+                    }
+                    options.requires.push(program.to_string());
+                }
+            }
             _ => {
                 return error(format!(
                     "unknown console option `{option}` (known: ignore, exit=N, timeout=SECONDS, \
-                     wait=HOST:PORT[+HOST:PORT])"
+                     wait=HOST:PORT[+HOST:PORT], requires=PROGRAM[+PROGRAM])"
                 ));
             }
         }
@@ -202,6 +226,7 @@ mod tests {
                 exit: 1,
                 timeout: Duration::from_secs(120),
                 wait: vec!["127.0.0.1:8080".to_string(), "127.0.0.1:9900".to_string()],
+                requires: vec![],
             }))
         );
         assert!(matches!(parse_info("console,ignore", 1), Some(Ok(BlockOptions { ignore: true, .. }))));
@@ -209,6 +234,29 @@ mod tests {
         assert!(matches!(parse_info("console,ignroe", 3), Some(Err(ParseError { line: 3, .. }))));
         assert!(matches!(parse_info("console,timeout=0", 3), Some(Err(_))));
         assert!(matches!(parse_info("console,wait=8080", 3), Some(Err(_))));
+    }
+
+    #[test]
+    fn requires_lists_programs() {
+        let Some(Ok(options)) = parse_info("console,requires=envoy,wait=127.0.0.1:18083", 1) else {
+            panic!("requires=envoy should parse")
+        };
+        assert_eq!(options.requires, vec!["envoy"]);
+        assert_eq!(options.wait, vec!["127.0.0.1:18083"]);
+        let Some(Ok(options)) = parse_info("console,requires=nginx+wrk+envoy-1.40", 1) else {
+            panic!("several programs should parse")
+        };
+        assert_eq!(options.requires, vec!["nginx", "wrk", "envoy-1.40"]);
+        // Empty names, paths and shell words are errors at the block's line, not a check that can
+        // never pass (or one that runs something).
+        for bad in
+            ["requires=", "requires=nginx+", "requires=+nginx", "requires=/usr/sbin/nginx", "requires=a b"]
+        {
+            let info = format!("console,{bad}");
+            assert!(matches!(parse_info(&info, 7), Some(Err(ParseError { line: 7, .. }))), "{bad}");
+        }
+        // `requires` alone, without `=`, is a typo of the option, not a block with no requirement.
+        assert!(matches!(parse_info("console,requires", 7), Some(Err(_))));
     }
 
     #[test]

@@ -47,6 +47,15 @@ pub enum Error {
     Read { path: PathBuf, source: std::io::Error },
 }
 
+/// Set to `1` (CI does), a block's `requires=` program that is missing fails the file instead of
+/// skipping it: CI installs nginx, HAProxy and Envoy, so a lesson quietly skipped there would be a
+/// lesson nobody checks.
+pub const REQUIRE_EXTERNAL_VAR: &str = "LB_REQUIRE_EXTERNAL";
+
+/// Programs `requires=` may name that `scripts/install-balancers.sh` installs, so the skip line can say
+/// how to get them.
+const FROM_INSTALL_SCRIPT: &[&str] = &["nginx", "haproxy", "envoy", "wrk", "strace"];
+
 /// What to check and for how long.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -56,6 +65,18 @@ pub struct Options {
     pub deadline: Option<Instant>,
     /// Print each command to stderr before running it.
     pub verbose: bool,
+    /// A program named by `requires=` that is not on `PATH` is a failure, not a skip.
+    pub require_external: bool,
+}
+
+impl Options {
+    /// The defaults, with [`Options::require_external`] from [`REQUIRE_EXTERNAL_VAR`].
+    pub fn from_env() -> Options {
+        Options {
+            require_external: std::env::var(REQUIRE_EXTERNAL_VAR).is_ok_and(|v| v == "1"),
+            ..Options::default()
+        }
+    }
 }
 
 /// One problem, where it is.
@@ -82,8 +103,11 @@ pub struct FileReport {
     /// Commands after a failure (their state is unknown, running them would only add noise) or past
     /// the time limit.
     pub not_run: usize,
-    /// Commands in `console,ignore` blocks.
+    /// Commands in `console,ignore` blocks, and every command from a block whose `requires=` program
+    /// is missing to the end of the file.
     pub skipped: usize,
+    /// Why the rest of the file was skipped: the line of the block and what it needs.
+    pub skipped_from: Option<(usize, String)>,
     pub broken_links: usize,
     pub links_only: bool,
     pub failures: Vec<Failure>,
@@ -94,7 +118,9 @@ impl FileReport {
         self.failures.is_empty()
     }
 
-    /// `docs/lessons/weights.md: 4 commands passed, 1 skipped, links ok`.
+    /// `docs/lessons/weights.md: 4 commands passed, 1 skipped, links ok`, and a second line when a
+    /// missing program skipped part of the file:
+    /// `    skipped: needs nginx; install with bash scripts/install-balancers.sh (line 30 to the end of the file)`.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         if self.links_only {
@@ -117,7 +143,11 @@ impl FileReport {
             1 => "1 broken link".to_string(),
             n => format!("{n} broken links"),
         });
-        format!("{}: {}", self.file, parts.join(", "))
+        let mut line = format!("{}: {}", self.file, parts.join(", "));
+        if let Some((from, why)) = &self.skipped_from {
+            line.push_str(&format!("\n    skipped: {why} (line {from} to the end of the file)"));
+        }
+        line
     }
 }
 
@@ -257,6 +287,37 @@ fn check_file(
             report.not_run += count(block);
             continue;
         }
+        if report.skipped_from.is_some() {
+            report.skipped += count(block);
+            continue;
+        }
+        let missing: Vec<&str> = block
+            .options
+            .requires
+            .iter()
+            .map(String::as_str)
+            .filter(|program| env.find_program(program).is_none())
+            .collect();
+        if !missing.is_empty() {
+            // The rest of the file goes too: later blocks talk to the services this one starts.
+            let why = missing_programs(&missing);
+            if options.require_external {
+                report.failed += 1;
+                report.not_run += count(block).saturating_sub(1);
+                fail(
+                    &mut report,
+                    block.line,
+                    format!(
+                        "{why}\n({REQUIRE_EXTERNAL_VAR}=1 makes a missing program a failure, not a skip)"
+                    ),
+                );
+                stopped = true;
+            } else {
+                report.skipped += count(block);
+                report.skipped_from = Some((block.line, why));
+            }
+            continue;
+        }
         match run_block(env, block, options, &mut services) {
             Ok(passed) => report.passed += passed,
             Err((passed, line, message)) => {
@@ -360,6 +421,110 @@ fn judge(
     (!problems.is_empty()).then(|| problems.join("\n"))
 }
 
+/// `needs nginx and wrk; install with bash scripts/install-balancers.sh`.
+fn missing_programs(missing: &[&str]) -> String {
+    let names = match missing {
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+        [] => String::new(),
+    };
+    // Debian installs nginx and haproxy in /usr/sbin, which is not on a normal user's PATH; `lab`
+    // looks there, but a lesson's commands see only PATH, so say what to add rather than to install.
+    let in_sbin: Vec<&str> =
+        missing.iter().copied().filter(|p| Path::new("/usr/sbin").join(p).is_file()).collect();
+    if !in_sbin.is_empty() {
+        format!(
+            "needs {names}; {} is in /usr/sbin, not on PATH: export PATH=\"$PATH:/usr/sbin\"",
+            in_sbin.join(", ")
+        )
+    } else if missing.iter().all(|p| FROM_INSTALL_SCRIPT.contains(p)) {
+        format!("needs {names}; install with bash scripts/install-balancers.sh")
+    } else {
+        format!("needs {names}, which is not on PATH")
+    }
+}
+
 fn relative(root: &Path, file: &Path) -> String {
     file.strip_prefix(root).unwrap_or(file).display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A repository in a temp dir with one lesson whose second block (at line 8) needs a program
+    /// nobody has.
+    fn lesson_needing_a_missing_program() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lessons = dir.path().join("docs");
+        fs::create_dir_all(&lessons).expect("mkdir");
+        let text = "# Needs\n\n```console\n$ echo before\nbefore\n```\n\n\
+                    ```console,requires=bash+definitely-not-installed-xyz\n$ definitely-not-installed-xyz &\n\
+                    $ echo with it\nwith it\n```\n\n\
+                    ```console\n$ echo after\nafter\n```\n\n\
+                    ```console,ignore\n$ docker compose up\n```\n";
+        fs::write(lessons.join("needs.md"), text).expect("write lesson");
+        dir
+    }
+
+    fn check(dir: &Path, options: &Options) -> FileReport {
+        let files = lesson_files(dir).expect("list fixture");
+        let report = check_files(dir, &files, options, |_| {});
+        assert_eq!(report.files.len(), 1, "{report:?}");
+        report.files[0].clone()
+    }
+
+    #[test]
+    fn a_missing_program_skips_the_rest_of_the_file() {
+        let dir = lesson_needing_a_missing_program();
+        let report = check(dir.path(), &Options::default());
+        // The first block runs; the block with `requires=` (2 commands) and the one after it (1) are
+        // skipped, with the ignored one (1): 4 skipped. Skipping is not failing.
+        assert!(report.ok(), "{report:?}");
+        assert_eq!((report.passed, report.skipped, report.not_run), (1, 4, 0));
+        assert_eq!(
+            report.summary(),
+            "docs/needs.md: 1 commands passed, 4 skipped, links ok\n    skipped: needs \
+             definitely-not-installed-xyz, which is not on PATH (line 8 to the end of the file)"
+        );
+    }
+
+    #[test]
+    fn a_missing_program_fails_when_external_programs_are_required() {
+        let dir = lesson_needing_a_missing_program();
+        let options = Options { require_external: true, ..Options::default() };
+        let report = check(dir.path(), &options);
+        assert!(!report.ok());
+        // The requiring block counts as one failure, its other command and the next block's as not
+        // run; only the `ignore` block is skipped.
+        assert_eq!((report.passed, report.failed, report.not_run, report.skipped), (1, 1, 2, 1));
+        let failure = report.failures[0].to_string();
+        assert!(failure.starts_with("docs/needs.md:8: needs definitely-not-installed-xyz"), "{failure}");
+        assert!(failure.contains("LB_REQUIRE_EXTERNAL=1"), "{failure}");
+    }
+
+    #[test]
+    fn a_present_program_runs_the_block() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::create_dir_all(dir.path().join("docs")).expect("mkdir");
+        let text = "# Has\n\n```console,requires=bash+sh\n$ echo ran\nran\n```\n";
+        fs::write(dir.path().join("docs/has.md"), text).expect("write lesson");
+        let options = Options { require_external: true, ..Options::default() };
+        let report = check(dir.path(), &options);
+        assert!(report.ok(), "{report:?}");
+        assert_eq!((report.passed, report.skipped, report.skipped_from.clone()), (1, 0, None));
+    }
+
+    #[test]
+    fn the_skip_line_says_how_to_get_the_program() {
+        let hint = missing_programs(&["definitely-not-installed-xyz"]);
+        assert_eq!(hint, "needs definitely-not-installed-xyz, which is not on PATH");
+        let both = missing_programs(&["nginx", "wrk", "envoy"]);
+        // Where /usr/sbin holds nginx (Debian), the hint is to add it to PATH instead.
+        assert!(
+            both == "needs nginx, wrk and envoy; install with bash scripts/install-balancers.sh"
+                || both.starts_with("needs nginx, wrk and envoy; nginx"),
+            "{both}"
+        );
+    }
 }

@@ -10,6 +10,8 @@
 //!
 //! It prints one line per file (`docs/lessons/weights.md: 4 commands passed, 1 skipped, links ok`),
 //! every failure with its file and line, then `N passed, M failed` (files), and exits 1 on any failure.
+//! A block that `requires=` a program not on `PATH` is skipped with the rest of its file, unless
+//! `LB_REQUIRE_EXTERNAL=1` is set, which makes it a failure.
 //! `cargo run` commands in a lesson run the already-built binaries: build first (`cargo build
 //! --workspace --bins --examples`) so they are current.
 
@@ -60,7 +62,8 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         files
     };
-    let options = Options { links_only: args.links_only, deadline: None, verbose: args.verbose };
+    // LB_REQUIRE_EXTERNAL=1 (set in CI) turns a missing nginx/haproxy/envoy from a skip into a failure.
+    let options = Options { links_only: args.links_only, verbose: args.verbose, ..Options::from_env() };
     let report = check_files(&root, &files, &options, |file| println!("{}", file.summary()));
     let failures: Vec<String> = report.failures().map(ToString::to_string).collect();
     if !failures.is_empty() {

@@ -75,6 +75,15 @@ impl Environment {
         Environment { root: root.to_path_buf(), target_dir, path }
     }
 
+    /// Where `name` is on the commands' `PATH` (the one with `target/debug` first), as bash would find
+    /// it: the first folder holding an executable file of that name.
+    pub fn find_program(&self, name: &str) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        std::env::split_paths(&self.path).map(|dir| dir.join(name)).find(|candidate| {
+            candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    }
+
     fn command(&self, text: &str) -> Command {
         let mut command = Command::new("bash");
         command.arg("-c").arg(text).current_dir(&self.root).stdin(Stdio::null()).process_group(0);
@@ -333,6 +342,14 @@ mod tests {
 
     fn env() -> Environment {
         Environment::new(&std::env::temp_dir())
+    }
+
+    #[test]
+    fn programs_are_found_on_the_commands_path() {
+        // `bash` runs every command, so it is on any PATH the checker can work with.
+        let bash = env().find_program("bash");
+        assert!(bash.as_ref().is_some_and(|p| p.ends_with("bash")), "{bash:?}");
+        assert_eq!(env().find_program("definitely-not-installed-xyz"), None);
     }
 
     #[test]
