@@ -139,6 +139,9 @@ fn print_started(running: &Running) {
     for a in &running.listen {
         println!("lb listening on http://{a}");
     }
+    for a in &running.listen_tls {
+        println!("lb listening on https://{a}");
+    }
     if let Some(a) = running.admin {
         println!("admin on http://{a}/");
     }

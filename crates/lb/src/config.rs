@@ -443,7 +443,14 @@ impl Config {
                 format!("{} ({}, {n} backend{})", u.name, u.algorithm, if n == 1 { "" } else { "s" })
             })
             .collect();
-        format!("listen {}; upstreams: {}", listen.join(", "), ups.join(", "))
+        let tls = if self.server.listen_tls.is_empty() {
+            String::new()
+        } else {
+            let addrs: Vec<String> = self.server.listen_tls.iter().map(|a| a.to_string()).collect();
+            let n = self.server.tls.len();
+            format!("; tls {} ({n} certificate{})", addrs.join(", "), if n == 1 { "" } else { "s" })
+        };
+        format!("listen {}{tls}; upstreams: {}", listen.join(", "), ups.join(", "))
     }
 }
 

@@ -195,7 +195,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             }
         }));
     }
-    tracing::info!(listen = ?bound, admin = ?admin, workers, "lb started");
+    tracing::info!(listen = ?bound, listen_tls = ?bound_tls, admin = ?admin, workers, "lb started");
     Ok(Running {
         listen: bound,
         listen_tls: bound_tls,
