@@ -204,6 +204,38 @@ impl Table {
     }
 }
 
+/// A snapshot of every group, in configuration order: a slice (`.iter()`, `[i]`, `.len()`), and
+/// iterable with `for u in upstreams.all()` as before reloads existed.
+#[derive(Debug, Clone)]
+pub struct UpstreamList(Arc<Vec<Arc<Upstream>>>);
+
+impl std::ops::Deref for UpstreamList {
+    type Target = [Arc<Upstream>];
+
+    fn deref(&self) -> &[Arc<Upstream>] {
+        &self.0
+    }
+}
+
+impl IntoIterator for UpstreamList {
+    type Item = Arc<Upstream>;
+    type IntoIter = std::vec::IntoIter<Arc<Upstream>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        // A few `Arc` clones; this is never on the request path.
+        self.0.iter().cloned().collect::<Vec<_>>().into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a UpstreamList {
+    type Item = &'a Arc<Upstream>;
+    type IntoIter = std::slice::Iter<'a, Arc<Upstream>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// What a reload changed, by upstream name and backend address.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReloadSummary {
@@ -228,8 +260,8 @@ impl Upstreams {
     }
 
     /// Every group, in configuration order (a snapshot: a reload does not change it under you).
-    pub fn all(&self) -> Arc<Vec<Arc<Upstream>>> {
-        Arc::clone(&self.table.load().all)
+    pub fn all(&self) -> UpstreamList {
+        UpstreamList(Arc::clone(&self.table.load().all))
     }
 
     /// A group by name.
