@@ -169,6 +169,11 @@ pub struct UpstreamConfig {
     /// `[upstream.options]`: per-algorithm tuning.
     #[serde(default)]
     pub options: OptionsConfig,
+    /// How to talk to the backends: `"http1"` (default, pooled), `"h2c"` or `"h2"` (HTTP/2 over TLS).
+    #[serde(default)]
+    pub protocol: crate::h2_upstream::Protocol,
+    /// `[upstream.tls]`: certificate checks for `protocol = "h2"`.
+    pub tls: Option<crate::h2_upstream::UpstreamTls>,
 }
 
 fn default_prefix() -> String {
@@ -202,6 +207,8 @@ impl UpstreamConfig {
             health_check: None,
             outlier_detection: None,
             options: OptionsConfig::default(),
+            protocol: crate::h2_upstream::Protocol::default(),
+            tls: None,
         }
     }
 
@@ -360,6 +367,13 @@ impl Config {
                 // Certificate paths are relative to the file, so a config works from any directory.
                 if let Some(dir) = path.parent() {
                     crate::tls::resolve_paths(&mut c.server.tls, dir);
+                    for u in &mut c.upstreams {
+                        if let Some(ca) = u.tls.as_mut().and_then(|t| t.ca.as_mut())
+                            && ca.is_relative()
+                        {
+                            *ca = dir.join(&*ca);
+                        }
+                    }
                 }
                 // Load the certificates now, so `lb check` and a reload catch a bad one.
                 if !c.server.tls.is_empty()
@@ -421,6 +435,18 @@ impl Config {
             errors.push(at(None, "no [[upstream]]: nothing to balance".to_string()));
         }
         for u in &config.upstreams {
+            use crate::h2_upstream::Protocol;
+            match (u.protocol, &u.tls) {
+                (Protocol::Http1, Some(_)) => errors.push(at(
+                    None,
+                    format!("upstream {:?}: [upstream.tls] needs protocol = \"h2\" (HTTP/1.1 to backends is plain TCP)", u.name),
+                )),
+                (Protocol::H2, None) => errors.push(at(
+                    None,
+                    format!("upstream {:?}: protocol = \"h2\" needs [upstream.tls] with ca or insecure_skip_verify = true", u.name),
+                )),
+                _ => {}
+            }
             if let Err(e) = lb_algorithms::build(
                 u.algorithm,
                 lb_algorithms::BackendSet::new(u.backends.clone(), u.set_options()),

@@ -20,6 +20,7 @@
 //! - [`metrics`]: counters and the Prometheus text. [`admin`]: the admin HTTP API. [`access_log`]: JSON lines.
 //! - [`limits`]: `[server.limits]` and the per-connection watchdog (header, body, idle timeouts).
 //! - [`validate`]: requests refused before routing (bad `Host`, a host we do not serve, too large a body).
+//! - [`h2_upstream`]: HTTP/2 (h2c, or h2 over TLS) to backends of upstreams that ask for it.
 //! - [`tls`]: TLS termination (certificates, SNI, ALPN h2/http1.1).
 //! - [`upgrade`]: WebSocket and other `Upgrade` requests tunnelled to a backend.
 //! - [`reload`]: hot reload of the configuration file (`SIGHUP`, admin `POST /reload`).
@@ -53,6 +54,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod h1;
+pub mod h2_upstream;
 pub mod health;
 pub mod limits;
 pub mod metrics;

@@ -255,6 +255,21 @@ impl Worker {
             )
             .await;
         }
+        if let Some(h2) = &upstream.h2 {
+            let req = Request::from_parts(parts, body);
+            let metrics = &self.shared.metrics;
+            return crate::h2_upstream::forward(
+                h2,
+                req,
+                client,
+                &upstream,
+                &state,
+                key,
+                metrics,
+                &request_id,
+            )
+            .await;
+        }
         add_forwarding_headers(&mut parts.headers, client);
         parts.headers.remove(&X_LB_EXPLAIN);
         if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
@@ -695,8 +710,16 @@ pub struct ProxyBody {
 // boxing it to shrink the error variant would cost an allocation on every proxied response.
 #[allow(clippy::large_enum_variant)]
 enum Inner {
-    Upstream { body: ResponseBody, hold: Option<(InFlightGuard, ReturnTo)> },
+    Upstream {
+        body: ResponseBody,
+        hold: Option<(InFlightGuard, ReturnTo)>,
+    },
     Full(Option<Bytes>),
+    /// From an HTTP/2 backend (`h2_upstream.rs`): hyper's body and the in-flight guard.
+    Streamed {
+        body: Incoming,
+        guard: Option<InFlightGuard>,
+    },
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -706,6 +729,9 @@ impl std::fmt::Debug for ProxyBody {
                 f.debug_struct("ProxyBody::Upstream").field("open", &hold.is_some()).finish()
             }
             Inner::Full(b) => f.debug_tuple("ProxyBody::Full").field(b).finish(),
+            Inner::Streamed { guard, .. } => {
+                f.debug_struct("ProxyBody::Streamed").field("open", &guard.is_some()).finish()
+            }
         }
     }
 }
@@ -725,6 +751,12 @@ impl ProxyBody {
     /// A complete body.
     pub fn full(bytes: Bytes) -> Self {
         ProxyBody { inner: Inner::Full(Some(bytes)) }
+    }
+
+    /// A body streamed from hyper's client (HTTP/2 backends), holding `guard` until it ends.
+    pub(crate) fn streamed(body: Incoming, guard: InFlightGuard) -> Self {
+        let guard = (!body.is_end_stream()).then_some(guard);
+        ProxyBody { inner: Inner::Streamed { body, guard } }
     }
 }
 
@@ -761,6 +793,13 @@ impl Body for ProxyBody {
                 }
                 polled
             }
+            Inner::Streamed { body, guard } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || body.is_end_stream() {
+                    *guard = None;
+                }
+                polled.map_err(|e| h1::Error::Io(std::io::Error::other(e)))
+            }
         }
     }
 
@@ -768,6 +807,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Full(bytes) => bytes.is_none(),
             Inner::Upstream { body, .. } => body.is_end_stream(),
+            Inner::Streamed { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -776,6 +816,7 @@ impl Body for ProxyBody {
             Inner::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Inner::Full(None) => SizeHint::with_exact(0),
             Inner::Upstream { body, .. } => body.size_hint(),
+            Inner::Streamed { body, .. } => body.size_hint(),
         }
     }
 }

@@ -24,6 +24,7 @@ use lb_algorithms::{BackendSet, BackendSpec, Balancer, Health, build, now_nanos}
 
 use crate::Error;
 use crate::config::UpstreamConfig;
+use crate::h2_upstream::H2Client;
 use crate::metrics::BackendStats;
 use crate::retry::RetryBudget;
 
@@ -39,6 +40,8 @@ pub struct Upstream {
     write: Mutex<()>,
     /// The retry budget, shared by every worker thread.
     pub(crate) budget: RetryBudget,
+    /// For `protocol = "h2c"` or `"h2"`: the HTTP/2 client (see `h2_upstream.rs`).
+    pub(crate) h2: Option<H2Client>,
 }
 
 /// A consistent snapshot of one group: the set, the balancer over exactly that set, and the metrics of
@@ -61,6 +64,7 @@ impl Upstream {
         Ok(Upstream {
             name: config.name.clone(),
             budget: RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
+            h2: Self::h2_client(&config)?,
             config,
             state: ArcSwap::from_pointee(state),
             write: Mutex::new(()),
@@ -83,10 +87,16 @@ impl Upstream {
         Ok(Upstream {
             name: config.name.clone(),
             budget: RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
+            h2: Self::h2_client(&config)?,
             config,
             state: ArcSwap::from_pointee(state),
             write: Mutex::new(()),
         })
+    }
+
+    fn h2_client(config: &UpstreamConfig) -> Result<Option<H2Client>, Error> {
+        H2Client::new(config.protocol, config.tls.as_ref(), config.timeouts.connect)
+            .map_err(|e| Error::BadBackend { upstream: config.name.clone(), reason: e.to_string() })
     }
 
     fn assemble(
