@@ -183,6 +183,9 @@ pub struct ConnWatch {
     last_read: AtomicU64,
     /// Bytes read while a request with a body was active.
     body_bytes: AtomicU64,
+    /// Wakes the watchdog when a deadline may have moved *earlier* (a phase change, a body over the
+    /// limit); it sleeps until the current deadline otherwise, so an idle connection costs no wake-ups.
+    changed: tokio::sync::Notify,
 }
 
 impl ConnWatch {
@@ -197,6 +200,7 @@ impl ConnWatch {
             with_body: AtomicU32::new(0),
             last_read: AtomicU64::new(0),
             body_bytes: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -223,6 +227,7 @@ impl ConnWatch {
             }
             self.last_read.store(self.now(), Relaxed);
         }
+        self.changed.notify_one();
         RequestGuard { watch: Arc::clone(self), has_body }
     }
 
@@ -233,9 +238,13 @@ impl ConnWatch {
             IDLE => {
                 self.phase_since.store(now, Relaxed);
                 self.phase.store(HEAD, Relaxed);
+                self.changed.notify_one();
             }
             ACTIVE if self.with_body.load(Relaxed) > 0 => {
                 self.body_bytes.fetch_add(n as u64, Relaxed);
+                if self.body_too_large() {
+                    self.changed.notify_one();
+                }
             }
             _ => {}
         }
@@ -267,18 +276,22 @@ impl ConnWatch {
     /// Resolves when the connection has broken a limit: the caller drops it. Never resolves for a
     /// connection that behaves.
     pub async fn expired(&self) -> &'static str {
-        // Re-checked at least this often while no deadline is set (a request without a body is being
-        // served); deadlines only move later, so sleeping until one and checking again is exact.
-        let recheck =
-            self.limits.header_read_timeout.min(self.limits.body_read_timeout).min(Duration::from_secs(1));
+        // Within a phase a deadline only moves later (a read pushes the body deadline on), so sleeping
+        // until it and checking again is exact; a change that can bring it earlier notifies.
         loop {
             if self.body_too_large() {
                 return "request body over max_body_bytes";
             }
+            let changed = self.changed.notified();
             match self.deadline() {
                 Some((at, why)) if at <= Instant::now() => return why,
-                Some((at, _)) => tokio::time::sleep_until(at.min(Instant::now() + recheck)).await,
-                None => tokio::time::sleep(recheck).await,
+                Some((at, _)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = changed => {}
+                    }
+                }
+                None => changed.await,
             }
         }
     }
@@ -302,6 +315,7 @@ impl Drop for RequestGuard {
             w.phase_since.store(w.now(), Relaxed);
             w.phase.store(IDLE, Relaxed);
         }
+        w.changed.notify_one();
     }
 }
 
@@ -449,6 +463,20 @@ mod tests {
         let why = w.expired().await;
         assert_eq!(why, "header read timeout");
         assert_eq!(Instant::now() - t0, Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_that_moves_earlier_wakes_the_watchdog() {
+        // Idle for 75 s, but the first byte at 5 s starts the 10 s header clock: cut at 15 s, not 75 s.
+        let w = ConnWatch::new(limits());
+        let t0 = Instant::now();
+        let watcher = Arc::clone(&w);
+        let cut = tokio::spawn(async move { watcher.expired().await });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        w.read(1);
+        let why = cut.await.unwrap_or("join failed");
+        assert_eq!(why, "header read timeout");
+        assert_eq!(Instant::now() - t0, Duration::from_secs(15));
     }
 
     #[test]

@@ -752,7 +752,7 @@ async fn slowloris_headers_are_cut_by_the_header_read_timeout() {
     let (cut, good) = tokio::join!(slow, lab.still_serves());
     assert_eq!(good, Ok(()), "a slow client must not hold up others");
     let cut = cut.unwrap_or_else(|| panic!("the slow client was never cut off"));
-    // Cut within one trickle step plus one watchdog re-check (1 s) of the deadline.
+    // Cut at the deadline; the bound leaves room for a trickle step and a loaded machine.
     assert!(
         cut >= limit && cut < limit + Duration::from_millis(1500),
         "cut after {cut:?}, the limit is {limit:?}"
