@@ -50,6 +50,10 @@
 //! (hyper reads the body on another task), so the body read timeout also bounds that wait. Keep it
 //! above the upstream's `response_headers` timeout (the defaults are 60 s and 30 s).
 //!
+//! On HTTP/2 the same watchdog sees frames, not messages: any bytes on an idle connection (a client's
+//! `PING`, say) start the header clock, so an HTTP/2 connection that pings but sends no request for
+//! `header_read_timeout` is closed; a client simply opens a new one.
+//!
 //! The body size limit counts bytes on the wire after the head, so chunked framing counts too, and
 //! the head's own size is allowed on top. A body that declares its length is refused with 413 before
 //! anything is forwarded; only a chunked body can run over, and then the connection is cut.

@@ -22,8 +22,9 @@
 //! Accept; if `server.limits.max_connections` are open, close at once (and count it). Otherwise the
 //! connection gets a watchdog ([`crate::limits::ConnWatch`]: idle, header and body read timeouts, the
 //! streamed-body limit) and is served as HTTP/1.1 (with upgrades, for WebSocket) or, when it opens
-//! with the HTTP/2 preface, as HTTP/2 (h2c with prior knowledge). Every request runs through
-//! `proxy::Worker::handle` on this thread.
+//! with the HTTP/2 preface, as HTTP/2 (h2c with prior knowledge). On a `listen_tls` listener the TLS
+//! handshake comes first ([`crate::tls`]) and ALPN decides between HTTP/2 and HTTP/1.1. Every request
+//! runs through `proxy::Worker::handle` on this thread.
 //!
 //! # Shutdown
 //!
