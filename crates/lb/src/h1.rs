@@ -21,6 +21,9 @@
 //!   any other `Transfer-Encoding` or no length at all (the body runs to the close), `Content-Length`.
 //!   Interim 1xx answers (`100 Continue`) are skipped; `101` is handed on with no body and the
 //!   connection is not reused. Chunk extensions and trailers are read and dropped.
+//! - **Connection-level fields are consumed**: `Transfer-Encoding`, `Keep-Alive`, and a `Connection`
+//!   that only says `keep-alive` or `close` decide the framing and reuse here and are not handed on;
+//!   a `Connection` naming other fields is, so the proxy removes those (RFC 9110 7.6.1).
 //! - **Full duplex**: the request body keeps streaming while the response comes back (an echo backend
 //!   answers before it has read everything), and a response may arrive before the request body is
 //!   done (a 413): it is forwarded, and that connection is closed afterwards rather than reused.
@@ -61,6 +64,8 @@ pub type UpstreamBody<B = Incoming> = Option<B>;
 
 /// An error from the client's body, boxed (hyper's own body error type is boxable the same way).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// The read buffer's size. A response head and a small body fit in one read.
 const READ_BUF: usize = 16 * 1024;
@@ -474,13 +479,27 @@ pub fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, Opt
                 other_coding = true;
             }
         } else if name == header::CONNECTION {
+            let mut names_others = false;
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    close = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    close &= version != Version::HTTP_10;
+                } else if !token.is_empty() {
+                    names_others = true;
                 }
             }
+            // `Connection: keep-alive` or `close` has been read and concerns this connection only;
+            // dropped here, it saves the proxy a pass of header removals on nearly every response.
+            // One naming other fields stays, so the proxy strips those too.
+            if !names_others {
+                continue;
+            }
+        }
+        if name == header::TRANSFER_ENCODING || name == KEEP_ALIVE {
+            // Framing is decoded here and the proxy re-frames for its client; `Keep-Alive` parameters
+            // are about this connection. Neither is the message's.
+            continue;
         }
         headers.append(name, value);
     }
@@ -1110,6 +1129,24 @@ mod tests {
         );
         assert!(matches!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false), Ok(None)));
         assert!(matches!(parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", false), Ok(Some((25, None)))));
+    }
+
+    #[test]
+    fn connection_level_fields_are_consumed_and_named_ones_left_for_the_proxy() {
+        let names = |raw: &[u8]| match parse_head(raw, false) {
+            Ok(Some((_, Some(h)))) => h.headers.keys().map(|k| k.as_str().to_string()).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            names(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n"),
+            ["x-a", "content-length"]
+        );
+        assert_eq!(names(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), Vec::<String>::new());
+        // A Connection that names another field stays, so strip_hop_by_hop removes that field too.
+        assert_eq!(
+            names(b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: s\r\n\r\n"),
+            ["connection", "x-secret"]
+        );
     }
 
     #[test]

@@ -180,7 +180,9 @@ impl Worker {
             Default::default()
         };
         let mut outcome = Forwarded::default();
-        let response = self.forward(req, &client, &mut outcome).await;
+        // Boxed for the same reason as the attempt in `forward`: hyper moves this future by value into
+        // its connection state, and without the box it would carry the whole forwarding state along.
+        let response = Box::pin(self.forward(req, &client, &mut outcome)).await;
         if let Some((time, started)) = log_start {
             let request_id =
                 response.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
