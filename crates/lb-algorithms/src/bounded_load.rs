@@ -46,12 +46,12 @@
 //! SODA 2018.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use crate::ring_hash::{Ring, noted};
 use crate::{
     Algorithm, AlgorithmOptions, BackendSet, Balancer, BuildError, Explain, Nanos, PickRequest, SkipReason,
-    first_available, label,
+    keyless_round_robin, label,
 };
 
 /// Ring hash that passes over backends above `(1 + epsilon)` times their fair share of the load.
@@ -112,15 +112,7 @@ impl Balancer for BoundedLoad {
             return None;
         }
         let Some(key) = req.key else {
-            let turn = self.next.fetch_add(1, Ordering::Relaxed) % n;
-            let picked = first_available(&self.set, turn, req, explain.as_deref_mut())?;
-            if let Some(e) = explain {
-                e.reason = format!(
-                    "bounded-load: no key, round robin turn {turn}, picked {}",
-                    label(&self.set, picked)
-                );
-            }
-            return Some(picked);
+            return keyless_round_robin(Algorithm::BoundedLoad, &self.set, &self.next, req, explain);
         };
         // Read the load once: every capacity in this pick is against the same snapshot.
         let total = self.set.total_in_flight();

@@ -371,6 +371,28 @@ pub(crate) fn first_available(
     None
 }
 
+/// The documented choice of every hashing algorithm for a request with no key: round robin over the
+/// selectable backends, on the algorithm's own counter. Keyless traffic is spread evenly instead of
+/// piling onto whichever backend an empty key would hash to.
+pub(crate) fn keyless_round_robin(
+    algorithm: Algorithm,
+    set: &BackendSet,
+    next: &std::sync::atomic::AtomicUsize,
+    req: &PickRequest<'_>,
+    mut explain: Option<&mut Explain>,
+) -> Option<usize> {
+    let n = set.len();
+    if n == 0 {
+        return None;
+    }
+    let turn = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+    let picked = first_available(set, turn, req, explain.as_deref_mut())?;
+    if let Some(e) = explain {
+        e.reason = format!("{algorithm}: no key, round robin turn {turn}, picked {}", label(set, picked));
+    }
+    Some(picked)
+}
+
 /// A short name for backend `i` in explanations: its address.
 pub(crate) fn label(set: &BackendSet, i: usize) -> &str {
     set.get(i).map_or("?", |b| b.addr())

@@ -50,13 +50,13 @@
 //! Reliable Software Network Load Balancer", NSDI 2016, section 3.4.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use crate::hash_key::hash_pair;
 use crate::ring_hash::{noted, salts};
 use crate::{
     Algorithm, AlgorithmOptions, BackendSet, Balancer, BuildError, Explain, PickRequest, SkipReason,
-    first_available, hash_bytes, label,
+    first_available, hash_bytes, keyless_round_robin, label,
 };
 
 /// How many table slots a pick walks past unavailable backends before it falls back to list order.
@@ -190,13 +190,7 @@ impl Balancer for Maglev {
             return None;
         }
         let Some(key) = req.key else {
-            let turn = self.next.fetch_add(1, Ordering::Relaxed) % n;
-            let picked = first_available(&self.set, turn, req, explain.as_deref_mut())?;
-            if let Some(e) = explain {
-                e.reason =
-                    format!("maglev: no key, round robin turn {turn}, picked {}", label(&self.set, picked));
-            }
-            return Some(picked);
+            return keyless_round_robin(Algorithm::Maglev, &self.set, &self.next, req, explain);
         };
         let m = self.table.len();
         let slot = (key % m as u64) as usize;

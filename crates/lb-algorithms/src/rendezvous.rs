@@ -36,12 +36,12 @@
 //! Paper: D. Thaler, C. Ravishankar, "Using Name-Based Mappings to Increase Hit Rates", IEEE/ACM ToN, 1998.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use crate::hash_key::{hash_pair, unit_open};
 use crate::ring_hash::salts;
 use crate::{
-    Algorithm, BackendSet, Balancer, Explain, Nanos, PickRequest, SkipReason, first_available, label,
+    Algorithm, BackendSet, Balancer, Explain, Nanos, PickRequest, SkipReason, keyless_round_robin, label,
 };
 
 /// Highest-random-weight hashing with the logarithmic method for weights.
@@ -93,16 +93,7 @@ impl Balancer for Rendezvous {
             return None;
         }
         let Some(key) = req.key else {
-            let mut explain = explain;
-            let turn = self.next.fetch_add(1, Ordering::Relaxed) % n;
-            let picked = first_available(&self.set, turn, req, explain.as_deref_mut())?;
-            if let Some(e) = explain {
-                e.reason = format!(
-                    "rendezvous: no key, round robin turn {turn}, picked {}",
-                    label(&self.set, picked)
-                );
-            }
-            return Some(picked);
+            return keyless_round_robin(Algorithm::Rendezvous, &self.set, &self.next, req, explain);
         };
         let panic = self.set.in_panic();
         let backends = self.set.backends();

@@ -41,12 +41,12 @@
 //! Papers: Karger et al., "Consistent Hashing and Random Trees" (STOC 1997); Richard Jones' libketama.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use crate::hash_key::hash_pair;
 use crate::{
     Algorithm, AlgorithmOptions, BackendSet, Balancer, BuildError, Explain, PickRequest, SkipReason,
-    first_available, hash_bytes, label,
+    hash_bytes, keyless_round_robin, label,
 };
 
 /// The sorted circle of points, shared with [`crate::bounded_load`].
@@ -237,15 +237,7 @@ impl Balancer for RingHash {
             return None;
         }
         let Some(key) = req.key else {
-            let turn = self.next.fetch_add(1, Ordering::Relaxed) % n;
-            let picked = first_available(&self.set, turn, req, explain.as_deref_mut())?;
-            if let Some(e) = explain {
-                e.reason = format!(
-                    "ring-hash: no key, round robin turn {turn}, picked {}",
-                    label(&self.set, picked)
-                );
-            }
-            return Some(picked);
+            return keyless_round_robin(Algorithm::RingHash, &self.set, &self.next, req, explain);
         };
         let panic = self.set.in_panic();
         let backends = self.set.backends();
