@@ -43,7 +43,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lb_algorithms::{PickRequest, now_nanos};
+use lb_algorithms::now_nanos;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -310,10 +310,9 @@ pub async fn forward(
     request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
     let now = now_nanos();
-    let Some(index) = state.balancer.pick(&PickRequest { key, exclude: &[], now }, None) else {
-        metrics.record_no_backend(&upstream.name);
-        let msg = format!("no healthy backend for upstream {}\n", upstream.name);
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, msg, request_id);
+    let index = match crate::proxy::pick_once(state, upstream, key, now, metrics, request_id) {
+        Ok(index) => index,
+        Err(response) => return *response,
     };
     let (Some(backend), Some(stats), Some(guard)) =
         (state.set.get(index), state.stats.get(index), state.set.start(index, now))

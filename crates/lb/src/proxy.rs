@@ -560,8 +560,7 @@ impl Attempts<'_> {
             return self.error(status, body, request_id);
         }
         self.metrics.record_no_backend(&self.upstream.name);
-        let msg = format!("no healthy backend for upstream {}\n", self.upstream.name);
-        self.error(StatusCode::SERVICE_UNAVAILABLE, msg, request_id)
+        self.error(StatusCode::SERVICE_UNAVAILABLE, no_backend_message(&self.upstream.name), request_id)
     }
 
     fn internal(&mut self, request_id: &HeaderValue) -> Response<ProxyBody> {
@@ -658,6 +657,32 @@ pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInf
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
+}
+
+/// The body of the 503 for an upstream with nothing to pick; every forwarding path words it the same.
+pub(crate) fn no_backend_message(upstream: &str) -> String {
+    format!("no healthy backend for upstream {upstream}\n")
+}
+
+/// One pick for the paths that make a single attempt (HTTP/2 upstreams, upgrades): the backend index,
+/// or the same counted 503 the HTTP/1 path answers when nothing can be picked.
+pub(crate) fn pick_once(
+    state: &UpstreamState,
+    upstream: &Upstream,
+    key: Option<u64>,
+    now: lb_algorithms::Nanos,
+    metrics: &Metrics,
+    request_id: &HeaderValue,
+) -> Result<usize, Box<Response<ProxyBody>>> {
+    // Boxed: the error is the rare path, and a bare Response would make every Ok as large as it.
+    state.balancer.pick(&lb_algorithms::PickRequest { key, exclude: &[], now }, None).ok_or_else(|| {
+        metrics.record_no_backend(&upstream.name);
+        Box::new(error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            no_backend_message(&upstream.name),
+            request_id,
+        ))
+    })
 }
 
 /// A plain-text error answer.

@@ -41,7 +41,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use lb_algorithms::{PickRequest, now_nanos};
+use lb_algorithms::now_nanos;
 use tokio::net::TcpStream;
 
 use crate::metrics::{FailureKind, Metrics};
@@ -79,10 +79,9 @@ pub async fn forward(
     request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
     let now = now_nanos();
-    let Some(index) = state.balancer.pick(&PickRequest { key, exclude: &[], now }, None) else {
-        metrics.record_no_backend(&upstream.name);
-        let msg = format!("no healthy backend for upstream {}\n", upstream.name);
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, msg, request_id);
+    let index = match crate::proxy::pick_once(state, upstream, key, now, metrics, request_id) {
+        Ok(index) => index,
+        Err(response) => return *response,
     };
     let (Some(backend), Some(stats)) = (state.set.get(index), state.stats.get(index)) else {
         return error_response(
