@@ -49,18 +49,18 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
+use crate::proxy::ClientBody;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The body sent upstream: the client's body streamed as it arrives, or none (which lets a request be
 /// built again for a retry). The client is generic over the body so tests can drive it without a
 /// hyper server in front.
-pub type UpstreamBody<B = Incoming> = Option<B>;
+pub type UpstreamBody<B = ClientBody> = Option<B>;
 
 /// An error from the client's body, boxed (hyper's own body error type is boxable the same way).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -566,7 +566,7 @@ enum Chunk {
 
 /// The response body: reads the backend's socket when polled, keeps sending the request body, and
 /// gives the connection back ([`ResponseBody::take_reusable`]) when everything was exchanged cleanly.
-pub struct ResponseBody<B = Incoming> {
+pub struct ResponseBody<B = ClientBody> {
     conn: Option<Conn>,
     sending: Sending<B>,
     framing: Framing,

@@ -39,7 +39,6 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -57,7 +56,7 @@ use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertSt
 
 use crate::metrics::{FailureKind, Metrics};
 use crate::outlier::{self, Outcome};
-use crate::proxy::{ClientInfo, ProxyBody, error_response};
+use crate::proxy::{ClientBody, ClientInfo, ProxyBody, error_response};
 use crate::tls::TlsError;
 use crate::upstream::{Upstream, UpstreamState};
 
@@ -88,7 +87,7 @@ pub struct UpstreamTls {
 }
 
 /// The body sent to an HTTP/2 backend.
-pub type H2Body = Either<Incoming, Empty<Bytes>>;
+pub type H2Body = Either<ClientBody, Empty<Bytes>>;
 
 /// One upstream's HTTP/2 client (cheap to clone; the pool inside is shared).
 #[derive(Clone)]
@@ -301,7 +300,7 @@ impl AsyncWrite for H2Io {
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     h2: &H2Client,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     client: &ClientInfo,
     upstream: &Upstream,
     state: &UpstreamState,

@@ -59,6 +59,9 @@ use crate::pool::{self, Pool};
 use crate::retry::{is_idempotent_without_body, is_retryable_status};
 use crate::upstream::{Upstream, UpstreamState, Upstreams};
 
+/// A client's request body, whichever server side read the request head.
+pub type ClientBody = Incoming;
+
 /// What every worker shares: the routing table, the metrics, the switches.
 #[derive(Debug)]
 pub struct Shared {
@@ -170,7 +173,7 @@ impl Worker {
     /// Forward one request. Never fails: every problem becomes a status code and a short body.
     pub async fn handle(
         self: Rc<Self>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         client: Rc<ClientInfo>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let log_start = self.shared.access_log.then(|| (std::time::SystemTime::now(), Instant::now()));
@@ -204,7 +207,7 @@ impl Worker {
 
     async fn forward(
         self: &Rc<Self>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         client: &ClientInfo,
         outcome: &mut Forwarded,
     ) -> Response<ProxyBody> {

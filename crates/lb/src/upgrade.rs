@@ -39,13 +39,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use lb_algorithms::now_nanos;
 use tokio::net::TcpStream;
 
 use crate::metrics::{FailureKind, Metrics};
-use crate::proxy::{ClientInfo, ProxyBody, error_response};
+use crate::proxy::{ClientBody, ClientInfo, ProxyBody, error_response};
 use crate::upstream::{Upstream, UpstreamState};
 
 /// How much of a refusal (a non-101 answer to an upgrade) is passed on; such answers are short.
@@ -69,7 +68,7 @@ pub fn wanted(headers: &http::HeaderMap, version: Version) -> Option<HeaderValue
 /// Forward an upgrade request to a backend of `upstream` and, on 101, tunnel the two connections.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     protocol: HeaderValue,
     client: &ClientInfo,
     upstream: &Upstream,
