@@ -531,7 +531,7 @@ pub fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, Opt
     Ok(Some((len, Some(Head { status, version, headers, framing, keep_alive }))))
 }
 
-fn parse_length(v: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
     let v = v.trim_ascii();
     if v.is_empty() || v.len() > 20 || !v.iter().all(u8::is_ascii_digit) {
         return None;
@@ -553,7 +553,7 @@ enum Framing {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Inside a chunk's data, with this many bytes left.
@@ -653,20 +653,24 @@ where
                         return Poll::Ready(Some(Ok(data)));
                     }
                 }
-                Framing::Chunked(state) => match decode_chunk(conn, state)? {
-                    Decoded::Data(data, next) => {
+                Framing::Chunked(state) => match chunk_step(conn.buffered(), state)? {
+                    ChunkStep::Data(n, next) => {
+                        let data = Bytes::copy_from_slice(&conn.buffered()[..n]);
+                        conn.pos += n;
                         self.framing = Framing::Chunked(next);
                         return Poll::Ready(Some(Ok(data)));
                     }
-                    Decoded::State(Some(next)) => {
+                    ChunkStep::Skip(n, Some(next)) => {
+                        conn.pos += n;
                         self.framing = Framing::Chunked(next);
                         continue;
                     }
-                    Decoded::State(None) => {
+                    ChunkStep::Skip(n, None) => {
+                        conn.pos += n;
                         self.framing = Framing::Done;
                         return Poll::Ready(None);
                     }
-                    Decoded::NeedMore => {}
+                    ChunkStep::NeedMore => {}
                 },
             }
             let n = match ready!(conn.poll_fill(cx)) {
@@ -684,23 +688,29 @@ where
     }
 }
 
-enum Decoded {
-    Data(Bytes, Chunk),
-    /// Moved to this state (`None`: the body is complete).
-    State(Option<Chunk>),
+/// What one step of the chunked decoder found at the front of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ChunkStep {
+    /// The first `n` bytes are body data; then the decoder is in this state.
+    Data(usize, Chunk),
+    /// The first `n` bytes are framing (a size line, a CRLF, a trailer line); then this state
+    /// (`None`: the body is complete).
+    Skip(usize, Option<Chunk>),
+    /// Not enough bytes yet.
     NeedMore,
 }
 
-/// One step of the chunked decoder over the buffered bytes.
-fn decode_chunk(conn: &mut Conn, state: Chunk) -> Result<Decoded, Error> {
-    let buf = conn.buffered();
+/// One step of the chunked decoder over `buf`, the unread bytes. Shared by the upstream client (response
+/// bodies) and the client-facing server (`h1_server.rs`, request bodies): one set of rules for sizes,
+/// extensions and trailers in both directions.
+pub(crate) fn chunk_step(buf: &[u8], state: Chunk) -> Result<ChunkStep, Error> {
     match state {
         Chunk::Size => {
             let Some(end) = buf.iter().position(|&b| b == b'\n') else {
                 return if buf.len() > MAX_LINE {
                     Err(Error::Framing("chunk size line too long"))
                 } else {
-                    Ok(Decoded::NeedMore)
+                    Ok(ChunkStep::NeedMore)
                 };
             };
             let line = buf[..end].strip_suffix(b"\r").ok_or(Error::Framing("chunk size line"))?;
@@ -713,46 +723,40 @@ fn decode_chunk(conn: &mut Conn, state: Chunk) -> Result<Decoded, Error> {
                 let v = (d as char).to_digit(16).ok_or(Error::Framing("chunk size"))?;
                 size = size * 16 + u64::from(v);
             }
-            conn.pos += end + 1;
-            Ok(Decoded::State(Some(if size == 0 { Chunk::Trailers(0) } else { Chunk::Data(size) })))
+            Ok(ChunkStep::Skip(end + 1, Some(if size == 0 { Chunk::Trailers(0) } else { Chunk::Data(size) })))
         }
         Chunk::Data(left) => {
             if buf.is_empty() {
-                return Ok(Decoded::NeedMore);
+                return Ok(ChunkStep::NeedMore);
             }
             let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let data = Bytes::copy_from_slice(&buf[..take]);
-            conn.pos += take;
             let left = left - take as u64;
-            Ok(Decoded::Data(data, if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) }))
+            Ok(ChunkStep::Data(take, if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) }))
         }
         Chunk::DataEnd => {
             if buf.len() < 2 {
-                return Ok(Decoded::NeedMore);
+                return Ok(ChunkStep::NeedMore);
             }
             if &buf[..2] != b"\r\n" {
                 return Err(Error::Framing("missing CRLF after chunk data"));
             }
-            conn.pos += 2;
-            Ok(Decoded::State(Some(Chunk::Size)))
+            Ok(ChunkStep::Skip(2, Some(Chunk::Size)))
         }
         Chunk::Trailers(seen) => {
             let Some(end) = buf.iter().position(|&b| b == b'\n') else {
                 return if seen + buf.len() > MAX_LINE {
                     Err(Error::Framing("trailers too long"))
                 } else {
-                    Ok(Decoded::NeedMore)
+                    Ok(ChunkStep::NeedMore)
                 };
             };
             let line = buf[..end].strip_suffix(b"\r").ok_or(Error::Framing("trailer line"))?;
-            let empty = line.is_empty();
-            conn.pos += end + 1;
-            if empty {
-                Ok(Decoded::State(None))
+            if line.is_empty() {
+                Ok(ChunkStep::Skip(end + 1, None))
             } else if seen + end + 1 > MAX_LINE {
                 Err(Error::Framing("trailers too long"))
             } else {
-                Ok(Decoded::State(Some(Chunk::Trailers(seen + end + 1))))
+                Ok(ChunkStep::Skip(end + 1, Some(Chunk::Trailers(seen + end + 1))))
             }
         }
     }

@@ -54,6 +54,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod h1;
+pub mod h1_server;
 pub mod h2_upstream;
 pub mod health;
 pub mod limits;

@@ -54,9 +54,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminState, router};
+use crate::h1_server::ClientIo;
 use crate::limits::{self, ConnWatch, ServerLimits, WatchedIo};
 use crate::metrics::Metrics;
-use crate::proxy::{ClientInfo, Shared, Worker};
+use crate::proxy::{ClientBody, ClientInfo, Shared, Worker};
 use crate::reload::{ReloadError, ReloadReport, Reloader};
 use crate::upstream::Upstreams;
 use crate::{Config, Error};
@@ -413,7 +414,11 @@ async fn serve_connection(
         // Silent past the header timeout, or gone: nothing to serve.
         _ => return,
     };
-    serve_io(WatchedIo::new(stream, Arc::clone(&watch)), h2, false, peer, worker, stop, watch).await;
+    if h2 {
+        serve_io(WatchedIo::new(stream, Arc::clone(&watch)), peer, false, worker, stop, watch).await;
+    } else {
+        crate::h1_server::serve(ClientIo::Plain(stream), false, peer, worker, stop, limits).await;
+    }
 }
 
 /// Serve one TLS client connection: the handshake (bounded by the header read timeout, since a
@@ -438,8 +443,11 @@ async fn serve_tls_connection(
         }
         Err(_) => return,
     };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve_io(stream, h2, true, peer, worker, stop, watch).await;
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        serve_io(stream, peer, true, worker, stop, watch).await;
+    } else {
+        crate::h1_server::serve(ClientIo::Tls(Box::new(stream)), true, peer, worker, stop, limits).await;
+    }
 }
 
 /// Does the client speak HTTP/2 first? Peeks, so nothing is consumed.
@@ -462,12 +470,12 @@ async fn starts_with_h2_preface(stream: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
-/// Serve HTTP on an established (and possibly decrypted) connection.
+/// Serve HTTP/2 (hyper's server) on an established, possibly decrypted, connection. HTTP/1.x clients
+/// go to [`crate::h1_server`] instead.
 pub async fn serve_io<I>(
     io: I,
-    h2: bool,
-    https: bool,
     peer: SocketAddr,
+    https: bool,
     worker: Rc<Worker>,
     stop: watch::Receiver<bool>,
     watch: Arc<ConnWatch>,
@@ -479,43 +487,20 @@ pub async fn serve_io<I>(
     let w = Arc::clone(&watch);
     let service = service_fn(move |req: Request<Incoming>| {
         let guard = w.request_started(!req.body().is_end_stream());
-        let handled = Rc::clone(&worker).handle(req, Rc::clone(&client));
+        let handled = Rc::clone(&worker).handle(req.map(ClientBody::H2), Rc::clone(&client));
         async move {
             let response = handled.await?;
             Ok::<_, Infallible>(response.map(|body| limits::Tracked::new(body, guard)))
         }
     });
-    if h2 {
-        let mut http = hyper::server::conn::http2::Builder::new(LocalExec);
-        http.timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
-        drive(http.serve_connection(TokioIo::new(io), service), stop, watch).await;
-    } else {
-        let mut http = hyper::server::conn::http1::Builder::new();
-        // Header and idle timeouts are the watchdog's (limits.rs), which tells the two apart.
-        http.timer(TokioTimer::new())
-            .header_read_timeout(None)
-            .max_header_size(limits.max_header_bytes)
-            .keep_alive(true);
-        drive(http.serve_connection(TokioIo::new(io), service).with_upgrades(), stop, watch).await;
-    }
+    let mut http = hyper::server::conn::http2::Builder::new(LocalExec);
+    http.timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
+    drive(http.serve_connection(TokioIo::new(io), service), stop, watch).await;
 }
 
 /// A hyper server connection that can be asked to finish its current requests and close.
 trait Graceful: Future<Output = Result<(), hyper::Error>> {
     fn begin_shutdown(self: Pin<&mut Self>);
-}
-
-impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    fn begin_shutdown(self: Pin<&mut Self>) {
-        self.graceful_shutdown();
-    }
 }
 
 impl<I, S, B> Graceful for hyper::server::conn::http2::Connection<I, S, LocalExec>

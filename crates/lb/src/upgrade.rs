@@ -105,7 +105,7 @@ pub async fn forward(
 
     // The request as the backend sees it: forwarding headers, origin-form target, and the two
     // hop-by-hop headers that ask for the switch put back after the strip.
-    let client_upgrade = hyper::upgrade::on(&mut req);
+    let client_upgrade = crate::h1_server::on_upgrade(&mut req);
     let mut upstream_req = Request::new(Empty::<Bytes>::new());
     *upstream_req.method_mut() = req.method().clone();
     *upstream_req.uri_mut() = req
@@ -177,7 +177,7 @@ pub async fn forward(
                 return;
             }
         };
-        let (mut c, mut b) = (TokioIo::new(client_io), TokioIo::new(backend_io));
+        let (mut c, mut b) = (client_io, TokioIo::new(backend_io));
         if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
             tracing::debug!(upstream = %upstream_name, backend = %addr, "tunnel closed: {e}");
         }

@@ -1,0 +1,948 @@
+//! The client-facing HTTP/1.1 server: one loop per connection that reads requests, hands each to the
+//! proxy, and writes its response.
+//!
+//! # Why not hyper's server
+//!
+//! hyper's `http1` server is a general-purpose dispatcher: it parses into its own state machine, boxes
+//! the service future, moves the request and response through its slots, reads bodies through a
+//! channel-like `Incoming`, and arms a timer per connection state change. For a proxy whose whole job is
+//! "read a head, pick a backend, copy bytes", `perf` put that machinery at about a sixth of the proxy's
+//! user time, and its per-connection buffers (8 KiB read, 8 KiB write, the boxed service future) at
+//! most of the memory an idle keep-alive connection costs. This loop does the same work the way nginx
+//! and HAProxy do: one buffer per connection that exists only while there is something in it, the
+//! request head parsed by `httparse` (hyper's parser) with header values sliced out of the read buffer
+//! without a copy, the response head and the first piece of its body written with one `writev`, and
+//! timers that are not touched at all while a connection behaves.
+//!
+//! HTTP/2 clients (h2c with prior knowledge, or ALPN `h2` over TLS) are still served by hyper: its
+//! HTTP/2 server is a protocol implementation this project has no reason to rewrite.
+//!
+//! # One connection's loop
+//!
+//! ```text
+//!   read until a whole head is buffered     (idle_timeout before the first byte,
+//!   parse: request line, headers, framing    header_read_timeout from the first byte)
+//!   worker.handle(request) -> response      (the request body is read by whoever forwards it)
+//!   write the head, stream the body
+//!   keep-alive? and the request body read to its end? -> loop, else close
+//! ```
+//!
+//! # Framing rules (RFC 9112 section 6), the smuggling defences
+//!
+//! - `Transfer-Encoding` in an HTTP/1.0 request: 400. A final coding other than `chunked`: 400.
+//! - `Transfer-Encoding` and `Content-Length` together: `Transfer-Encoding` wins, `Content-Length` is
+//!   dropped, and the connection is closed after the response (whatever followed the body is never
+//!   read as a request).
+//! - `Content-Length` must be digits only; several lines must agree, else 400.
+//! - Header names and values, the request line, bare CR, obs-fold, NUL: whatever `httparse` refuses
+//!   is 400; more header bytes than `max_header_bytes`, or more than [`MAX_HEADERS`] lines: 431.
+//! - A request whose body was not read to its end (the backend answered early, or the proxy refused
+//!   it) closes the connection after the response: the unread rest must not be parsed as a request.
+//!
+//! # Timeouts without timer traffic
+//!
+//! A connection has one timer. It is armed at the idle deadline when the connection opens and is only
+//! moved *earlier* (when a head arrives in pieces: the header read deadline). When it fires, the loop
+//! compares the real deadline (last activity plus the limit) with the clock and either closes or
+//! re-arms it. A keep-alive connection serving request after request therefore never touches the timer
+//! wheel; a lazy timer like this is what nginx and HAProxy use too. The request body has its own
+//! `body_read_timeout` timer, created only when a body read has to wait.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+use tokio::time::{Instant, Sleep};
+
+use crate::h1::{Chunk, ChunkStep, chunk_step};
+use crate::limits::{ServerLimits, WatchedIo};
+use crate::proxy::{ClientBody, ClientInfo, ProxyBody, Worker};
+
+/// Header lines a request may have (hyper's default is 100; nginx has no count, only bytes).
+pub const MAX_HEADERS: usize = 100;
+/// Bytes read at a time into a connection's buffer.
+const READ_CHUNK: usize = 4 * 1024;
+/// At most this much response data is queued for the client before the body is asked for more.
+const MAX_QUEUED: usize = 64 * 1024;
+/// After answering a request whose body was not read, keep reading (and discarding) for this long so
+/// the answer is not destroyed by a TCP reset (nginx's `lingering_time`, shortened).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A client connection's transport: plain TCP, or TLS over it (the TLS stream is boxed: it is large,
+/// and the plain case should not pay for its size).
+#[derive(Debug)]
+pub enum ClientIo {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS, as accepted by `server.rs` (its reads are seen by the HTTP/2 watchdog's wrapper).
+    Tls(Box<tokio_rustls::server::TlsStream<WatchedIo<TcpStream>>>),
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientIo::Plain(s) => s.is_write_vectored(),
+            ClientIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Where the request body being read stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    /// No body, or all of it has been read.
+    Done,
+    /// This many bytes are left.
+    Length(u64),
+    /// Chunked, in this state.
+    Chunked(Chunk),
+    /// The body broke (bad framing, timeout, the client left): the connection cannot carry another
+    /// request.
+    Failed,
+}
+
+/// What the connection loop and the request body share: the socket and the bytes read from it. They
+/// take turns within one task (the body is read while the proxy forwards, the response written after),
+/// so the lock is never contended; it is a `Mutex` rather than a `RefCell` only because a body sent to
+/// an HTTP/2 backend goes through hyper's client, which wants `Send`.
+#[derive(Debug)]
+struct Conn {
+    /// `None` once an upgrade took it.
+    io: Option<ClientIo>,
+    /// Bytes read and not consumed yet. Empty, with no allocation, while the connection is idle.
+    rbuf: BytesMut,
+    /// The client closed its side.
+    eof: bool,
+    body: BodyState,
+    /// `Expect: 100-continue` bytes still to write before the body is read (an offset into
+    /// [`CONTINUE`]), or `None`.
+    continue_at: Option<usize>,
+}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+type Shared = Arc<Mutex<Conn>>;
+
+fn lock(conn: &Shared) -> MutexGuard<'_, Conn> {
+    // Poisoned only if a panic happened while it was held; the data is still consistent enough to
+    // close the connection cleanly.
+    conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Conn {
+    /// Read more bytes into `rbuf`: `Ok(0)` is the client's end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(io) = self.io.as_mut() else { return Poll::Ready(Ok(0)) };
+        let was_empty = self.rbuf.is_empty();
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let n = match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.rbuf) {
+            Poll::Ready(r) => r?,
+            Poll::Pending => {
+                if was_empty {
+                    // Nothing to hold while waiting: give the buffer back, so a thousand idle
+                    // connections hold no buffers (nginx frees its header buffer the same way).
+                    self.rbuf = BytesMut::new();
+                }
+                return Poll::Pending;
+            }
+        };
+        if n == 0 {
+            self.eof = true;
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// The body of a request read by this server: bytes come off the client's socket when the forwarding
+/// side asks for them, framed by `Content-Length` or chunked, never buffered whole.
+#[derive(Debug)]
+pub struct RequestBody {
+    conn: Shared,
+    /// Body bytes delivered so far, against `max_body`.
+    read: u64,
+    max_body: Option<u64>,
+    read_timeout: Duration,
+    /// Armed only while a read waits; dropped on progress.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The last frame was delivered (or the body failed).
+    ended: bool,
+    /// Exact length, when `Content-Length` gave one.
+    length: Option<u64>,
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Malformed chunked framing.
+    #[error("{0}")]
+    Framing(#[from] crate::h1::Error),
+    /// The client closed the connection before the body ended.
+    #[error("client closed the connection mid-body")]
+    Incomplete,
+    /// Reading the socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// No byte for `body_read_timeout`.
+    #[error("body read timeout")]
+    Timeout,
+    /// More than `max_body_bytes`.
+    #[error("request body over max_body_bytes")]
+    TooLarge,
+}
+
+impl RequestBody {
+    fn fail(&mut self, conn: &mut Conn, e: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        conn.body = BodyState::Failed;
+        self.ended = true;
+        Poll::Ready(Some(Err(e)))
+    }
+
+    fn data(&mut self, conn: &mut Conn, bytes: Bytes) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.timer = None;
+        self.read += bytes.len() as u64;
+        if self.max_body.is_some_and(|max| self.read > max) {
+            return self.fail(conn, BodyError::TooLarge);
+        }
+        if conn.body == BodyState::Done {
+            self.ended = true;
+        }
+        Poll::Ready(Some(Ok(Frame::data(bytes))))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let shared = Arc::clone(&this.conn);
+        let mut conn = lock(&shared);
+        let conn = &mut *conn;
+        // `Expect: 100-continue`: the client waits for this before it sends the body, and it is sent
+        // only now that somebody wants the body (a request refused before is answered without it).
+        while let Some(at) = conn.continue_at {
+            if !conn.rbuf.is_empty() || at >= CONTINUE.len() {
+                conn.continue_at = None;
+                break;
+            }
+            let Some(io) = conn.io.as_mut() else { break };
+            match ready!(Pin::new(io).poll_write(cx, &CONTINUE[at..])) {
+                Ok(n) if n > 0 => conn.continue_at = Some(at + n),
+                Ok(_) => return this.fail(conn, BodyError::Incomplete),
+                Err(e) => return this.fail(conn, e.into()),
+            }
+        }
+        loop {
+            match conn.body {
+                BodyState::Done => {
+                    this.ended = true;
+                    return Poll::Ready(None);
+                }
+                BodyState::Failed => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(BodyError::Incomplete)));
+                }
+                BodyState::Length(0) => conn.body = BodyState::Done,
+                BodyState::Length(left) => {
+                    if !conn.rbuf.is_empty() {
+                        let take = conn.rbuf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                        let bytes = conn.rbuf.split_to(take).freeze();
+                        let left = left - take as u64;
+                        conn.body = if left == 0 { BodyState::Done } else { BodyState::Length(left) };
+                        return this.data(conn, bytes);
+                    }
+                }
+                BodyState::Chunked(state) => match chunk_step(&conn.rbuf, state) {
+                    Err(e) => return this.fail(conn, e.into()),
+                    Ok(ChunkStep::Data(n, next)) => {
+                        let bytes = conn.rbuf.split_to(n).freeze();
+                        conn.body = BodyState::Chunked(next);
+                        return this.data(conn, bytes);
+                    }
+                    Ok(ChunkStep::Skip(n, next)) => {
+                        conn.rbuf.advance(n);
+                        conn.body = next.map_or(BodyState::Done, BodyState::Chunked);
+                        continue;
+                    }
+                    Ok(ChunkStep::NeedMore) => {}
+                },
+            }
+            if conn.eof {
+                return this.fail(conn, BodyError::Incomplete);
+            }
+            match conn.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => return this.fail(conn, BodyError::Incomplete),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return this.fail(conn, e.into()),
+                Poll::Pending => {
+                    let timeout = this.read_timeout;
+                    let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return this.fail(conn, BodyError::Timeout);
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(n) => SizeHint::with_exact(n.saturating_sub(self.read)),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// The client connection after a `101 Switching Protocols`: the socket, and the bytes the client sent
+/// after its request head (already read into the buffer), which come out first.
+#[derive(Debug)]
+pub struct Upgraded {
+    io: ClientIo,
+    pre: Bytes,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.pre.is_empty() {
+            let n = this.pre.len().min(buf.remaining());
+            buf.put_slice(&this.pre[..n]);
+            this.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Put in a request's extensions when it asks for an upgrade: resolves to the client's connection once
+/// a `101` answer to it has been written. Taken with [`on_upgrade`]. (Extensions must be `Clone`,
+/// hence the shared slot; there is only ever one taker.)
+#[derive(Debug, Clone)]
+struct PendingUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
+
+/// The client's side of an upgrade requested by `req`: resolves after the proxy's `101` response has
+/// been written, with the raw connection; an error if the request cannot be upgraded (it did not come
+/// through this server, or the answer was not `101`).
+pub fn on_upgrade<B>(req: &mut Request<B>) -> oneshot::Receiver<Upgraded> {
+    let taken = req
+        .extensions_mut()
+        .remove::<PendingUpgrade>()
+        .and_then(|p| p.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
+    taken.unwrap_or_else(|| {
+        // A dropped sender makes the receiver fail at once: the same error as an upgrade that never
+        // happened.
+        oneshot::channel().1
+    })
+}
+
+/// A parsed request head, ready for the proxy.
+struct Parsed {
+    request: Request<ClientBody>,
+    keep_alive: bool,
+    head_method: bool,
+    upgrade: Option<oneshot::Sender<Upgraded>>,
+}
+
+/// Why a head was refused: the status and a one-line reason for the body.
+type Refusal = (StatusCode, &'static str);
+
+/// Serve one HTTP/1.x client connection until it closes, breaks a limit, upgrades, or the proxy stops.
+pub async fn serve(
+    io: ClientIo,
+    https: bool,
+    peer: SocketAddr,
+    worker: Rc<Worker>,
+    mut stop: watch::Receiver<bool>,
+    limits: ServerLimits,
+) {
+    let conn: Shared = Arc::new(Mutex::new(Conn {
+        io: Some(io),
+        rbuf: BytesMut::new(),
+        eof: false,
+        body: BodyState::Done,
+        continue_at: None,
+    }));
+    let client = Rc::new(if https { ClientInfo::https(peer) } else { ClientInfo::new(peer) });
+    let mut idle_since = Instant::now();
+    let timer = tokio::time::sleep_until(idle_since + limits.idle_timeout);
+    tokio::pin!(timer);
+    let mut wbuf = BytesMut::new();
+    loop {
+        let parsed = match read_head(&conn, &limits, idle_since, timer.as_mut(), &mut stop).await {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return,
+            Err((status, why)) => {
+                let mut response = Response::new(ProxyBody::full(Bytes::from(format!("{why}\n"))));
+                *response.status_mut() = status;
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                let _ = write_response(&conn, &mut wbuf, response, Version::HTTP_11, false, false).await;
+                linger(&conn).await;
+                return;
+            }
+        };
+        let Parsed { request, mut keep_alive, head_method, upgrade } = parsed;
+        let version = request.version();
+        let response = match Box::pin(Rc::clone(&worker).handle(request, Rc::clone(&client))).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(tx) = upgrade
+        {
+            if write_response(&conn, &mut wbuf, response, version, true, true).await.is_err() {
+                return;
+            }
+            let mut c = lock(&conn);
+            let pre = c.rbuf.split().freeze();
+            if let Some(io) = c.io.take() {
+                let _ = tx.send(Upgraded { io, pre });
+            }
+            return;
+        }
+        if *stop.borrow() {
+            keep_alive = false;
+        }
+        if write_response(&conn, &mut wbuf, response, version, keep_alive, head_method).await.is_err() {
+            return;
+        }
+        // Keep the connection only if the request was read to its end: otherwise its unread rest would
+        // be taken for the next request.
+        let body_done = lock(&conn).body == BodyState::Done;
+        if !body_done {
+            linger(&conn).await;
+            return;
+        }
+        if !keep_alive {
+            linger(&conn).await;
+            return;
+        }
+        idle_since = Instant::now();
+    }
+}
+
+/// Run `f` on the connection's socket, if it still has one.
+fn with_io<T>(conn: &Shared, f: impl FnOnce(&mut ClientIo) -> Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    match lock(conn).io.as_mut() {
+        Some(io) => f(io),
+        None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+    }
+}
+
+/// After an answer that leaves request bytes unread: send FIN, then read and discard what the client
+/// is still sending for a short while, so our close does not reset the connection before the client
+/// has read the answer (a reset can discard data the client has not read yet).
+async fn linger(conn: &Shared) {
+    let _ = poll_fn(|cx| with_io(conn, |io| Pin::new(io).poll_shutdown(cx))).await;
+    let drain = async {
+        let mut discarded = 0usize;
+        loop {
+            let n = poll_fn(|cx| {
+                let mut c = lock(conn);
+                c.rbuf.clear();
+                c.poll_fill(cx)
+            })
+            .await;
+            match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => discarded += n,
+            }
+            if discarded > 1024 * 1024 {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// Read until a whole request head is buffered, then parse it. `Ok(None)`: close quietly (the client
+/// left, a timeout passed, or the proxy is stopping and the connection is idle).
+async fn read_head(
+    conn: &Shared,
+    limits: &ServerLimits,
+    idle_since: Instant,
+    mut timer: Pin<&mut Sleep>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<Parsed>, Refusal> {
+    let mut head_since: Option<Instant> = None;
+    loop {
+        {
+            let mut c = lock(conn);
+            if !c.rbuf.is_empty() {
+                if let Some(parsed) = parse(conn, &mut c, limits)? {
+                    return Ok(Some(parsed));
+                }
+                if c.rbuf.len() > limits.max_header_bytes {
+                    return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
+                }
+            }
+            if c.eof {
+                // The client left (after a partial head, or between requests): nothing to answer.
+                return Ok(None);
+            }
+        }
+        if *stop.borrow() && head_since.is_none() && lock(conn).rbuf.is_empty() {
+            return Ok(None);
+        }
+        let (deadline, _why) = match head_since {
+            None => (idle_since + limits.idle_timeout, "idle timeout"),
+            Some(t) => (t + limits.header_read_timeout, "header read timeout"),
+        };
+        if deadline < timer.deadline() {
+            timer.as_mut().reset(deadline);
+        }
+        let read = poll_fn(|cx| lock(conn).poll_fill(cx));
+        tokio::select! {
+            biased;
+            n = read => match n {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {
+                    if head_since.is_none() {
+                        head_since = Some(Instant::now());
+                    }
+                }
+            },
+            () = timer.as_mut() => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                timer.as_mut().reset(deadline);
+            }
+            // Stopping (or the proxy is gone): an idle connection closes now.
+            _ = stop.wait_for(|&s| s), if head_since.is_none() => return Ok(None),
+        }
+    }
+}
+
+/// Where a header's name and value lie in the head: offsets, so they can be sliced out of the frozen
+/// buffer without copying.
+#[derive(Clone, Copy)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+fn offset_in(base: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = (part.as_ptr() as usize).saturating_sub(base.as_ptr() as usize);
+    (start, start + part.len())
+}
+
+/// Try to parse a request head from the buffered bytes. `Ok(None)`: incomplete.
+fn parse(shared: &Shared, c: &mut Conn, limits: &ServerLimits) -> Result<Option<Parsed>, Refusal> {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let mut spans = [Span { name: (0, 0), value: (0, 0) }; MAX_HEADERS];
+    let (len, count, method, path, minor) = match req.parse_with_uninit_headers(&c.rbuf, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => {
+            if len > limits.max_header_bytes {
+                return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
+            }
+            for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
+                *span =
+                    Span { name: offset_in(&c.rbuf, h.name.as_bytes()), value: offset_in(&c.rbuf, h.value) };
+            }
+            let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+                .map_err(|_| (StatusCode::BAD_REQUEST, "invalid method"))?;
+            let path = offset_in(&c.rbuf, req.path.unwrap_or("").as_bytes());
+            (len, req.headers.len(), method, path, req.version.unwrap_or(1))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header lines"));
+        }
+        Err(_) => return Err((StatusCode::BAD_REQUEST, "malformed request head")),
+    };
+    let head = c.rbuf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(path.0..path.1))
+        .map_err(|_| (StatusCode::BAD_REQUEST, "invalid request target"))?;
+    let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+
+    let mut map = HeaderMap::with_capacity(count);
+    let mut length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut chunked_last = false;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    let mut expect_continue = false;
+    let mut wants_upgrade = false;
+    for span in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
+            .map_err(|_| (StatusCode::BAD_REQUEST, "invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+            .map_err(|_| (StatusCode::BAD_REQUEST, "invalid header value"))?;
+        if name == header::CONTENT_LENGTH {
+            let n = crate::h1::parse_length(value.as_bytes())
+                .ok_or((StatusCode::BAD_REQUEST, "invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err((StatusCode::BAD_REQUEST, "conflicting Content-Length headers"));
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            te_seen = true;
+            // The last coding of the last line decides; anything after `chunked` undoes it.
+            for coding in value.as_bytes().split(|&b| b == b',') {
+                let coding = coding.trim_ascii();
+                if !coding.is_empty() {
+                    chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                }
+            }
+        } else if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                wants_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            }
+        } else if name == header::EXPECT {
+            expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        }
+        map.append(name, value);
+    }
+    let mut keep_alive = match version {
+        Version::HTTP_10 => keep_alive_token && !close,
+        _ => !close,
+    };
+    let body = if te_seen {
+        if version == Version::HTTP_10 {
+            return Err((StatusCode::BAD_REQUEST, "Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        if !chunked_last {
+            return Err((StatusCode::BAD_REQUEST, "Transfer-Encoding whose final coding is not chunked"));
+        }
+        if length.take().is_some() {
+            // RFC 9112 6.1: chunked wins, the length goes, and the connection closes afterwards.
+            map.remove(header::CONTENT_LENGTH);
+            keep_alive = false;
+        }
+        BodyState::Chunked(Chunk::Size)
+    } else {
+        match length {
+            Some(n) if n > 0 => BodyState::Length(n),
+            _ => BodyState::Done,
+        }
+    };
+    let mut request = Request::new(ClientBody::Empty);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = map;
+    c.body = body;
+    c.continue_at = None;
+    if body != BodyState::Done {
+        if expect_continue && version == Version::HTTP_11 {
+            c.continue_at = Some(0);
+        }
+        *request.body_mut() = ClientBody::H1(RequestBody {
+            conn: Arc::clone(shared),
+            read: 0,
+            max_body: limits.max_body_bytes,
+            read_timeout: limits.body_read_timeout,
+            timer: None,
+            ended: false,
+            length: if te_seen { None } else { length },
+        });
+    }
+    let upgrade =
+        (wants_upgrade && version == Version::HTTP_11 && request.headers().contains_key(header::UPGRADE))
+            .then(|| {
+                let (tx, rx) = oneshot::channel();
+                request.extensions_mut().insert(PendingUpgrade(Arc::new(Mutex::new(Some(rx)))));
+                tx
+            });
+    let head_method = request.method() == Method::HEAD;
+    Ok(Some(Parsed { request, keep_alive, head_method, upgrade }))
+}
+
+/// How the response body is delimited on the client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until we close (an HTTP/1.0 client and no known length).
+    Close,
+}
+
+/// Write `response` to the client: head, then body. `Err` means the connection is no longer usable
+/// (the client left, or the body broke off and the only way to say so is to close).
+async fn write_response(
+    conn: &Shared,
+    wbuf: &mut BytesMut,
+    response: Response<ProxyBody>,
+    version: Version,
+    keep_alive: bool,
+    head_method: bool,
+) -> Result<(), ()> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let no_body = head_method
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    // Status line.
+    wbuf.reserve(256);
+    wbuf.put_slice(b"HTTP/1.1 ");
+    wbuf.put_slice(status.as_str().as_bytes());
+    wbuf.put_u8(b' ');
+    wbuf.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    wbuf.put_slice(b"\r\n");
+    let mut declared: Option<u64> = None;
+    let mut has_date = false;
+    for (name, value) in &parts.headers {
+        if *name == header::CONTENT_LENGTH {
+            declared = crate::h1::parse_length(value.as_bytes()).or(declared);
+        } else if *name == header::DATE {
+            has_date = true;
+        }
+        wbuf.put_slice(name.as_str().as_bytes());
+        wbuf.put_slice(b": ");
+        wbuf.put_slice(value.as_bytes());
+        wbuf.put_slice(b"\r\n");
+    }
+    if !has_date {
+        wbuf.put_slice(b"date: ");
+        DATE.with(|d| wbuf.put_slice(&d.now()));
+        wbuf.put_slice(b"\r\n");
+    }
+    let mut keep_alive = keep_alive;
+    let out = if no_body {
+        Out::None
+    } else if let Some(n) = declared {
+        Out::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        wbuf.put_slice(b"content-length: ");
+        wbuf.put_slice(n.to_string().as_bytes());
+        wbuf.put_slice(b"\r\n");
+        Out::Length(n)
+    } else if version == Version::HTTP_11 {
+        wbuf.put_slice(b"transfer-encoding: chunked\r\n");
+        Out::Chunked
+    } else {
+        keep_alive = false;
+        Out::Close
+    };
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        if !keep_alive {
+            wbuf.put_slice(b"connection: close\r\n");
+        } else if version == Version::HTTP_10 {
+            wbuf.put_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    wbuf.put_slice(b"\r\n");
+
+    let mut queue: Vec<Bytes> = Vec::with_capacity(4);
+    queue.push(wbuf.split().freeze());
+    let mut queued = queue[0].len();
+    let mut body_done = out == Out::None || body.is_end_stream();
+    let mut left = match out {
+        Out::Length(n) => n,
+        _ => u64::MAX,
+    };
+    if body_done && out == Out::Chunked {
+        queue.push(Bytes::from_static(b"0\r\n\r\n"));
+        queued += 5;
+    }
+    poll_fn(|cx| {
+        loop {
+            // Take what the body has ready (not holding the connection's lock: the body may be the
+            // one reading the client's request body on this same connection).
+            while !body_done && queued < MAX_QUEUED {
+                match Pin::new(&mut body).poll_frame(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(None) => {
+                        body_done = true;
+                        match out {
+                            Out::Chunked => {
+                                queue.push(Bytes::from_static(b"0\r\n\r\n"));
+                                queued += 5;
+                            }
+                            // Shorter than it said: the client would wait for the rest forever.
+                            Out::Length(_) if left > 0 => return Poll::Ready(Err(())),
+                            _ => {}
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!("response body broke off: {e}");
+                        return Poll::Ready(Err(()));
+                    }
+                    Poll::Ready(Some(Ok(frame))) => {
+                        let Ok(data) = frame.into_data() else { continue };
+                        if data.is_empty() {
+                            continue;
+                        }
+                        queued += data.len();
+                        match out {
+                            Out::Chunked => {
+                                let mut size = BytesMut::with_capacity(18);
+                                size.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                                queue.push(size.freeze());
+                                queue.push(data);
+                                queue.push(Bytes::from_static(b"\r\n"));
+                            }
+                            Out::Length(_) => {
+                                if data.len() as u64 > left {
+                                    return Poll::Ready(Err(()));
+                                }
+                                left -= data.len() as u64;
+                                queue.push(data);
+                            }
+                            Out::Close => queue.push(data),
+                            Out::None => {}
+                        }
+                    }
+                }
+            }
+            if queue.is_empty() {
+                return if body_done { Poll::Ready(Ok(())) } else { Poll::Pending };
+            }
+            // Write as much of the queue as the socket takes, in one `writev`.
+            let n = {
+                let mut c = lock(conn);
+                let Some(io) = c.io.as_mut() else { return Poll::Ready(Err(())) };
+                let mut slices = [IoSlice::new(&[]); 16];
+                let mut count = 0;
+                for (slot, b) in slices.iter_mut().zip(queue.iter()) {
+                    *slot = IoSlice::new(b);
+                    count += 1;
+                }
+                match Pin::new(io).poll_write_vectored(cx, &slices[..count]) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Pending => return Poll::Pending,
+                }
+            };
+            queued -= n;
+            let mut written = n;
+            let mut drained = 0;
+            for b in queue.iter_mut() {
+                if written >= b.len() {
+                    written -= b.len();
+                    drained += 1;
+                } else {
+                    b.advance(written);
+                    break;
+                }
+            }
+            queue.drain(..drained);
+        }
+    })
+    .await?;
+    if out == Out::Close {
+        return Err(());
+    }
+    // TLS keeps written bytes in its own buffer until flushed; TCP's flush is a no-op.
+    poll_fn(|cx| with_io(conn, |io| Pin::new(io).poll_flush(cx))).await.map_err(|_| ())
+}
+
+/// The `Date` header, formatted once per second per thread.
+struct DateCache {
+    second: std::cell::Cell<u64>,
+    text: std::cell::RefCell<[u8; 29]>,
+}
+
+impl DateCache {
+    fn now(&self) -> [u8; 29] {
+        let now = std::time::SystemTime::now();
+        let second = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if second != self.second.get() {
+            let text = httpdate::fmt_http_date(now);
+            let mut bytes = [b' '; 29];
+            for (dst, src) in bytes.iter_mut().zip(text.as_bytes()) {
+                *dst = *src;
+            }
+            *self.text.borrow_mut() = bytes;
+            self.second.set(second);
+        }
+        *self.text.borrow()
+    }
+}
+
+thread_local! {
+    static DATE: DateCache = const {
+        DateCache { second: std::cell::Cell::new(u64::MAX), text: std::cell::RefCell::new([b' '; 29]) }
+    };
+}
