@@ -415,7 +415,10 @@ async fn serve_connection(
         _ => return,
     };
     if h2 {
-        serve_io(WatchedIo::new(stream, Arc::clone(&watch)), peer, false, worker, stop, watch).await;
+        // Boxed: hyper's HTTP/2 connection state is large, and every connection's task would carry
+        // room for it otherwise, HTTP/1 ones included.
+        Box::pin(serve_io(WatchedIo::new(stream, Arc::clone(&watch)), peer, false, worker, stop, watch))
+            .await;
     } else {
         crate::h1_server::serve(ClientIo::Plain(stream), false, peer, worker, stop, limits).await;
     }
