@@ -6,36 +6,34 @@
 //!    errors changes nothing: the errors (`file:line:column: reason`, as `lb check` prints them) are
 //!    logged and returned (`/reload` answers 400 with them as JSON), and the old configuration keeps
 //!    serving.
-//! 2. **Build** every upstream group of the new file next to the old ones, then **swap** the routing
-//!    table in one atomic store ([`crate::upstream::Upstreams::reload`]). A request already routed
-//!    finishes on the group it started on; the next one routes on the new table.
-//! 3. **Carry state over**: a backend that stays (same address and weight) is the same
+//! 2. **Prepare everything that can fail**, before anything changes: read and check the certificate
+//!    and key files ([`crate::tls::CertSet::load`]), bind every new listening address on every worker
+//!    ([`crate::listeners::Listeners::plan`]), build every upstream group of the new file next to the
+//!    old ones. A bad key, an address already in use or a group that cannot be built refuses the whole
+//!    reload with the reason; the sockets bound so far are closed again, and the old configuration
+//!    serves on untouched.
+//! 3. **Swap**, with steps that cannot fail: the routing table in one atomic store
+//!    ([`crate::upstream::Upstreams::reload`]; a request already routed finishes on the group it started
+//!    on, the next one routes on the new table), then the settings, then the certificates.
+//! 4. **Carry state over**: a backend that stays (same address and weight) is the same
 //!    `Arc<Backend>` in the new group, so its health, EWMA, in-flight count and metrics continue, and
 //!    its pooled keep-alive connections (kept per address by each worker) are reused.
-//! 4. **Restart the control loops** (health checks, outlier unejection) over the new groups.
+//! 5. **Restart the control loops** (health checks, outlier unejection) over the new groups, and
+//!    **hand the new listening sockets** to the workers; removed addresses stop accepting.
 //!
-//! 5. **Apply the rest of the file**: the `[server]` and `[admin]` switches, the certificates and the
-//!    listening addresses, below.
+//! # Settings, certificates and listeners
 //!
-//! # Certificates, limits, switches and listeners
-//!
-//! Everything that can fail is done before anything is swapped: the certificate and key files are read
-//! and checked ([`crate::tls::CertSet::load`]), every new listening address is bound on every worker
-//! ([`crate::listeners::Listeners::plan`]), and the new upstream groups are built. A bad key or an
-//! address already in use refuses the whole reload with the reason, and the old configuration serves on
-//! untouched. Then, in this order, since none of it can fail:
-//!
-//! - **settings** (`[server.limits]`, `shutdown_timeout`, `[admin] explain` and `access_log`) are stored
+//! - **Settings** (`[server.limits]`, `shutdown_timeout`, `[admin] explain` and `access_log`) are stored
 //!   in one `ArcSwap` ([`crate::proxy::Shared::settings`]) that each request and each accepted connection
 //!   reads once. A new request sees the new `explain`, `access_log` and `max_body_bytes`; a new connection
 //!   gets the new timeouts and header size, while a connection already open keeps those it was accepted
 //!   with (hyper's parser was configured for it then). `max_connections` applies at once: no connection
 //!   is closed, but none is accepted while the count is over the new cap.
-//! - **certificates** are swapped in the resolver every TLS listener asks ([`crate::tls::Certificates`]).
+//! - **Certificates** are swapped in the resolver every TLS listener asks ([`crate::tls::Certificates`]).
 //!   The files are read again on *every* reload, changed in the file or not, since certificate renewal
 //!   (certbot, cert-manager) replaces the files in place and then asks for a reload.
-//! - **listeners**: new addresses start accepting on every worker, removed ones stop (connections open on
-//!   them go on), see [`crate::listeners`].
+//! - **Listeners**: new addresses start accepting on every worker, removed ones stop (connections open on
+//!   them go on), addresses that stay keep their sockets; see [`crate::listeners`].
 //!
 //! # What needs a restart
 //!

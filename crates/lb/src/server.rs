@@ -10,6 +10,9 @@
 //! (worker processes or threads, each with its own event loop), as opposed to a work-stealing runtime
 //! that moves tasks between cores.
 //!
+//! A worker receives its sockets over a channel, those of the start and those a reload adds later
+//! ([`crate::listeners`]), and runs one accept loop per socket.
+//!
 //! A port already taken must fail loudly rather than be silently shared with another process through
 //! `SO_REUSEPORT`: with one worker the option is not set at all, with more a probe socket without it
 //! checks the port first.
@@ -65,9 +68,10 @@ use crate::{Config, Error};
 /// A running proxy, started by [`start`].
 #[derive(Debug)]
 pub struct Running {
-    /// The client-facing addresses actually bound (port 0 in the config becomes a real port here).
+    /// The client-facing addresses bound at start (port 0 in the config becomes a real port here);
+    /// after a reload, [`Reloader::listening`] has those in use.
     pub listen: Vec<SocketAddr>,
-    /// The TLS addresses actually bound (`server.listen_tls`).
+    /// The TLS addresses bound at start (`server.listen_tls`).
     pub listen_tls: Vec<SocketAddr>,
     /// The admin API's address, if enabled.
     pub admin: Option<SocketAddr>,
