@@ -301,3 +301,36 @@ async fn a_reload_adds_and_removes_listen_addresses_on_every_worker() {
     drop(taken);
     lb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_the_shutdown_timeout_of_the_next_shutdown() {
+    let all = backends(1).await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("lb.toml");
+    // write_config sets 2 s; a later line for the same key would be a TOML error, so edit the text.
+    write_config(&path, "workers = 1\nlisten = \"127.0.0.1:0\"\n", "", &[&all[0]]);
+    let lb = start(&path).await;
+    let text = std::fs::read_to_string(&path).unwrap_or_default().replace("\"2s\"", "\"200ms\"");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    let (status, report) = reload(&lb).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["settings_changed"], serde_json::json!(["server.shutdown_timeout"]), "{report}");
+
+    // A 3 s request in flight: the shutdown cuts it after 200 ms, not after the 2 s of the start.
+    let url = format!("{}/delay/3000", lb.url());
+    let slow = tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while all[0].requests() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the slow request never reached the backend");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = tokio::time::Instant::now();
+    lb.shutdown().await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_millis(1500),
+        "shutdown took {took:?}"
+    );
+    let cut = slow.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(cut.is_err(), "the slow request was cut, not answered: {cut:?}");
+}
