@@ -231,10 +231,10 @@ async fn serve(running: Running) -> anyhow::Result<ExitCode> {
                     report.summary.kept_backends
                 );
                 for addr in &report.listen_added {
-                    println!("now listening on {addr}");
+                    println!("lb listening on {addr}");
                 }
                 for addr in &report.listen_removed {
-                    println!("no longer listening on {addr}");
+                    println!("lb no longer listening on {addr}");
                 }
                 for w in &report.warnings {
                     eprintln!("reload: {w}");

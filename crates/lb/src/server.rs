@@ -364,18 +364,16 @@ pub async fn serve_listener(
         // The limits in force now hold for this connection's life, even if a reload changes them.
         let limits = ctx.shared.settings().limits;
         let (worker, stop) = (Rc::clone(&worker), ctx.stop.clone());
-        if mode == Mode::Tls {
-            let tls = ctx.tls.clone();
-            tokio::task::spawn_local(async move {
-                serve_tls_connection(tls, stream, peer, worker, stop, limits).await;
-                drop((slot, tracked));
-            });
-        } else {
-            tokio::task::spawn_local(async move {
+        match (mode == Mode::Tls).then(|| ctx.tls.clone()) {
+            None => tokio::task::spawn_local(async move {
                 serve_connection(stream, peer, worker, stop, limits).await;
                 drop((slot, tracked));
-            });
-        }
+            }),
+            Some(tls) => tokio::task::spawn_local(async move {
+                serve_tls_connection(tls, stream, peer, worker, stop, limits).await;
+                drop((slot, tracked));
+            }),
+        };
     }
 }
 
