@@ -76,6 +76,11 @@ impl Control {
         *self.mode.borrow_and_update()
     }
 
+    /// Has a reload changed the mode since it was last read? One atomic load.
+    pub fn has_changed(&self) -> bool {
+        self.mode.has_changed().unwrap_or(false)
+    }
+
     /// Resolves with the new mode when a reload changes it. The accept loop waits on this next to
     /// `accept`, so it reads the mode once per change, not once per connection.
     pub async fn changed(&mut self) -> Mode {
@@ -111,11 +116,19 @@ pub struct Listeners {
 /// A change worked out and bound but not yet in force; dropping it closes the sockets it bound.
 #[derive(Debug, Default)]
 pub struct Plan {
-    bind: Vec<Bound>,
-    /// Addresses that stay (index into `active`) and their mode in the new file.
-    keep: Vec<(usize, Mode)>,
+    /// Every address of the new file, in file order (plain, then TLS).
+    wanted: Vec<Wanted>,
     /// Indexes into `active` of addresses not in the new file.
     close: Vec<usize>,
+}
+
+/// One address of the new file.
+#[derive(Debug)]
+enum Wanted {
+    /// In use already (index into `active`), in this mode from now on.
+    Keep(usize, Mode),
+    /// New, and bound.
+    Bind(Bound),
 }
 
 /// A new address, bound on every worker.
@@ -187,13 +200,13 @@ impl Listeners {
             }
         }
         for ((requested, mode), same) in wanted.into_iter().zip(same) {
-            match same {
-                Some(i) => plan.keep.push((i, mode)),
+            plan.wanted.push(match same {
+                Some(i) => Wanted::Keep(i, mode),
                 None => {
                     let (bound, sockets) = bind_everywhere(requested, self.workers.len())?;
-                    plan.bind.push(Bound { requested, bound, mode, sockets });
+                    Wanted::Bind(Bound { requested, bound, mode, sockets })
                 }
-            }
+            });
         }
         plan.close = (0..self.active.len()).filter(|&i| !stays[i]).collect();
         Ok(plan)
@@ -204,33 +217,39 @@ impl Listeners {
     /// removed addresses, so that when a reload answers, their ports refuse new connections.
     pub fn commit(&mut self, plan: Plan) -> ListenChanges {
         let mut changes = ListenChanges::default();
-        for &(i, mode) in &plan.keep {
-            let a = &self.active[i];
-            let was = a.mode.send_replace(mode);
-            if was != mode {
-                changes.removed.push(url(was, a.bound));
-                changes.added.push(url(mode, a.bound));
-            }
-        }
+        let mut old: Vec<Option<Active>> = std::mem::take(&mut self.active).into_iter().map(Some).collect();
         let mut closing = Vec::new();
-        for (i, a) in std::mem::take(&mut self.active).into_iter().enumerate() {
-            if plan.close.contains(&i) {
+        for i in plan.close {
+            if let Some(a) = old.get_mut(i).and_then(Option::take) {
                 changes.removed.push(url(a.mode.send_replace(Mode::Closed), a.bound));
                 closing.push(a);
-            } else {
-                self.active.push(a);
             }
         }
-        for b in plan.bind {
-            let (mode, _) = watch::channel(b.mode);
-            let (open, open_rx) = std_mpsc::channel();
-            for (worker, socket) in self.workers.iter().zip(b.sockets) {
-                let control = Control { mode: mode.subscribe(), _open: open.clone() };
-                // A worker that has exited (the proxy is stopping) drops the socket with the message.
-                let _ = worker.send(NewListener { socket, control });
+        // The new list in file order, so that `addresses` lists them as the file does.
+        for wanted in plan.wanted {
+            match wanted {
+                Wanted::Keep(i, mode) => {
+                    let Some(a) = old.get_mut(i).and_then(Option::take) else { continue };
+                    let was = a.mode.send_replace(mode);
+                    if was != mode {
+                        changes.removed.push(url(was, a.bound));
+                        changes.added.push(url(mode, a.bound));
+                    }
+                    self.active.push(a);
+                }
+                Wanted::Bind(b) => {
+                    let (mode, _) = watch::channel(b.mode);
+                    let (open, open_rx) = std_mpsc::channel();
+                    for (worker, socket) in self.workers.iter().zip(b.sockets) {
+                        let control = Control { mode: mode.subscribe(), _open: open.clone() };
+                        // A worker that has exited (the proxy is stopping) drops the socket with the
+                        // message.
+                        let _ = worker.send(NewListener { socket, control });
+                    }
+                    changes.added.push(url(b.mode, b.bound));
+                    self.active.push(Active { requested: b.requested, bound: b.bound, mode, open: open_rx });
+                }
             }
-            changes.added.push(url(b.mode, b.bound));
-            self.active.push(Active { requested: b.requested, bound: b.bound, mode, open: open_rx });
         }
         let deadline = Instant::now() + CLOSE_WAIT;
         for a in closing {
@@ -332,7 +351,7 @@ mod tests {
         assert_eq!(now_plain[0], plain[0]);
         assert_eq!(now_tls, vec![plain[1]]);
         assert_eq!(changes.removed, vec![format!("http://{}", plain[1])]);
-        assert_eq!(changes.added, vec![format!("https://{}", plain[1]), format!("http://{}", now_plain[1])]);
+        assert_eq!(changes.added, vec![format!("http://{}", now_plain[1]), format!("https://{}", plain[1])]);
         assert_eq!(received(&mut rx).len(), 2, "only the new address was sent, once per worker");
     }
 

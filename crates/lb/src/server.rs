@@ -352,6 +352,14 @@ pub async fn serve_listener(
             }
             _ = stop.wait_for(|&s| s) => return,
         };
+        // A reload may have switched this listener to TLS (or back) while the connection waited:
+        // `select!` has no preference between a ready accept and a ready change, so look again (one
+        // atomic load). A listener being closed serves what it has accepted as it was, then stops.
+        let accepted_as = mode;
+        if control.has_changed() {
+            mode = control.mode();
+        }
+        let serve_as = if mode == Mode::Closed { accepted_as } else { mode };
         // Over the cap: accept and close at once. Leaving it in the backlog instead would make the
         // client wait for a connect timeout and still hold a kernel slot; a prompt close lets it retry
         // elsewhere. HAProxy's maxconn does the opposite (stops accepting); both are common.
@@ -364,7 +372,7 @@ pub async fn serve_listener(
         // The limits in force now hold for this connection's life, even if a reload changes them.
         let limits = ctx.shared.settings().limits;
         let (worker, stop) = (Rc::clone(&worker), ctx.stop.clone());
-        match (mode == Mode::Tls).then(|| ctx.tls.clone()) {
+        match (serve_as == Mode::Tls).then(|| ctx.tls.clone()) {
             None => tokio::task::spawn_local(async move {
                 serve_connection(stream, peer, worker, stop, limits).await;
                 drop((slot, tracked));

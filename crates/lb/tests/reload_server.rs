@@ -141,6 +141,21 @@ async fn a_reload_puts_new_certificates_in_force_and_a_bad_key_changes_nothing()
     let (status, report) = reload(&lb).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(presented(addr).await, c, "files are read again even when the config did not change");
+
+    // The plain address moves to listen_tls: same sockets (binding it again would fail while they are
+    // open), now speaking TLS.
+    let plain = lb.listen[0];
+    let moved = tls("b").replace(
+        "listen = \"127.0.0.1:0\"\nlisten_tls = \"127.0.0.1:0\"",
+        &format!("listen = []\nlisten_tls = [\"127.0.0.1:0\", \"{plain}\"]"),
+    );
+    write_config(&path, &moved, "", &[&all[0]]);
+    let (status, report) = reload(&lb).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["listen_removed"], serde_json::json!([format!("http://{plain}")]), "{report}");
+    assert_eq!(report["listen_added"], serde_json::json!([format!("https://{plain}")]), "{report}");
+    assert_eq!(presented(plain).await, c);
+    assert_eq!(lb.reloader.listening(), (vec![], vec![addr, plain]));
     lb.shutdown().await;
 }
 
