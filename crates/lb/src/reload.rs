@@ -211,8 +211,12 @@ impl Reloader {
             n => n,
         };
         if workers != self.workers {
+            let in_file = match config.server.workers {
+                0 => format!("0 (one per core: {workers})"),
+                n => n.to_string(),
+            };
             warnings.push(format!(
-                "server.workers: {workers} in the file, {} running: restart lb to apply it",
+                "server.workers: {in_file} in the file, {} running: restart lb to apply it",
                 self.workers
             ));
             config.server.workers = old.server.workers;
