@@ -230,6 +230,15 @@ async fn serve(running: Running) -> anyhow::Result<ExitCode> {
                     report.summary.removed_backends.len(),
                     report.summary.kept_backends
                 );
+                for addr in &report.listen_added {
+                    println!("lb listening on {addr}");
+                }
+                for addr in &report.listen_removed {
+                    println!("lb no longer listening on {addr}");
+                }
+                for w in &report.warnings {
+                    eprintln!("reload: {w}");
+                }
             }
             Ok(Err(e)) => {
                 for line in crate::reload::describe(&e) {

@@ -1024,9 +1024,7 @@ mod tests {
         let shared = Arc::new(crate::proxy::Shared {
             upstreams: Arc::new(crate::upstream::Upstreams::new(&[]).unwrap_or_else(|e| panic!("{e}"))),
             metrics: Arc::new(crate::metrics::Metrics::default()),
-            explain: false,
-            access_log: false,
-            limits: ServerLimits::default(),
+            settings: arc_swap::ArcSwap::from_pointee(crate::proxy::Settings::of(&crate::Config::default())),
         });
         let worker = Rc::new(Worker::new(shared, 1));
         let serving = serve(ClientIo::Plain(stream), false, addr, worker, stop, ServerLimits::default());

@@ -12,6 +12,7 @@
 //! - [`config`]: the TOML schema, checked with `file:line:column` errors.
 //! - [`upstream`]: upstream groups (backend set + balancer + stats, swapped atomically) and routing.
 //! - [`server`]: worker threads, `SO_REUSEPORT` listeners, the accept loop, graceful shutdown.
+//! - [`listeners`]: the listening sockets, bound at start and added or removed by a reload.
 //! - [`proxy`]: the forwarding function: pick, connect, send, retry, map failures to 502/503/504.
 //! - [`pool`]: each worker's pool of keep-alive connections to backends.
 //! - [`h1`]: the HTTP/1.1 client for the upstream leg, run inside the request's own task.
@@ -58,6 +59,7 @@ pub mod h1_server;
 pub mod h2_upstream;
 pub mod health;
 pub mod limits;
+pub mod listeners;
 pub mod metrics;
 pub mod outlier;
 pub mod pool;

@@ -25,6 +25,10 @@
 //! nginx's 60 s: a real client sends its whole head in one packet, so ten seconds only matters to one
 //! that is deliberately slow.
 //!
+//! A reload changes the limits without a restart ([`crate::reload`]): `max_connections` at once, the
+//! others for connections accepted from then on. A connection keeps the limits it was accepted with,
+//! since its parser and its watchdog were set up with them.
+//!
 //! # The connection watchdog
 //!
 //! Timeouts on a *connection* are kept by a small state machine per connection ([`ConnWatch`]), not by

@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -109,12 +110,44 @@ pub struct Shared {
     pub upstreams: Arc<Upstreams>,
     /// The metrics every request updates.
     pub metrics: Arc<Metrics>,
+    /// The switches and limits in force; a reload stores new ones. Read with [`Shared::settings`].
+    pub settings: ArcSwap<Settings>,
+}
+
+impl Shared {
+    /// The settings in force now, copied out: one `ArcSwap` load (no lock, no reference count
+    /// touched), and the request keeps its copy even if a reload stores new ones meanwhile.
+    pub fn settings(&self) -> Settings {
+        **self.settings.load()
+    }
+}
+
+/// What a reload may change in how requests and connections are handled (`[server]` and `[admin]`
+/// switches). Read once per request and once per accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
     /// Honour `X-Lb-Explain: 1`.
     pub explain: bool,
     /// Log one JSON line per request.
     pub access_log: bool,
-    /// `[server.limits]` (the request checks in `validate.rs` read `max_body_bytes`).
+    /// `[server.limits]`: a connection keeps the ones in force when it was accepted (its timeouts and
+    /// header size); the request checks in `validate.rs` read `max_body_bytes` per request.
     pub limits: crate::limits::ServerLimits,
+    /// How long open connections get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// The settings a configuration asks for.
+    pub fn of(config: &crate::Config) -> Settings {
+        let admin = config.admin.as_ref();
+        Settings {
+            explain: admin.is_some_and(|a| a.explain),
+            access_log: admin.is_some_and(|a| a.access_log),
+            limits: config.server.limits,
+            shutdown_grace: config.server.shutdown_grace,
+        }
+    }
 }
 
 /// One worker thread's forwarding state: the shared parts plus its own connection pool. Lives in an
@@ -216,7 +249,8 @@ impl Worker {
         req: Request<ClientBody>,
         client: Rc<ClientInfo>,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        let log_start = self.shared.access_log.then(|| (std::time::SystemTime::now(), Instant::now()));
+        let settings = self.shared.settings();
+        let log_start = settings.access_log.then(|| (std::time::SystemTime::now(), Instant::now()));
         let (method, path) = if log_start.is_some() {
             (req.method().clone(), req.uri().path().to_string())
         } else {
@@ -225,7 +259,7 @@ impl Worker {
         let mut outcome = Forwarded::default();
         // Boxed for the same reason as the attempt in `forward`: hyper moves this future by value into
         // its connection state, and without the box it would carry the whole forwarding state along.
-        let response = Box::pin(self.forward(req, &client, &mut outcome)).await;
+        let response = Box::pin(self.forward(req, &client, &settings, &mut outcome)).await;
         if let Some((time, started)) = log_start {
             let request_id =
                 response.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -249,6 +283,7 @@ impl Worker {
         self: &Rc<Self>,
         req: Request<ClientBody>,
         client: &ClientInfo,
+        settings: &Settings,
         outcome: &mut Forwarded,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
@@ -261,7 +296,7 @@ impl Worker {
             }
         };
         if let Err((status, msg)) =
-            crate::validate::check(&mut parts, &self.shared.upstreams, self.shared.limits.max_body_bytes)
+            crate::validate::check(&mut parts, &self.shared.upstreams, settings.limits.max_body_bytes)
         {
             return error_response(status, msg, &request_id);
         }
@@ -274,11 +309,11 @@ impl Worker {
             let msg = format!("no route for host {} path {}\n", host.unwrap_or("(none)"), parts.uri.path());
             return error_response(StatusCode::NOT_FOUND, msg, &request_id);
         };
-        outcome.upstream = self.shared.access_log.then(|| upstream.name.clone());
+        outcome.upstream = settings.access_log.then(|| upstream.name.clone());
         let state = upstream.load();
         let config = &upstream.config;
 
-        let explain_on = self.shared.explain && parts.headers.get(&X_LB_EXPLAIN).is_some_and(|v| v == "1");
+        let explain_on = settings.explain && parts.headers.get(&X_LB_EXPLAIN).is_some_and(|v| v == "1");
         let key = match &config.hash_key {
             Some(k) if config.algorithm.is_hashing() => {
                 k.hash(&RequestKeys { headers: &parts.headers, uri: &parts.uri, client: client.addr.ip() })
@@ -424,7 +459,7 @@ impl Worker {
                 }
             }
         };
-        if self.shared.access_log {
+        if settings.access_log {
             outcome.attempts = ctx.attempts;
             outcome.backend = ctx.last_backend.and_then(|i| state.set.get(i)).map(|b| b.addr().to_string());
         }

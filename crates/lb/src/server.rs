@@ -10,6 +10,9 @@
 //! (worker processes or threads, each with its own event loop), as opposed to a work-stealing runtime
 //! that moves tasks between cores.
 //!
+//! A worker receives its sockets over a channel, those of the start and those a reload adds later
+//! ([`crate::listeners`]), and runs one accept loop per socket.
+//!
 //! A port already taken must fail loudly rather than be silently shared with another process through
 //! `SO_REUSEPORT`: with one worker the option is not set at all, with more a probe socket without it
 //! checks the port first.
@@ -41,33 +44,35 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::Request;
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use lb_algorithms::now_nanos;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminState, router};
 use crate::h1_server::ClientIo;
 use crate::limits::{self, ConnWatch, ServerLimits, WatchedIo};
+use crate::listeners::{Control, Listeners, Mode, NewListener};
 use crate::metrics::Metrics;
-use crate::proxy::{ClientBody, ClientInfo, Shared, Worker};
-use crate::reload::{ReloadError, ReloadReport, Reloader};
+use crate::proxy::{ClientBody, ClientInfo, Settings, Shared, Worker};
+use crate::reload::{Live, ReloadError, ReloadReport, Reloader};
 use crate::upstream::Upstreams;
 use crate::{Config, Error};
 
 /// A running proxy, started by [`start`].
 #[derive(Debug)]
 pub struct Running {
-    /// The client-facing addresses actually bound (port 0 in the config becomes a real port here).
+    /// The client-facing addresses bound at start (port 0 in the config becomes a real port here);
+    /// after a reload, [`Reloader::listening`] has those in use.
     pub listen: Vec<SocketAddr>,
-    /// The TLS addresses actually bound (`server.listen_tls`).
+    /// The TLS addresses bound at start (`server.listen_tls`).
     pub listen_tls: Vec<SocketAddr>,
     /// The admin API's address, if enabled.
     pub admin: Option<SocketAddr>,
@@ -118,59 +123,41 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let upstreams = Arc::new(Upstreams::new(&config.upstreams)?);
     let metrics = Arc::new(Metrics::for_upstreams(&upstreams));
     let admin_config = config.admin.clone();
-    let grace = config.server.shutdown_grace;
+    let settings = Settings::of(&config);
     let shared = Arc::new(Shared {
         upstreams: Arc::clone(&upstreams),
         metrics: Arc::clone(&metrics),
-        explain: admin_config.as_ref().is_some_and(|a| a.explain),
-        access_log: admin_config.as_ref().is_some_and(|a| a.access_log),
-        limits: config.server.limits,
+        settings: ArcSwap::from_pointee(settings),
     });
-    metrics.connections.set_max(config.server.limits.max_connections);
+    metrics.connections.set_max(settings.limits.max_connections);
     let workers = if config.server.workers == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         config.server.workers
     };
 
-    // Bind all sockets up front. For port 0, the first socket picks the port and the others join it.
-    let tls = if config.server.listen_tls.is_empty() {
-        None
-    } else {
-        Some(crate::tls::acceptor(&config.server.tls)?)
-    };
-    let mut bound = Vec::new();
-    let mut bound_tls = Vec::new();
-    // Each worker's listeners, each marked true when it speaks TLS.
-    let mut per_worker: Vec<Vec<(std::net::TcpListener, bool)>> = (0..workers).map(|_| Vec::new()).collect();
-    let plain = config.server.listen.iter().map(|a| (*a, false));
-    let secure = config.server.listen_tls.iter().map(|a| (*a, true));
-    for (requested, is_tls) in plain.chain(secure) {
-        let mut addr = requested;
-        if workers > 1 && requested.port() != 0 {
-            // With SO_REUSEPORT on every socket, the kernel would let us share a port that another
-            // process (another lb, say) already listens on, and split its clients with it. A probe
-            // bound *without* SO_REUSEPORT fails on a taken port, which is the error we want.
-            probe(requested).map_err(|error| Error::Bind { addr: requested, error })?;
-        }
-        for (w, listeners) in per_worker.iter_mut().enumerate() {
-            let l = bind(addr, workers > 1).map_err(|error| Error::Bind { addr, error })?;
-            if w == 0 {
-                addr = l.local_addr().map_err(|error| Error::Bind { addr, error })?;
-                if is_tls { bound_tls.push(addr) } else { bound.push(addr) }
-            }
-            listeners.push((l, is_tls));
-        }
+    // One acceptor for every TLS listener, even when there is none yet: a reload may add one. Its
+    // certificates are the part a reload replaces.
+    let certs = crate::tls::CertSet::load(&config.server.tls)?;
+    if certs.is_empty() && !config.server.listen_tls.is_empty() {
+        return Err(crate::tls::TlsError::no_certificate().into());
     }
+    let certs = crate::tls::Certificates::new(certs);
+    let tls = crate::tls::terminator(Arc::clone(&certs))?;
+    // Bind all sockets up front, and queue each worker's for it before it starts.
+    let (mut listeners, incoming) = Listeners::new(workers);
+    let plan = listeners.plan(&config.server.listen, &config.server.listen_tls)?;
+    listeners.commit(plan);
+    let (bound, bound_tls) = listeners.addresses();
 
     let (stop, stop_rx) = watch::channel(false);
-    let ctx = ListenCtx { shared: Arc::clone(&shared), stop: stop_rx.clone(), grace, tls };
+    let ctx = ListenCtx { shared: Arc::clone(&shared), stop: stop_rx.clone(), tls };
     let mut threads = Vec::with_capacity(workers);
-    for (i, listeners) in per_worker.into_iter().enumerate() {
+    for (i, incoming) in incoming.into_iter().enumerate() {
         let ctx = ctx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("lb-worker-{i}"))
-            .spawn(move || worker_thread(i, listeners, ctx))
+            .spawn(move || worker_thread(i, incoming, ctx))
             .map_err(|error| Error::Worker { worker: i, error })?;
         threads.push(thread);
     }
@@ -179,8 +166,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         let _ = rx.wait_for(|&s| s).await;
     };
     let mut control = Vec::new();
-    // The reloader owns the health checks and the unejector: a reload restarts them over the new groups.
-    let reloader = Reloader::start(config, Arc::clone(&upstreams), Arc::clone(&metrics), stop_rx.clone());
+    // The reloader owns the health checks and the unejector (a reload restarts them over the new
+    // groups), and everything else a reload changes: settings, certificates, listeners.
+    let live = Live { shared: Arc::clone(&shared), certs, listeners, workers };
+    let reloader = Reloader::start(config, live, stop_rx.clone());
     let mut admin = None;
     if let Some(addr) = admin_config.and_then(|a| a.listen) {
         let listener = TcpListener::bind(addr).await.map_err(|error| Error::Bind { addr, error })?;
@@ -220,27 +209,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    // SO_REUSEADDR: restart at once even with connections of the previous run in TIME_WAIT.
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
-}
-
-/// Bind (without listening, so no client can land on it) and close: does the port look free?
-fn probe(addr: SocketAddr) -> std::io::Result<()> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())
-}
-
-fn worker_thread(index: usize, listeners: Vec<(std::net::TcpListener, bool)>, ctx: ListenCtx) {
+fn worker_thread(index: usize, mut incoming: mpsc::UnboundedReceiver<NewListener>, ctx: ListenCtx) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -249,34 +218,47 @@ fn worker_thread(index: usize, listeners: Vec<(std::net::TcpListener, bool)>, ct
         }
     };
     let local = tokio::task::LocalSet::new();
-    let grace = ctx.grace;
     local.block_on(&runtime, async move {
         let worker = Rc::new(Worker::new(Arc::clone(&ctx.shared), index as u32 + 1));
         let tracker = Rc::new(ConnTracker::default());
-        let mut loops = Vec::new();
-        for (l, is_tls) in listeners {
-            let mut ctx = ctx.clone();
-            if !is_tls {
-                ctx.tls = None;
-            }
-            match TcpListener::from_std(l) {
-                Ok(l) => loops.push(tokio::task::spawn_local(serve_listener(
-                    l,
-                    Rc::clone(&worker),
-                    Rc::clone(&tracker),
-                    ctx,
-                ))),
+        let sweeper = tokio::task::spawn_local(sweep_pool(Rc::clone(&worker)));
+        // Listening sockets arrive on `incoming`: those of the start, then those a reload adds.
+        let mut loops: Vec<JoinHandle<()>> = Vec::new();
+        let mut stop = ctx.stop.clone();
+        loop {
+            let new = tokio::select! {
+                new = incoming.recv() => new,
+                _ = stop.wait_for(|&s| s) => break,
+            };
+            let Some(NewListener { socket, control }) = new else {
+                // No more reloads can come; serve what we have until the stop.
+                let _ = stop.wait_for(|&s| s).await;
+                break;
+            };
+            match TcpListener::from_std(socket) {
+                Ok(l) => {
+                    loops.retain(|l| !l.is_finished());
+                    let (worker, tracker) = (Rc::clone(&worker), Rc::clone(&tracker));
+                    loops.push(tokio::task::spawn_local(serve_listener(
+                        l,
+                        control,
+                        worker,
+                        tracker,
+                        ctx.clone(),
+                    )));
+                }
                 Err(e) => tracing::error!("worker {index}: listener: {e}"),
             }
         }
-        let sweeper = tokio::task::spawn_local(sweep_pool(Rc::clone(&worker)));
         for l in loops {
             let _ = l.await;
         }
         sweeper.abort();
         // The listeners are closed now (new connections are refused); every open connection has been
-        // told to finish its current request and close. Wait for them, up to the grace period; what is
-        // left when this returns is cut when the runtime drops its tasks.
+        // told to finish its current request and close. Wait for them, up to the grace period in force
+        // now (a reload may have changed it); what is left when this returns is cut when the runtime
+        // drops its tasks.
+        let grace = ctx.shared.settings().shutdown_grace;
         if tokio::time::timeout(grace, tracker.all_closed()).await.is_err() {
             tracing::warn!(
                 "worker {index}: {} connections still open after {grace:?}; closing them",
@@ -293,15 +275,13 @@ pub struct ListenCtx {
     pub shared: Arc<Shared>,
     /// Set to true to stop.
     pub stop: watch::Receiver<bool>,
-    /// How long open connections get to finish on shutdown.
-    pub grace: Duration,
-    /// For a TLS listener: the acceptor (certificates, SNI, ALPN).
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The TLS acceptor (certificates, SNI, ALPN), for listeners in TLS mode.
+    pub tls: tokio_rustls::TlsAcceptor,
 }
 
 impl std::fmt::Debug for ListenCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ListenCtx").field("grace", &self.grace).field("tls", &self.tls.is_some()).finish()
+        f.debug_struct("ListenCtx").finish_non_exhaustive()
     }
 }
 
@@ -340,16 +320,23 @@ impl Drop for TrackedConn {
     }
 }
 
-/// Accept clients on one listener until `stop`, serving each connection on this thread.
+/// Accept clients on one listener until `stop`, or until a reload closes it, serving each connection
+/// on this thread, as plain HTTP or TLS as the listener's mode says.
 pub async fn serve_listener(
     listener: TcpListener,
+    mut control: Control,
     worker: Rc<Worker>,
     tracker: Rc<ConnTracker>,
     ctx: ListenCtx,
 ) {
     let mut stop = ctx.stop.clone();
     let connections = Arc::clone(&ctx.shared.metrics.connections);
+    let mut mode = control.mode();
     loop {
+        if mode == Mode::Closed {
+            // Dropping the socket refuses new connects; those already accepted go on.
+            return;
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -360,8 +347,20 @@ pub async fn serve_listener(
                     continue;
                 }
             },
+            changed = control.changed() => {
+                mode = changed;
+                continue;
+            }
             _ = stop.wait_for(|&s| s) => return,
         };
+        // A reload may have switched this listener to TLS (or back) while the connection waited:
+        // `select!` has no preference between a ready accept and a ready change, so look again (one
+        // atomic load). A listener being closed serves what it has accepted as it was, then stops.
+        let accepted_as = mode;
+        if control.has_changed() {
+            mode = control.mode();
+        }
+        let serve_as = if mode == Mode::Closed { accepted_as } else { mode };
         // Over the cap: accept and close at once. Leaving it in the backlog instead would make the
         // client wait for a connect timeout and still hold a kernel slot; a prompt close lets it retry
         // elsewhere. HAProxy's maxconn does the opposite (stops accepting); both are common.
@@ -371,8 +370,10 @@ pub async fn serve_listener(
         };
         let _ = stream.set_nodelay(true);
         let tracked = tracker.track();
-        let (worker, stop, limits) = (Rc::clone(&worker), ctx.stop.clone(), ctx.shared.limits);
-        match ctx.tls.clone() {
+        // The limits in force now hold for this connection's life, even if a reload changes them.
+        let limits = ctx.shared.settings().limits;
+        let (worker, stop) = (Rc::clone(&worker), ctx.stop.clone());
+        match (serve_as == Mode::Tls).then(|| ctx.tls.clone()) {
             None => tokio::task::spawn_local(async move {
                 serve_connection(stream, peer, worker, stop, limits).await;
                 drop((slot, tracked));

@@ -16,6 +16,16 @@
 //! for a client that sends no name or one nobody lists (nginx's `default_server`). Matching is
 //! case-insensitive, as DNS names are.
 //!
+//! # New certificates without a restart
+//!
+//! Certificates expire, so they are replaced far more often than a proxy is restarted. The resolver
+//! rustls asks for a certificate ([`Certificates`]) holds the loaded set behind an `ArcSwap` and reads
+//! it once per handshake: a reload loads and checks the new files first ([`CertSet::load`]; a missing
+//! or mismatched key refuses the whole reload), then swaps the set in one store. Handshakes from then
+//! on present the new certificates; connections already open keep the one they were set up with (a
+//! certificate is only used during the handshake). This is what `nginx -s reload` gives its users, and
+//! what Envoy's SDS does for a listener, without a new listening socket.
+//!
 //! # HTTP/2 or HTTP/1.1: ALPN
 //!
 //! In the same handshake the client lists the protocols it speaks (Application-Layer Protocol
@@ -35,6 +45,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use serde::Deserialize;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::crypto::ring;
@@ -74,8 +85,15 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
+impl TlsError {
+    /// TLS listeners but no certificate to present.
+    pub fn no_certificate() -> TlsError {
+        TlsError::File { path: "[[server.tls]]".into(), why: "no certificate configured".into() }
+    }
+}
+
 /// Picks a certificate by the client's SNI name; the first is the default.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct SniResolver {
     certs: Vec<(Vec<String>, Arc<CertifiedKey>)>,
 }
@@ -89,9 +107,74 @@ impl SniResolver {
     }
 }
 
-impl ResolvesServerCert for SniResolver {
+/// A set of certificates loaded from `[[server.tls]]` and checked (each key matches its certificate),
+/// ready to be put in force with [`Certificates::replace`].
+#[derive(Debug, Default)]
+pub struct CertSet(SniResolver);
+
+impl CertSet {
+    /// Read and check every certificate and key. An empty list gives an empty set, which fails every
+    /// handshake; the config check refuses `listen_tls` without a certificate, so no client meets it.
+    pub fn load(certs: &[CertConfig]) -> Result<CertSet, TlsError> {
+        let provider = ring::default_provider();
+        let mut resolver = SniResolver::default();
+        for c in certs {
+            let bad =
+                |path: &Path, why: &str| TlsError::File { path: path.display().to_string(), why: why.into() };
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read_pem(&c.cert)?)
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(&c.cert, &e.to_string()))?;
+            if chain.is_empty() {
+                return Err(bad(&c.cert, "no certificate (expected PEM \"BEGIN CERTIFICATE\")"));
+            }
+            let key =
+                PrivateKeyDer::from_pem_slice(&read_pem(&c.key)?).map_err(|e| bad(&c.key, &e.to_string()))?;
+            let signing =
+                provider.key_provider.load_private_key(key).map_err(|e| bad(&c.key, &e.to_string()))?;
+            let certified = CertifiedKey::new(chain, signing);
+            certified
+                .keys_match()
+                .map_err(|e| bad(&c.key, &format!("does not match {}: {e}", c.cert.display())))?;
+            resolver.certs.push((c.names.clone(), Arc::new(certified)));
+        }
+        Ok(CertSet(resolver))
+    }
+
+    /// How many certificates it holds.
+    pub fn len(&self) -> usize {
+        self.0.certs.len()
+    }
+
+    /// True when it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.0.certs.is_empty()
+    }
+}
+
+/// The certificates in force: rustls's resolver for every TLS listener, swapped whole by a reload.
+///
+/// One `ArcSwap` load per handshake (not per request): cheap next to the handshake's own crypto, and
+/// no lock, so a reload never waits for handshakes nor they for it.
+#[derive(Debug)]
+pub struct Certificates {
+    current: ArcSwap<SniResolver>,
+}
+
+impl Certificates {
+    /// Start with `set` in force.
+    pub fn new(set: CertSet) -> Arc<Self> {
+        Arc::new(Certificates { current: ArcSwap::from_pointee(set.0) })
+    }
+
+    /// Put `set` in force for the handshakes that start from now on.
+    pub fn replace(&self, set: CertSet) {
+        self.current.store(Arc::new(set.0));
+    }
+}
+
+impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.pick(hello.server_name())
+        self.current.load().pick(hello.server_name())
     }
 }
 
@@ -109,38 +192,23 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|e| TlsError::File { path: path.display().to_string(), why: e.to_string() })
 }
 
-/// The acceptor for `certs` (at least one), offering h2 and http/1.1.
+/// The acceptor for `certs` (at least one), offering h2 and http/1.1; its certificates are fixed.
 pub fn acceptor(certs: &[CertConfig]) -> Result<TlsAcceptor, TlsError> {
+    let set = CertSet::load(certs)?;
+    if set.is_empty() {
+        return Err(TlsError::no_certificate());
+    }
+    terminator(Certificates::new(set))
+}
+
+/// The acceptor every TLS listener shares: certificates from `certs` (which a reload replaces), ALPN
+/// offering h2 then http/1.1.
+pub fn terminator(certs: Arc<Certificates>) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(ring::default_provider());
-    let mut resolver = SniResolver { certs: Vec::new() };
-    for c in certs {
-        let bad =
-            |path: &Path, why: &str| TlsError::File { path: path.display().to_string(), why: why.into() };
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read_pem(&c.cert)?)
-            .collect::<Result<_, _>>()
-            .map_err(|e| bad(&c.cert, &e.to_string()))?;
-        if chain.is_empty() {
-            return Err(bad(&c.cert, "no certificate (expected PEM \"BEGIN CERTIFICATE\")"));
-        }
-        let key =
-            PrivateKeyDer::from_pem_slice(&read_pem(&c.key)?).map_err(|e| bad(&c.key, &e.to_string()))?;
-        let signing = provider.key_provider.load_private_key(key).map_err(|e| bad(&c.key, &e.to_string()))?;
-        let certified = CertifiedKey::new(chain, signing);
-        certified
-            .keys_match()
-            .map_err(|e| bad(&c.key, &format!("does not match {}: {e}", c.cert.display())))?;
-        resolver.certs.push((c.names.clone(), Arc::new(certified)));
-    }
-    if resolver.certs.is_empty() {
-        return Err(TlsError::File {
-            path: "[[server.tls]]".into(),
-            why: "no certificate configured".into(),
-        });
-    }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .with_cert_resolver(certs);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -199,6 +267,28 @@ mod tests {
         // A key that belongs to another certificate is refused up front.
         let mixed = CertConfig { key: b.key.clone(), ..a.clone() };
         assert!(acceptor(&[mixed]).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_replaced_set_answers_the_next_handshake() {
+        let dir = std::env::temp_dir().join(format!("lb-tls-replace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = (generated(&dir, "a.test"), generated(&dir, "b.test"));
+        let load = |c: &CertConfig| CertSet::load(std::slice::from_ref(c)).unwrap_or_else(|e| panic!("{e}"));
+        let pem_der = |c: &CertConfig| {
+            CertificateDer::from_pem_file(&c.cert).unwrap_or_else(|e| panic!("{e}")).to_vec()
+        };
+        let store = Certificates::new(load(&a));
+        let leaf = || store.current.load().pick(Some("b.test")).map(|k| k.cert[0].to_vec());
+        assert_eq!(leaf(), Some(pem_der(&a)), "a is the only, hence the default");
+        store.replace(load(&b));
+        assert_eq!(leaf(), Some(pem_der(&b)));
+        // A set with a missing key is refused while loading, before it could reach the store.
+        let missing = CertConfig { key: dir.join("missing.key"), ..a.clone() };
+        let Err(err) = CertSet::load(&[missing]) else { panic!("a missing key was loaded") };
+        let err = err.to_string();
+        assert!(err.contains("missing.key"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
