@@ -701,7 +701,9 @@ fn parse(shared: &Shared, c: &mut Conn, limits: &ServerLimits) -> Result<Option<
         .map_err(|_| (StatusCode::BAD_REQUEST, "invalid request target"))?;
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
 
-    let mut map = HeaderMap::with_capacity(count);
+    // Room for what the proxy adds (request id, X-Forwarded-*), so the map is not grown and rehashed
+    // on the way.
+    let mut map = HeaderMap::with_capacity(count + 6);
     let mut length: Option<u64> = None;
     let mut te_seen = false;
     let mut chunked_last = false;

@@ -257,9 +257,9 @@ impl Worker {
             Default::default()
         };
         let mut outcome = Forwarded::default();
-        // Boxed for the same reason as the attempt in `forward`: hyper moves this future by value into
-        // its connection state, and without the box it would carry the whole forwarding state along.
-        let response = Box::pin(self.forward(req, &client, &settings, &mut outcome)).await;
+        // Not boxed: the HTTP/1 server boxes the whole exchange once (`h1_server.rs`), and every box
+        // below that would mean one more copy of a large future per request.
+        let response = self.forward(req, &client, &settings, &mut outcome).await;
         if let Some((time, started)) = log_start {
             let request_id =
                 response.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -287,13 +287,10 @@ impl Worker {
         outcome: &mut Forwarded,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = req.into_parts();
-        let request_id = match parts.headers.get(&X_REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
-                let id = self.new_request_id();
-                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
-                id
-            }
+        // One hash lookup for "is there an id, and if not add ours".
+        let request_id = match parts.headers.entry(&X_REQUEST_ID) {
+            header::Entry::Occupied(id) => id.get().clone(),
+            header::Entry::Vacant(slot) => slot.insert(self.new_request_id()).clone(),
         };
         if let Err((status, msg)) =
             crate::validate::check(&mut parts, &self.shared.upstreams, settings.limits.max_body_bytes)
@@ -320,38 +317,16 @@ impl Worker {
             }
             _ => None,
         };
-        if let Some(protocol) = crate::upgrade::wanted(&parts.headers, parts.version) {
+        let elsewhere = match crate::upgrade::wanted(&parts.headers, parts.version) {
+            Some(protocol) => Some(Elsewhere::Upgrade(protocol)),
+            None => upstream.h2.as_ref().map(Elsewhere::H2),
+        };
+        if let Some(via) = elsewhere {
             let req = Request::from_parts(parts, body);
             let metrics = &self.shared.metrics;
-            return crate::upgrade::forward(
-                req,
-                protocol,
-                client,
-                &upstream,
-                &state,
-                key,
-                metrics,
-                &request_id,
-            )
-            .await;
-        }
-        if let Some(h2) = &upstream.h2 {
-            let req = Request::from_parts(parts, body);
-            let metrics = &self.shared.metrics;
-            return crate::h2_upstream::forward(
-                h2,
-                req,
-                client,
-                &upstream,
-                &state,
-                key,
-                metrics,
-                &request_id,
-            )
-            .await;
+            return forward_elsewhere(via, req, client, &upstream, &state, key, metrics, &request_id).await;
         }
         add_forwarding_headers(&mut parts.headers, client);
-        parts.headers.remove(&X_LB_EXPLAIN);
         if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
             // Absolute-form (`GET http://host/path`) from a client that thinks we are a forward proxy:
             // backends expect origin-form.
@@ -369,7 +344,10 @@ impl Worker {
         let mut request = Request::from_parts(parts, body);
 
         upstream.budget.deposit();
-        let deadline = Instant::now() + config.timeouts.request;
+        // One clock read serves the request deadline, the first pick and the first attempt's deadline.
+        let started = Instant::now();
+        let mut pick_at = Some(started);
+        let deadline = started + config.timeouts.request;
         let max_attempts = config.retry.attempts.max(1);
         let mut ctx = Attempts {
             upstream: &upstream,
@@ -384,7 +362,8 @@ impl Worker {
         };
 
         let response = loop {
-            let now = now_nanos();
+            let at = pick_at.take().unwrap_or_else(Instant::now);
+            let now = lb_algorithms::nanos_at(at.into_std());
             let pick = {
                 let req = PickRequest { key, exclude: &ctx.tried, now };
                 state.balancer.pick(&req, ctx.explain.as_mut())
@@ -408,11 +387,7 @@ impl Worker {
             };
             let addr = backend.addr();
             let can_retry = ctx.attempts < max_attempts;
-            // Boxed: the attempt's state (a connection, its buffers' handles, the send and timer futures)
-            // is most of a request's future, and futures are moved by value, twice or more per request
-            // (into hyper's slot, into each parent's state); one small allocation costs less than
-            // copying it each time.
-            match Box::pin(self.attempt(&mut request, addr, &upstream, deadline, now)).await {
+            match self.attempt(&mut request, addr, &upstream, deadline, (at, now)).await {
                 AttemptResult::Response(response) => {
                     let status = response.status().as_u16();
                     let done = now_nanos();
@@ -474,7 +449,7 @@ impl Worker {
         addr: &str,
         upstream: &Upstream,
         deadline: Instant,
-        now: Nanos,
+        now: (Instant, Nanos),
     ) -> AttemptResult {
         // HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one. It names this backend,
         // so it is taken out again for a retry elsewhere.
@@ -494,9 +469,12 @@ impl Worker {
         addr: &str,
         upstream: &Upstream,
         deadline: Instant,
-        now: Nanos,
+        (at, now): (Instant, Nanos),
     ) -> AttemptResult {
         let timeouts = &upstream.config.timeouts;
+        // The pick's clock reading, microseconds old, for the first connection; a fresh one after a
+        // connect (which can take a while).
+        let mut sent_at = Some(at);
         // Idle pooled connections first; each one that turns out dead costs nothing but a loop turn.
         loop {
             // `now` is the pick's time, microseconds old: good enough for an idle deadline of seconds.
@@ -505,8 +483,9 @@ impl Worker {
             let conn = match pooled {
                 Some(c) => c,
                 None => {
-                    let connect_by = deadline.min(Instant::now() + timeouts.connect);
-                    let budget = connect_by.saturating_duration_since(Instant::now());
+                    sent_at = None;
+                    let now = Instant::now();
+                    let budget = deadline.min(now + timeouts.connect).saturating_duration_since(now);
                     match pool::connect(addr, budget).await {
                         Ok(c) => c,
                         Err(e) => {
@@ -519,7 +498,7 @@ impl Worker {
                     }
                 }
             };
-            let per_attempt = Instant::now() + timeouts.response_headers;
+            let per_attempt = sent_at.take().unwrap_or_else(Instant::now) + timeouts.response_headers;
             let (limit, which) = if deadline < per_attempt {
                 (deadline, ("request", timeouts.request))
             } else {
@@ -560,12 +539,44 @@ impl Worker {
     ) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        if !parts.headers.contains_key(&X_REQUEST_ID) {
-            parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        if let header::Entry::Vacant(slot) = parts.headers.entry(&X_REQUEST_ID) {
+            slot.insert(request_id.clone());
         }
         ctx.explain_headers(&mut parts.headers);
         let ret = ReturnTo { worker: Rc::clone(self), expires };
         Response::from_parts(parts, ProxyBody::upstream(body, guard, ret))
+    }
+}
+
+/// The paths that do not go through this worker's pooled HTTP/1 client.
+enum Elsewhere<'a> {
+    /// A WebSocket (or other `Upgrade`) tunnel.
+    Upgrade(HeaderValue),
+    /// An upstream whose backends speak HTTP/2.
+    H2(&'a crate::h2_upstream::H2Client),
+}
+
+/// Forward on one of the [`Elsewhere`] paths. Boxed, in a plain function: they are rare, and their
+/// futures inlined into `forward` would make every request's future larger, and every move of it
+/// slower (a future built in an `async fn` takes room in that function's state even when boxed at once).
+#[allow(clippy::too_many_arguments)]
+fn forward_elsewhere<'a>(
+    via: Elsewhere<'a>,
+    req: Request<ClientBody>,
+    client: &'a ClientInfo,
+    upstream: &'a Upstream,
+    state: &'a UpstreamState,
+    key: Option<u64>,
+    metrics: &'a Metrics,
+    request_id: &'a HeaderValue,
+) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + 'a>> {
+    match via {
+        Elsewhere::Upgrade(protocol) => Box::pin(crate::upgrade::forward(
+            req, protocol, client, upstream, state, key, metrics, request_id,
+        )),
+        Elsewhere::H2(h2) => {
+            Box::pin(crate::h2_upstream::forward(h2, req, client, upstream, state, key, metrics, request_id))
+        }
     }
 }
 
@@ -715,7 +726,28 @@ impl ClientInfo {
 /// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set, hop-by-hop removed.
 pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo) {
     strip_hop_by_hop(headers);
-    let appended = headers.get(&X_FORWARDED_FOR).map(|prior| {
+    // One pass over the fields (comparisons, no hashing) to learn which of ours the client sent: most
+    // requests carry none, and then each of ours costs one insertion.
+    let (mut xff, mut xfp, mut xfh, mut explain) = (false, false, false, false);
+    let mut host = None;
+    for (name, value) in headers.iter() {
+        if *name == header::HOST {
+            host = Some(value.clone());
+        } else if *name == X_FORWARDED_FOR {
+            xff = true;
+        } else if *name == X_FORWARDED_PROTO {
+            xfp = true;
+        } else if *name == X_FORWARDED_HOST {
+            xfh = true;
+        } else if *name == X_LB_EXPLAIN {
+            explain = true;
+        }
+    }
+    if explain {
+        // The explain switch is addressed to lb, not to the backend.
+        headers.remove(&X_LB_EXPLAIN);
+    }
+    let appended = xff.then(|| headers.get(&X_FORWARDED_FOR)).flatten().map(|prior| {
         let mut v = Vec::with_capacity(prior.len() + 2 + client.xff.len());
         v.extend_from_slice(prior.as_bytes());
         v.extend_from_slice(b", ");
@@ -727,13 +759,30 @@ pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInf
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
         // A prior value we could not extend is replaced rather than forwarded half-right.
-        Some(Err(_)) | None => {
+        Some(Err(_)) => {
             headers.insert(X_FORWARDED_FOR.clone(), client.xff.clone());
         }
+        None => {
+            headers.append(X_FORWARDED_FOR.clone(), client.xff.clone());
+        }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    // A client's own X-Forwarded-Proto/-Host are replaced: only we know how it reached us.
+    if xfp {
+        headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+    } else {
+        headers.append(X_FORWARDED_PROTO.clone(), client.proto.clone());
+    }
+    match host {
+        Some(host) if xfh => {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        Some(host) => {
+            headers.append(X_FORWARDED_HOST.clone(), host);
+        }
+        None if xfh => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+        None => {}
     }
 }
 
