@@ -367,6 +367,10 @@ impl Body for RequestBody {
 pub struct Upgraded {
     io: ClientIo,
     pre: Bytes,
+    /// Dropped with the tunnel: tells the connection's task, which waits for it, that the tunnel has
+    /// ended. Until then the connection counts as open, so a graceful shutdown waits for WebSocket
+    /// tunnels (up to `shutdown_timeout`) as it waits for requests, as nginx does.
+    _ended: oneshot::Sender<()>,
 }
 
 impl AsyncRead for Upgraded {
@@ -555,10 +559,15 @@ async fn exchange(x: Exchange<'_>, wbuf: &mut BytesMut, timer: Pin<&mut Sleep>) 
         && let Some(tx) = upgrade
     {
         if write_response(conn, wbuf, response, version, true, true).await.is_ok() {
-            let mut c = lock(conn);
-            let pre = c.rbuf.split().freeze();
-            if let Some(io) = c.io.take() {
-                let _ = tx.send(Upgraded { io, pre });
+            let (ended, tunnel_done) = oneshot::channel();
+            let handed = {
+                let mut c = lock(conn);
+                let pre = c.rbuf.split().freeze();
+                c.io.take().is_some_and(|io| tx.send(Upgraded { io, pre, _ended: ended }).is_ok())
+            };
+            if handed {
+                // Resolves (with an error: nothing is ever sent) when the tunnel drops its end.
+                let _ = tunnel_done.await;
             }
         }
         return Next::Close;

@@ -70,3 +70,37 @@ async fn an_upgrade_the_backend_refuses_is_answered_as_plain_http() {
     assert_eq!(lb.upstreams.all()[0].load().set.total_in_flight(), 0);
     lb.shutdown().await;
 }
+
+/// A graceful shutdown waits for open WebSocket tunnels as it waits for requests: the socket keeps
+/// echoing during `shutdown_timeout` (2 s here), new connections are refused at once, and when the
+/// timeout passes the tunnel is cut and the proxy exits. (Before, the tunnel was not counted, and
+/// shutdown returned at once with the socket cut.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_websocket_tunnels_until_its_timeout() {
+    let all = backends(1).await;
+    let lb = proxy(config(Algorithm::RoundRobin, &all, &[])).await;
+    let addr = lb.listen[0];
+    let (mut ws, _) = timeout(DEADLINE, tokio_tungstenite::connect_async(format!("ws://{addr}/ws")))
+        .await
+        .unwrap_or_else(|_| panic!("handshake timed out"))
+        .unwrap_or_else(|e| panic!("handshake: {e}"));
+
+    let started = Instant::now();
+    let stopping = tokio::spawn(lb.shutdown());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!stopping.is_finished(), "shutdown did not wait for the open tunnel");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "new connections are refused while stopping"
+    );
+    ws.send(Message::text("still here")).await.unwrap_or_else(|e| panic!("send: {e}"));
+    let echoed = timeout(DEADLINE, ws.next()).await.ok().flatten().and_then(|m| m.ok());
+    assert_eq!(echoed, Some(Message::text("still here")), "the tunnel works during the grace period");
+
+    timeout(DEADLINE, stopping).await.unwrap_or_else(|_| panic!("shutdown never ended")).unwrap_or(());
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(6), "shutdown took {took:?}");
+    // Cut: the next read ends (a close or an error), it does not hang.
+    let after = timeout(DEADLINE, ws.next()).await.unwrap_or_else(|_| panic!("the tunnel was left open"));
+    assert!(!matches!(after, Some(Ok(Message::Text(_)))), "{after:?}");
+}
