@@ -22,6 +22,7 @@
 //! - [`validate`]: requests refused before routing (bad `Host`, a host we do not serve, too large a body).
 //! - [`h2_upstream`]: HTTP/2 (h2c, or h2 over TLS) to backends of upstreams that ask for it.
 //! - [`tls`]: TLS termination (certificates, SNI, ALPN h2/http1.1).
+//! - [`upstream_tls`]: TLS to backends (`[upstream.tls]`: CA, name, the plain-or-TLS stream).
 //! - [`upgrade`]: WebSocket and other `Upgrade` requests tunnelled to a backend.
 //! - [`reload`]: hot reload of the configuration file (`SIGHUP`, admin `POST /reload`).
 //! - [`cli`]: the command line (demo mode, quick mode, `--config`, `check`); `main.rs` only calls it.
@@ -67,6 +68,7 @@ pub mod server;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
+pub mod upstream_tls;
 pub mod validate;
 
 pub use config::Config;

@@ -425,14 +425,15 @@ impl Worker {
         // Idle pooled connections first; each one that turns out dead costs nothing but a loop turn.
         loop {
             // `now` is the pick's time, microseconds old: good enough for an idle deadline of seconds.
-            let pooled = self.pool.take(addr, now);
+            let tls = upstream.tls.as_deref();
+            let pooled = self.pool.take(addr, tls.map_or(0, |t| t.pool_id()), now);
             let reused = pooled.is_some();
             let conn = match pooled {
                 Some(c) => c,
                 None => {
                     let connect_by = deadline.min(Instant::now() + timeouts.connect);
                     let budget = connect_by.saturating_duration_since(Instant::now());
-                    match pool::connect(addr, budget).await {
+                    match pool::connect(addr, budget, tls).await {
                         Ok(c) => c,
                         Err(e) => {
                             return AttemptResult::Failed {

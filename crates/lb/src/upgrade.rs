@@ -9,7 +9,7 @@
 //!
 //! 1. picks a backend with the upstream's algorithm, as for any request, and counts it in flight;
 //! 2. opens a **dedicated** connection to it (an upgraded connection is never returned to the pool:
-//!    after the switch it no longer speaks HTTP), and sends the request with its `Upgrade` and
+//!    after the switch it no longer speaks HTTP; TLS when the upstream has `[upstream.tls]`), and sends the request with its `Upgrade` and
 //!    `Connection: upgrade` headers put back;
 //! 3. if the backend answers `101 Switching Protocols`, answers the client with that 101, then takes
 //!    both upgraded connections from hyper (`hyper::upgrade::on`, on each side) and copies bytes both
@@ -41,11 +41,11 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use lb_algorithms::now_nanos;
-use tokio::net::TcpStream;
 
 use crate::metrics::{FailureKind, Metrics};
 use crate::proxy::{ClientBody, ClientInfo, ProxyBody, error_response};
 use crate::upstream::{Upstream, UpstreamState};
+use crate::upstream_tls::{self, ConnectError};
 
 /// How much of a refusal (a non-101 answer to an upgrade) is passed on; such answers are short.
 const MAX_REFUSAL_BODY: usize = 64 * 1024;
@@ -124,12 +124,15 @@ pub async fn forward(
     }
     *upstream_req.headers_mut() = headers;
 
-    let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(&addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return failed(FailureKind::Connect, StatusCode::BAD_GATEWAY, e.to_string()),
-        Err(_) => return failed(FailureKind::Timeout, StatusCode::GATEWAY_TIMEOUT, "connect timeout".into()),
+    // TCP, and TLS to an upstream with `[upstream.tls]`: the tunnel then carries the WebSocket inside
+    // the backend's TLS session.
+    let stream = match upstream_tls::connect(&addr, timeouts.connect, upstream.tls.as_deref()).await {
+        Ok(s) => s,
+        Err(ConnectError::Timeout(_)) => {
+            return failed(FailureKind::Timeout, StatusCode::GATEWAY_TIMEOUT, "connect timeout".into());
+        }
+        Err(e) => return failed(FailureKind::Connect, StatusCode::BAD_GATEWAY, e.to_string()),
     };
-    let _ = stream.set_nodelay(true);
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
         Ok(pair) => pair,
         Err(e) => return failed(FailureKind::Connect, StatusCode::BAD_GATEWAY, e.to_string()),
