@@ -15,7 +15,8 @@
 //! - [`proxy`]: the forwarding function: pick, connect, send, retry, map failures to 502/503/504.
 //! - [`pool`]: each worker's pool of keep-alive connections to backends.
 //! - [`h1`]: the HTTP/1.1 client for the upstream leg, run inside the request's own task.
-//! - [`retry`]: which failures are retried, and the retry budget.
+//! - [`retry`]: which failures are retried, and the retry budget. `attempts`: the retry loop's
+//!   bookkeeping (pick, outcome, explain headers), shared by every way of reaching a backend.
 //! - [`health`]: active health checks. [`outlier`]: passive ejection of failing backends.
 //! - [`metrics`]: counters and the Prometheus text. [`admin`]: the admin HTTP API. [`access_log`]: JSON lines.
 //! - [`limits`]: `[server.limits]` and the per-connection watchdog (header, body, idle timeouts).
@@ -52,6 +53,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub(crate) mod attempts;
 pub mod cli;
 pub mod config;
 pub mod h1;

@@ -48,16 +48,16 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use lb_algorithms::{Explain, InFlightGuard, KeySource, Nanos, PickRequest, now_nanos};
+use lb_algorithms::{InFlightGuard, KeySource, Nanos};
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLogEntry, access_log};
+use crate::attempts::{Answered, Attempts};
 use crate::h1::{self, ResponseBody, UpstreamBody};
 use crate::metrics::{FailureKind, Metrics};
-use crate::outlier::{self, Outcome};
 use crate::pool::{self, Pool};
-use crate::retry::{is_idempotent_without_body, is_retryable_status};
-use crate::upstream::{Upstream, UpstreamState, Upstreams};
+use crate::retry::is_idempotent_without_body;
+use crate::upstream::{Upstream, Upstreams};
 
 /// A client's request body, whichever server side read the request head.
 pub type ClientBody = Incoming;
@@ -93,12 +93,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_LB_EXPLAIN: HeaderName = HeaderName::from_static("x-lb-explain");
-static X_LB_BACKEND: HeaderName = HeaderName::from_static("x-lb-backend");
-static X_LB_ALGORITHM: HeaderName = HeaderName::from_static("x-lb-algorithm");
-static X_LB_REASON: HeaderName = HeaderName::from_static("x-lb-reason");
-static X_LB_SKIPPED: HeaderName = HeaderName::from_static("x-lb-skipped");
-static X_LB_ATTEMPTS: HeaderName = HeaderName::from_static("x-lb-attempts");
-static X_LB_RETRY: HeaderName = HeaderName::from_static("x-lb-retry");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -245,6 +239,8 @@ impl Worker {
             }
             _ => None,
         };
+        // The question was for us, not for the backend.
+        parts.headers.remove(&X_LB_EXPLAIN);
         if let Some(protocol) = crate::upgrade::wanted(&parts.headers, parts.version) {
             let req = Request::from_parts(parts, body);
             let metrics = &self.shared.metrics;
@@ -257,6 +253,7 @@ impl Worker {
                 key,
                 metrics,
                 &request_id,
+                explain_on,
             )
             .await;
         }
@@ -272,11 +269,11 @@ impl Worker {
                 key,
                 metrics,
                 &request_id,
+                explain_on,
             )
             .await;
         }
         add_forwarding_headers(&mut parts.headers, client);
-        parts.headers.remove(&X_LB_EXPLAIN);
         if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
             // Absolute-form (`GET http://host/path`) from a client that thinks we are a forward proxy:
             // backends expect origin-form.
@@ -295,92 +292,34 @@ impl Worker {
 
         upstream.budget.deposit();
         let deadline = Instant::now() + config.timeouts.request;
-        let max_attempts = config.retry.attempts.max(1);
-        let mut ctx = Attempts {
-            upstream: &upstream,
-            state: &state,
-            metrics: &self.shared.metrics,
-            tried: Vec::new(),
-            explain: explain_on.then(Explain::default),
-            retries: Vec::new(),
-            attempts: 0,
-            last_backend: None,
-            last_failure: None,
-        };
-
+        let mut ctx = Attempts::new(&upstream, &state, &self.shared.metrics, explain_on, replayable);
         let response = loop {
-            let now = now_nanos();
-            let pick = {
-                let req = PickRequest { key, exclude: &ctx.tried, now };
-                state.balancer.pick(&req, ctx.explain.as_mut())
+            let picked = match ctx.next(key, &request_id) {
+                Ok(picked) => picked,
+                Err(answer) => break *answer,
             };
-            let Some(index) = pick else {
-                break ctx.no_backend(&request_id);
-            };
-            let backend = &state.set.backends()[index];
-            if backend.in_flight() >= config.limits.max_in_flight_per_backend {
-                // Circuit breaker: this backend is full; try another without spending an attempt.
-                ctx.tried.push(index);
-                if let Some(e) = ctx.explain.as_mut() {
-                    e.skipped.push((index, lb_algorithms::SkipReason::OverCapacity));
-                }
-                continue;
-            }
-            ctx.attempts += 1;
-            ctx.last_backend = Some(index);
-            let Some(guard) = state.set.start(index, now) else {
-                break ctx.internal(&request_id);
-            };
-            let addr = backend.addr();
-            let can_retry = ctx.attempts < max_attempts;
+            let addr = ctx.addr(picked.index);
             // Boxed: the attempt's state (a connection, its buffers' handles, the send and timer futures)
             // is most of a request's future, and futures are moved by value, twice or more per request
             // (into hyper's slot, into each parent's state); one small allocation costs less than
             // copying it each time.
-            match Box::pin(self.attempt(&mut request, addr, &upstream, deadline, now)).await {
-                AttemptResult::Response(response) => {
-                    let status = response.status().as_u16();
-                    let done = now_nanos();
-                    guard.record_latency(done, state.set.options().ewma_decay);
-                    let elapsed = Duration::from_nanos(done.saturating_sub(now));
-                    self.shared.metrics.record_response(&upstream, &state.stats[index], status, elapsed);
-                    ctx.observe(index, if status >= 500 { Outcome::Failure } else { Outcome::Success }, done);
-                    if replayable && is_retryable_status(status) && can_retry && ctx.may_retry(done) {
-                        let why = format!("{addr} answered {status}");
-                        ctx.last_failure = Some((response.status(), format!("backend {why}\n")));
-                        ctx.retry(index, why);
-                        continue;
+            match Box::pin(self.attempt(&mut request, addr, &upstream, deadline, picked.now)).await {
+                AttemptResult::Response(response) => match ctx.answered(&picked, response.status()) {
+                    Answered::Retry => continue,
+                    Answered::Deliver(done) => {
+                        let expires = done.saturating_add(config.timeouts.idle.as_nanos() as u64);
+                        break self.respond(response, picked.guard, expires, &request_id, &mut ctx);
                     }
-                    let expires = done.saturating_add(config.timeouts.idle.as_nanos() as u64);
-                    break self.respond(response, guard, expires, &request_id, &mut ctx);
-                }
+                },
                 AttemptResult::ClientFault(message) => {
-                    drop(guard);
-                    break ctx.error(
-                        StatusCode::BAD_REQUEST,
-                        format!("bad request body: {message}\n"),
-                        &request_id,
-                    );
+                    drop(picked);
+                    break ctx.client_fault(&message, &request_id);
                 }
                 AttemptResult::Failed { kind, message, unsent } => {
-                    drop(guard);
-                    let done = now_nanos();
-                    self.shared.metrics.record_failure(&state.stats[index], kind);
-                    ctx.observe(index, Outcome::Failure, done);
-                    let status = match kind {
-                        FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                        FailureKind::Connect | FailureKind::Broken => StatusCode::BAD_GATEWAY,
-                    };
-                    // Retry: anything that never left (its body is still untouched), or a replayable
-                    // request that broke. Timeouts are not retried (see retry.rs).
-                    let retryable = unsent || (replayable && kind == FailureKind::Broken);
-                    let body = format!("backend {addr}: {message}\n");
-                    if retryable && can_retry && kind != FailureKind::Timeout && ctx.may_retry(done) {
-                        ctx.last_failure = Some((status, body));
-                        ctx.retry(index, format!("{addr}: {message}"));
-                        continue;
+                    match ctx.failed(picked, kind, &message, unsent, &request_id) {
+                        None => continue,
+                        Some(answer) => break answer,
                     }
-                    break ctx.error(status, body, &request_id);
                 }
             }
         };
@@ -517,98 +456,6 @@ enum AttemptResult {
     },
 }
 
-/// The bookkeeping of one request's attempts.
-struct Attempts<'a> {
-    upstream: &'a Upstream,
-    state: &'a UpstreamState,
-    metrics: &'a Metrics,
-    /// Backends this request tried or skipped: the next pick excludes them.
-    tried: Vec<usize>,
-    explain: Option<Explain>,
-    /// Why each retry happened (explain only).
-    retries: Vec<String>,
-    attempts: u32,
-    last_backend: Option<usize>,
-    /// The answer we would give if the retry finds no other backend.
-    last_failure: Option<(StatusCode, String)>,
-}
-
-impl Attempts<'_> {
-    fn observe(&self, index: usize, outcome: Outcome, now: Nanos) {
-        if let Some(config) = &self.upstream.config.outlier_detection {
-            outlier::observe(config, self.upstream, self.state, index, outcome, now);
-        }
-    }
-
-    /// Is there budget for one more try? Counts the refusal when not.
-    fn may_retry(&self, now: Nanos) -> bool {
-        if self.upstream.budget.try_withdraw(now) {
-            true
-        } else {
-            self.metrics.record_retry_budget_exhausted(&self.upstream.name);
-            false
-        }
-    }
-
-    fn retry(&mut self, index: usize, why: String) {
-        self.metrics.record_retry(&self.upstream.name);
-        self.tried.push(index);
-        if self.explain.is_some() {
-            self.retries.push(why);
-        }
-    }
-
-    fn no_backend(&mut self, request_id: &HeaderValue) -> Response<ProxyBody> {
-        if let Some((status, body)) = self.last_failure.take() {
-            // A retry found no other backend to try: the client gets the last failure.
-            return self.error(status, body, request_id);
-        }
-        self.metrics.record_no_backend(&self.upstream.name);
-        self.error(StatusCode::SERVICE_UNAVAILABLE, no_backend_message(&self.upstream.name), request_id)
-    }
-
-    fn internal(&mut self, request_id: &HeaderValue) -> Response<ProxyBody> {
-        self.error(
-            StatusCode::BAD_GATEWAY,
-            "internal error: request could not be rebuilt\n".into(),
-            request_id,
-        )
-    }
-
-    fn error(&mut self, status: StatusCode, body: String, request_id: &HeaderValue) -> Response<ProxyBody> {
-        let mut response = error_response(status, body, request_id);
-        self.explain_headers(response.headers_mut());
-        response
-    }
-
-    fn explain_headers(&mut self, headers: &mut HeaderMap) {
-        let Some(explain) = self.explain.take() else { return };
-        let set = &self.state.set;
-        let addr = |i: usize| set.get(i).map_or("?", |b| b.addr());
-        let mut put = |name: &HeaderName, value: String| {
-            // Reasons are ours and ASCII, but a backend address from the config could in theory hold
-            // anything; a header we cannot encode is left out rather than failing the response.
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(name.clone(), v);
-            }
-        };
-        if let Some(i) = self.last_backend {
-            put(&X_LB_BACKEND, addr(i).to_string());
-        }
-        put(&X_LB_ALGORITHM, self.upstream.config.algorithm.name().to_string());
-        put(&X_LB_REASON, explain.reason.clone());
-        if !explain.skipped.is_empty() {
-            let skipped: Vec<String> =
-                explain.skipped.iter().map(|(i, why)| format!("{}={why}", addr(*i))).collect();
-            put(&X_LB_SKIPPED, skipped.join(", "));
-        }
-        put(&X_LB_ATTEMPTS, self.attempts.to_string());
-        if !self.retries.is_empty() {
-            put(&X_LB_RETRY, self.retries.join("; "));
-        }
-    }
-}
-
 /// What the proxy knows about a client connection, computed once per connection rather than once per
 /// request (a keep-alive connection carries thousands of requests from the same address).
 #[derive(Debug)]
@@ -666,27 +513,6 @@ pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInf
 /// The body of the 503 for an upstream with nothing to pick; every forwarding path words it the same.
 pub(crate) fn no_backend_message(upstream: &str) -> String {
     format!("no healthy backend for upstream {upstream}\n")
-}
-
-/// One pick for the paths that make a single attempt (HTTP/2 upstreams, upgrades): the backend index,
-/// or the same counted 503 the HTTP/1 path answers when nothing can be picked.
-pub(crate) fn pick_once(
-    state: &UpstreamState,
-    upstream: &Upstream,
-    key: Option<u64>,
-    now: lb_algorithms::Nanos,
-    metrics: &Metrics,
-    request_id: &HeaderValue,
-) -> Result<usize, Box<Response<ProxyBody>>> {
-    // Boxed: the error is the rare path, and a bare Response would make every Ok as large as it.
-    state.balancer.pick(&lb_algorithms::PickRequest { key, exclude: &[], now }, None).ok_or_else(|| {
-        metrics.record_no_backend(&upstream.name);
-        Box::new(error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            no_backend_message(&upstream.name),
-            request_id,
-        ))
-    })
 }
 
 /// A plain-text error answer.

@@ -164,9 +164,7 @@ async fn requests_go_around_a_backend_whose_certificate_fails_and_one_that_is_do
     let stranger = certificate(dir.path(), "stranger", "backend.test");
     let good = tls_backend(&cert, "good").await;
     let bad = tls_backend(&stranger, "bad").await;
-    // A port with nothing listening: bind, note the port, close.
-    let down = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
-    let down = down.unwrap_or_else(|e| panic!("{e}"));
+    let (down, _held) = proxy_support::refusing_port();
     let mut cfg = tls_config(&[bad.addr, down, good.addr], trusting(&cert.cert));
     // A budget that never runs dry here: this test is about where retries go, not how many may.
     cfg.upstreams[0].retry.budget_min_per_sec = 1000;
