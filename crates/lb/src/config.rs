@@ -483,7 +483,15 @@ impl Config {
             .iter()
             .map(|u| {
                 let n = u.backends.len();
-                format!("{} ({}, {n} backend{})", u.name, u.algorithm, if n == 1 { "" } else { "s" })
+                let plural = if n == 1 { "" } else { "s" };
+                // How the backends are spoken to, when it is not plain HTTP/1.1.
+                let how = match (u.protocol, u.tls.is_some()) {
+                    (crate::h2_upstream::Protocol::Http1, false) => "",
+                    (crate::h2_upstream::Protocol::Http1, true) => ", tls",
+                    (crate::h2_upstream::Protocol::H2c, _) => ", h2c",
+                    (crate::h2_upstream::Protocol::H2, _) => ", h2 over tls",
+                };
+                format!("{} ({}, {n} backend{plural}{how})", u.name, u.algorithm)
             })
             .collect();
         let tls = if self.server.listen_tls.is_empty() {

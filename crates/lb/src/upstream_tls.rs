@@ -23,7 +23,9 @@
 //! A TLS handshake is a round trip more than TCP and some public-key arithmetic, so it is what the
 //! keep-alive pool saves most: a pooled connection pays it once for thousands of requests. The
 //! `rustls::ClientConfig` (root store, verifier, ALPN) is built once per upstream when the
-//! configuration is loaded or reloaded, and shared by every connection (an `Arc`). The handshake runs
+//! configuration is loaded or reloaded, and shared by every connection (an `Arc`); sharing it also
+//! shares rustls's session cache, so a new connection to a backend seen before resumes its session
+//! instead of repeating the full handshake. The handshake runs
 //! inside the upstream's connect timeout: a backend that accepts TCP but never answers the handshake
 //! fails like one that does not answer at all.
 //!
