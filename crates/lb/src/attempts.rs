@@ -17,9 +17,11 @@
 //! }
 //! ```
 //!
-//! A retry always needs three things: another attempt allowed (`[upstream.retry] attempts`), a token
-//! from the upstream's budget (`retry.rs`), and a backend not tried yet. When one is missing, the client
-//! gets the last failure as it was (its 502, 503 or 504), not a generic error.
+//! A retry always needs three things: another attempt allowed (`[upstream.retry] attempts`), a backend
+//! not tried yet, and a token from the upstream's budget (`retry.rs`). A retry that finds no other
+//! backend is no retry: its token goes back and it does not count in `lb_retries_total` (with one
+//! backend left, every failure would otherwise "retry"). When one is
+//! missing, the client gets the last failure as it was (its 502, 503 or 504), not a generic error.
 //!
 //! With explain on (`X-Lb-Explain: 1`), the same bookkeeping becomes the `X-Lb-*` response headers:
 //! the backend, the algorithm and its reason, the backends skipped and why, the attempts, and why each
@@ -83,6 +85,9 @@ pub(crate) struct Attempts<'a> {
     pub last_backend: Option<usize>,
     /// The answer we would give if the retry finds no other backend.
     last_failure: Option<(StatusCode, String)>,
+    /// A retry was decided, and why; it is counted (metric, budget token, explain) only once another
+    /// backend has actually been found for it.
+    pending_retry: Option<String>,
 }
 
 impl<'a> Attempts<'a> {
@@ -106,6 +111,7 @@ impl<'a> Attempts<'a> {
             attempts: 0,
             last_backend: None,
             last_failure: None,
+            pending_retry: None,
         }
     }
 
@@ -118,6 +124,13 @@ impl<'a> Attempts<'a> {
         request_id: &HeaderValue,
     ) -> Result<Picked, Box<Response<ProxyBody>>> {
         let state = self.state;
+        // A retry takes its budget token before the pick, so a refused retry does not move the
+        // balancer (round robin would otherwise skip a backend for a pick nobody used); the token goes
+        // back if no other backend turns up.
+        let mut retrying = self.pending_retry.take();
+        if retrying.is_some() && !self.may_retry(now_nanos()) {
+            return Err(Box::new(self.give_up(request_id)));
+        }
         loop {
             let now = now_nanos();
             let pick = {
@@ -125,6 +138,9 @@ impl<'a> Attempts<'a> {
                 state.balancer.pick(&req, self.explain.as_mut())
             };
             let Some(index) = pick else {
+                if retrying.is_some() {
+                    self.upstream.budget.refund();
+                }
                 return Err(Box::new(self.no_backend(request_id)));
             };
             let Some(backend) = state.set.get(index) else { return Err(Box::new(self.internal(request_id))) };
@@ -135,6 +151,13 @@ impl<'a> Attempts<'a> {
                     e.skipped.push((index, SkipReason::OverCapacity));
                 }
                 continue;
+            }
+            if let Some(why) = retrying.take() {
+                // There is another backend: now the retry is real.
+                self.metrics.record_retry(&self.upstream.name);
+                if self.explain.is_some() {
+                    self.retries.push(why);
+                }
             }
             self.attempts += 1;
             self.last_backend = Some(index);
@@ -165,7 +188,7 @@ impl<'a> Attempts<'a> {
             self.metrics.record_response(self.upstream, stats, code, elapsed);
         }
         self.observe(picked.index, if code >= 500 { Outcome::Failure } else { Outcome::Success }, done);
-        if self.replayable && is_retryable_status(code) && self.can_retry() && self.may_retry(done) {
+        if self.replayable && is_retryable_status(code) && self.can_retry() {
             let why = format!("{} answered {code}", self.addr(picked.index));
             self.last_failure = Some((status, format!("backend {why}\n")));
             self.retry(picked.index, why);
@@ -200,7 +223,7 @@ impl<'a> Attempts<'a> {
         let retryable = unsent || (self.replayable && kind == FailureKind::Broken);
         let addr = self.addr(index);
         let body = format!("backend {addr}: {message}\n");
-        if retryable && self.can_retry() && kind != FailureKind::Timeout && self.may_retry(done) {
+        if retryable && self.can_retry() && kind != FailureKind::Timeout {
             self.last_failure = Some((status, body));
             self.retry(index, format!("{addr}: {message}"));
             return None;
@@ -229,18 +252,25 @@ impl<'a> Attempts<'a> {
         }
     }
 
+    /// Decide on a retry away from `index`; [`Attempts::next`] makes it real if it finds a backend.
     fn retry(&mut self, index: usize, why: String) {
-        self.metrics.record_retry(&self.upstream.name);
         self.tried.push(index);
-        if self.explain.is_some() {
-            self.retries.push(why);
+        self.pending_retry = Some(why);
+    }
+
+    /// No retry after all: the client gets the last failure as it was.
+    fn give_up(&mut self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        self.pending_retry = None;
+        match self.last_failure.take() {
+            Some((status, body)) => self.error(status, body, request_id),
+            None => self.internal(request_id),
         }
     }
 
     fn no_backend(&mut self, request_id: &HeaderValue) -> Response<ProxyBody> {
-        if let Some((status, body)) = self.last_failure.take() {
-            // A retry found no other backend to try: the client gets the last failure.
-            return self.error(status, body, request_id);
+        if self.last_failure.is_some() {
+            // A retry found no other backend to try: nothing was retried, nothing is counted.
+            return self.give_up(request_id);
         }
         self.metrics.record_no_backend(&self.upstream.name);
         self.error(StatusCode::SERVICE_UNAVAILABLE, no_backend_message(&self.upstream.name), request_id)
