@@ -7,7 +7,8 @@
 //! channel, and each piece of a body crosses a third. On a one-core worker every crossing is a task
 //! wake-up and a trip through the scheduler, and `perf` put that machinery, not the parsing, at the top
 //! of the proxy's user time. Here the request's own task (the client connection's task in `server.rs`)
-//! writes the request head straight into the pooled `TcpStream`, parses the response head with
+//! writes the request head straight into the pooled connection (a `TcpStream`, or TLS over one for an
+//! upstream with `[upstream.tls]`: see `upstream_tls.rs`), parses the response head with
 //! `httparse` (the parser hyper uses), and the response body is an [`http_body::Body`] that reads the
 //! backend's socket when the client side asks for more. Nothing crosses a task. Pingora and HAProxy
 //! work the same way: one event loop turn moves bytes from one socket to the other.
@@ -42,6 +43,11 @@
 //! remembers readiness from the last `epoll` turn, so [`Conn::is_reusable`] asks for it with a no-op
 //! waker: no system call unless the socket looks readable. A close that races the request is still
 //! possible; it surfaces as a broken connection, handled by the proxy's retry rules.
+//!
+//! Over TLS a backend closes with a `close_notify` alert before the FIN, and rustls may have read it
+//! (or a harmless session ticket) together with the end of the last response. So the TLS check reads
+//! through rustls, still without waiting: nothing to hand over means open and idle; the end of the
+//! stream, an error or unasked bytes mean the connection is not reused.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;

@@ -186,6 +186,35 @@ async fn requests_go_around_a_backend_whose_certificate_fails_and_one_that_is_do
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_server_name_the_backends_host_is_the_name_sent_and_checked() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cert = certificate(dir.path(), "localhost", "localhost");
+    let backend = tls_backend(&cert, "by-name").await;
+    let tls = UpstreamTls { ca: Some(cert.cert.clone()), ..UpstreamTls::default() };
+    // The same backend by name (its certificate's name) and by IP (a name it does not carry).
+    let mut cfg = tls_config(&[], tls);
+    cfg.upstreams[0].backends = vec![BackendSpec::new(format!("localhost:{}", backend.addr.port()))];
+    let lb = proxy(cfg.clone()).await;
+    let (status, body) = get(&client(), &lb.url()).await;
+    assert_eq!((status, body.as_str()), (200, "by-name HTTP/1.1 proto=http\n"));
+    lb.shutdown().await;
+
+    cfg.upstreams[0].backends = vec![BackendSpec::new(backend.addr.to_string())];
+    cfg.upstreams[0].retry.attempts = 1;
+    let lb = proxy(cfg).await;
+    let (status, body) = get(&client(), &lb.url()).await;
+    assert_eq!(status, 502);
+    assert!(
+        body.starts_with(&format!(
+            "backend {}: TLS handshake with 127.0.0.1: invalid peer certificate: ",
+            backend.addr
+        )),
+        "{body}"
+    );
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insecure_skip_verify_talks_to_a_self_signed_backend() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cert = certificate(dir.path(), "self-signed", "whatever.test");
