@@ -66,6 +66,16 @@ pub(crate) enum Answered {
     Retry,
 }
 
+/// How many attempts a request took and where the last went, for the access log of the paths that
+/// run their loop outside `proxy.rs` (HTTP/2 upstreams, upgrades).
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// Attempts made.
+    pub attempts: u32,
+    /// The backend of the last one (an index into the state's set).
+    pub last_backend: Option<usize>,
+}
+
 /// The bookkeeping of one request's attempts.
 pub(crate) struct Attempts<'a> {
     upstream: &'a Upstream,
@@ -88,6 +98,8 @@ pub(crate) struct Attempts<'a> {
     /// A retry was decided, and why; it is counted (metric, budget token, explain) only once another
     /// backend has actually been found for it.
     pending_retry: Option<String>,
+    /// Kept up to date for the caller's access log, if it asked.
+    tally: Option<&'a mut Tally>,
 }
 
 impl<'a> Attempts<'a> {
@@ -112,7 +124,14 @@ impl<'a> Attempts<'a> {
             last_backend: None,
             last_failure: None,
             pending_retry: None,
+            tally: None,
         }
+    }
+
+    /// Keep `tally` up to date with each attempt (for the access log).
+    pub fn tallied(mut self, tally: &'a mut Tally) -> Self {
+        self.tally = Some(tally);
+        self
     }
 
     /// Pick the backend for the next attempt, passing over those already tried and those at their
@@ -161,6 +180,10 @@ impl<'a> Attempts<'a> {
             }
             self.attempts += 1;
             self.last_backend = Some(index);
+            if let Some(t) = self.tally.as_deref_mut() {
+                t.attempts = self.attempts;
+                t.last_backend = Some(index);
+            }
             let Some(guard) = state.set.start(index, now) else {
                 return Err(Box::new(self.internal(request_id)));
             };

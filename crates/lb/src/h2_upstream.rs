@@ -42,7 +42,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::attempts::{Answered, Attempts};
+use crate::attempts::{Answered, Attempts, Tally};
 use crate::metrics::{FailureKind, Metrics};
 use crate::proxy::{ClientBody, ClientInfo, ProxyBody};
 use crate::retry::is_idempotent_without_body;
@@ -121,7 +121,7 @@ impl H2Client {
 /// Send a request to a backend of an HTTP/2 upstream, retrying on another backend under the same rules
 /// as the HTTP/1.1 path (see `attempts.rs`).
 #[allow(clippy::too_many_arguments)]
-pub async fn forward(
+pub(crate) async fn forward(
     h2: &H2Client,
     req: Request<ClientBody>,
     client: &ClientInfo,
@@ -131,6 +131,7 @@ pub async fn forward(
     metrics: &Metrics,
     request_id: &HeaderValue,
     explain: bool,
+    tally: &mut Tally,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
     crate::proxy::add_forwarding_headers(&mut parts.headers, client);
@@ -142,7 +143,7 @@ pub async fn forward(
     let timeouts = upstream.config.timeouts;
     upstream.budget.deposit();
     let deadline = Instant::now() + timeouts.request;
-    let mut ctx = Attempts::new(upstream, state, metrics, explain, replayable);
+    let mut ctx = Attempts::new(upstream, state, metrics, explain, replayable).tallied(tally);
     loop {
         let picked = match ctx.next(key, request_id) {
             Ok(picked) => picked,
@@ -153,8 +154,8 @@ pub async fn forward(
             drop(picked);
             return ctx.error(StatusCode::BAD_GATEWAY, format!("backend {addr}: invalid URI\n"), request_id);
         };
-        // hyper's client consumes the request, so each attempt gets its own copy of the head; the
-        // HTTP/2 path is not the one tuned for the last microsecond.
+        // hyper's client consumes the request, so an attempt that may be followed by another gets its
+        // own copy of the head; the last possible one takes the original.
         let home = Arc::new(Mutex::new(None));
         let sent_body: H2Body = match body.take() {
             Some(b) => Either::Left(Reclaimable { body: Some(b), home: Arc::clone(&home), touched: false }),
@@ -163,7 +164,8 @@ pub async fn forward(
         let mut request = Request::new(sent_body);
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = uri;
-        *request.headers_mut() = parts.headers.clone();
+        *request.headers_mut() =
+            if ctx.can_retry() { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
         let per_attempt = Instant::now() + timeouts.response_headers;
         let (limit, which) = if deadline < per_attempt {
             (deadline, ("request", timeouts.request))

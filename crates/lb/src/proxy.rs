@@ -52,12 +52,12 @@ use lb_algorithms::{InFlightGuard, KeySource, Nanos};
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLogEntry, access_log};
-use crate::attempts::{Answered, Attempts};
+use crate::attempts::{Answered, Attempts, Tally};
 use crate::h1::{self, ResponseBody, UpstreamBody};
 use crate::metrics::{FailureKind, Metrics};
 use crate::pool::{self, Pool};
 use crate::retry::is_idempotent_without_body;
-use crate::upstream::{Upstream, Upstreams};
+use crate::upstream::{Upstream, UpstreamState, Upstreams};
 
 /// A client's request body, whichever server side read the request head.
 pub type ClientBody = Incoming;
@@ -241,10 +241,13 @@ impl Worker {
         };
         // The question was for us, not for the backend.
         parts.headers.remove(&X_LB_EXPLAIN);
+        // The HTTP/2 and upgrade paths run their own attempt loops; `tally` brings back what the
+        // access log wants to know.
+        let mut tally = Tally::default();
         if let Some(protocol) = crate::upgrade::wanted(&parts.headers, parts.version) {
             let req = Request::from_parts(parts, body);
             let metrics = &self.shared.metrics;
-            return crate::upgrade::forward(
+            let response = crate::upgrade::forward(
                 req,
                 protocol,
                 client,
@@ -254,13 +257,16 @@ impl Worker {
                 metrics,
                 &request_id,
                 explain_on,
+                &mut tally,
             )
             .await;
+            self.tally_into(outcome, &tally, &state);
+            return response;
         }
         if let Some(h2) = &upstream.h2 {
             let req = Request::from_parts(parts, body);
             let metrics = &self.shared.metrics;
-            return crate::h2_upstream::forward(
+            let response = crate::h2_upstream::forward(
                 h2,
                 req,
                 client,
@@ -270,8 +276,11 @@ impl Worker {
                 metrics,
                 &request_id,
                 explain_on,
+                &mut tally,
             )
             .await;
+            self.tally_into(outcome, &tally, &state);
+            return response;
         }
         add_forwarding_headers(&mut parts.headers, client);
         if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
@@ -328,6 +337,14 @@ impl Worker {
             outcome.backend = ctx.last_backend.and_then(|i| state.set.get(i)).map(|b| b.addr().to_string());
         }
         response
+    }
+
+    /// What the access log records of a request served by the HTTP/2 or upgrade path.
+    fn tally_into(&self, outcome: &mut Forwarded, tally: &Tally, state: &UpstreamState) {
+        if self.shared.access_log {
+            outcome.attempts = tally.attempts;
+            outcome.backend = tally.last_backend.and_then(|i| state.set.get(i)).map(|b| b.addr().to_string());
+        }
     }
 
     /// One attempt on one backend: a connection (pooled or new), the request, the response headers.

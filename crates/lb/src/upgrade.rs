@@ -39,7 +39,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 
-use crate::attempts::Attempts;
+use crate::attempts::{Attempts, Tally};
 use crate::metrics::{FailureKind, Metrics};
 use crate::proxy::{ClientBody, ClientInfo, ProxyBody};
 use crate::upstream::{Upstream, UpstreamState};
@@ -67,7 +67,7 @@ pub fn wanted(headers: &http::HeaderMap, version: Version) -> Option<HeaderValue
 /// A backend that cannot be connected to is passed over for another, as on the other paths (the
 /// request has not left yet); once sent, an upgrade is never repeated.
 #[allow(clippy::too_many_arguments)]
-pub async fn forward(
+pub(crate) async fn forward(
     mut req: Request<ClientBody>,
     protocol: HeaderValue,
     client: &ClientInfo,
@@ -77,10 +77,11 @@ pub async fn forward(
     metrics: &Metrics,
     request_id: &HeaderValue,
     explain: bool,
+    tally: &mut Tally,
 ) -> Response<ProxyBody> {
     let timeouts = upstream.config.timeouts;
     // Not replayable: after the switch the request cannot be taken back.
-    let mut ctx = Attempts::new(upstream, state, metrics, explain, false);
+    let mut ctx = Attempts::new(upstream, state, metrics, explain, false).tallied(tally);
 
     // The request as the backend sees it: forwarding headers, origin-form target, and the two
     // hop-by-hop headers that ask for the switch put back after the strip.

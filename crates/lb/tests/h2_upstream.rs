@@ -254,3 +254,47 @@ async fn h2_answers_carry_the_explain_headers() {
     assert!(plain.headers().get("x-lb-backend").is_none());
     lb.shutdown().await;
 }
+
+/// Everything logged through `tracing` in this test process, as text.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_records_the_h2_paths_attempts_and_backend() {
+    // The workers log from their own threads, so the subscriber is the process-wide one (nextest runs
+    // each test in its own process).
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("lb::access=info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap_or_else(|e| panic!("{e}"));
+    let good = backends(1).await;
+    let (down, _held) = proxy_support::refusing_port();
+    let mut cfg = config(Algorithm::RoundRobin, &good, &[]);
+    cfg.upstreams[0].backends.insert(0, BackendSpec::new(down.to_string()));
+    cfg.upstreams[0].protocol = Protocol::H2c;
+    if let Some(admin) = cfg.admin.as_mut() {
+        admin.access_log = true;
+    }
+    let lb = proxy(cfg).await;
+    let (status, _) = get(&client(), &lb.url()).await;
+    assert_eq!(status, 200);
+    lb.shutdown().await;
+    let log = String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    let expected = format!("\"upstream\":\"app\",\"backend\":\"{}\",\"status\":200,", good[0].addr());
+    assert!(log.contains(&expected), "{log}");
+    assert!(log.contains("\"attempts\":2,"), "{log}");
+}
