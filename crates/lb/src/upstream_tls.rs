@@ -286,6 +286,39 @@ impl BackendStream {
     }
 }
 
+impl Drop for BackendStream {
+    /// A TLS connection says goodbye before it closes: a `close_notify` alert, so the backend can tell
+    /// a deliberate close (an idle connection swept from the pool, a broken exchange abandoned) from a
+    /// truncation, which many servers log as an error. Written only if the socket takes it at once: a
+    /// drop cannot wait, and a lost goodbye costs a log line at worst.
+    fn drop(&mut self) {
+        if let BackendStream::Tls(tls) = self {
+            let (tcp, session) = tls.get_mut();
+            session.send_close_notify();
+            let mut socket = NoWait(tcp);
+            while session.wants_write() {
+                match session.write_tls(&mut socket) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+/// `io::Write` over a tokio socket that never blocks: what the socket does not take now is dropped.
+struct NoWait<'a>(&'a TcpStream);
+
+impl io::Write for NoWait<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl AsyncRead for BackendStream {
     #[inline]
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {

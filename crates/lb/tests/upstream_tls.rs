@@ -396,3 +396,27 @@ fn lb_check_accepts_tls_with_http1_and_points_at_a_missing_ca_file() {
     let errors = lb::Config::parse(&h2c, "lb.toml").err().map(|e| e.to_string()).unwrap_or_default();
     assert!(errors.contains("protocol = \"h2c\" is HTTP/2 in clear text"), "{errors}");
 }
+
+/// A TLS connection lb closes (here: dropped, as the pool drops one it no longer keeps) ends with a
+/// `close_notify`, so the backend reads a clean end of stream rather than a truncation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_tls_connection_says_close_notify() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cert = certificate(dir.path(), "backend", "backend.test");
+    let acceptor = lb::tls::acceptor(std::slice::from_ref(&cert)).unwrap_or_else(|e| panic!("{e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).to_string();
+    let backend = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+        // Ok(0): a clean close; a bare FIN is an UnexpectedEof error instead.
+        tls.read(&mut [0u8; 64]).await.map_err(|e| e.to_string())
+    });
+    let settings = lb::upstream_tls::BackendTls::new(&trusting(&cert.cert), b"http/1.1")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let conn = lb::pool::connect(&addr, DEADLINE, Some(&settings)).await.unwrap_or_else(|e| panic!("{e}"));
+    drop(conn);
+    let read = timeout(DEADLINE, backend).await.unwrap_or_else(|_| panic!("the backend never saw the close"));
+    assert_eq!(read.unwrap_or_else(|e| panic!("{e}")), Ok(0));
+}
