@@ -158,6 +158,35 @@ async fn a_certificate_the_ca_did_not_sign_is_a_502_naming_backend_and_reason() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_a_backend_whose_certificate_keeps_failing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let cert = certificate(dir.path(), "backend", "backend.test");
+    let stranger = certificate(dir.path(), "stranger", "backend.test");
+    let good = tls_backend(&cert, "good").await;
+    let bad = tls_backend(&stranger, "bad").await;
+    let mut cfg = tls_config(&[bad.addr, good.addr], trusting(&cert.cert));
+    cfg.upstreams[0].outlier_detection = Some(lb::outlier::OutlierConfig {
+        consecutive_failures: 2,
+        base_ejection_time: Duration::from_secs(60),
+        max_ejection_time: Duration::from_secs(60),
+        max_ejection_percent: 50,
+    });
+    cfg.upstreams[0].retry.budget_min_per_sec = 1000;
+    let lb = proxy(cfg).await;
+    let http = client();
+    for _ in 0..6 {
+        let (status, body) = get(&http, &lb.url()).await;
+        assert_eq!((status, body.as_str()), (200, "good HTTP/1.1 proto=http\n"));
+    }
+    // Two handshake failures in a row took it out; after that nothing more is sent its way.
+    let state = lb.upstreams.all()[0].load();
+    assert_eq!(state.set.backends()[0].health(), Health::Ejected);
+    assert_eq!(state.stats[0].failures(FailureKind::Connect), 2);
+    assert_eq!(state.stats[0].ejections(), 1);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_go_around_a_backend_whose_certificate_fails_and_one_that_is_down() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cert = certificate(dir.path(), "backend", "backend.test");
