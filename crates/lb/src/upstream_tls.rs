@@ -12,7 +12,9 @@
 //! # What is checked
 //!
 //! `[upstream.tls]` says how: `ca` is a PEM file of the CA certificates to trust (an internal CA, or
-//! the backend's own self-signed certificate), or `insecure_skip_verify = true`, written out, accepts
+//! the backend's own self-signed certificate if that is not marked as a CA: rustls refuses a CA
+//! certificate as a server's own, and `openssl req -x509` marks it so by default; the test
+//! certificates in `config/certs/` show both kinds), or `insecure_skip_verify = true`, written out, accepts
 //! any certificate (the handshake still happens, so the traffic is encrypted, but anyone on the path
 //! can pretend to be the backend: a trusted network only). The name sent in SNI and checked in the
 //! certificate is the backend's host (`10.0.0.5`, `api.internal`), or `server_name` for all backends of
@@ -25,9 +27,8 @@
 //! `rustls::ClientConfig` (root store, verifier, ALPN) is built once per upstream when the
 //! configuration is loaded or reloaded, and shared by every connection (an `Arc`); sharing it also
 //! shares rustls's session cache, so a new connection to a backend seen before resumes its session
-//! instead of repeating the full handshake. The handshake runs
-//! inside the upstream's connect timeout: a backend that accepts TCP but never answers the handshake
-//! fails like one that does not answer at all.
+//! instead of repeating the full handshake. The handshake runs inside the upstream's connect timeout:
+//! a backend that accepts TCP but never answers the handshake fails like one that does not answer.
 //!
 //! A certificate that does not check out is a **connect failure**: 502 with the reason
 //! (`invalid peer certificate: UnknownIssuer`), counted against the backend by outlier detection, and
