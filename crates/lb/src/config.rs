@@ -172,8 +172,8 @@ pub struct UpstreamConfig {
     /// How to talk to the backends: `"http1"` (default, pooled), `"h2c"` or `"h2"` (HTTP/2 over TLS).
     #[serde(default)]
     pub protocol: crate::h2_upstream::Protocol,
-    /// `[upstream.tls]`: certificate checks for `protocol = "h2"`.
-    pub tls: Option<crate::h2_upstream::UpstreamTls>,
+    /// `[upstream.tls]`: talk TLS to the backends, and how to check their certificates.
+    pub tls: Option<crate::upstream_tls::UpstreamTls>,
 }
 
 fn default_prefix() -> String {
@@ -376,6 +376,23 @@ impl Config {
                     }
                 }
                 // Load the certificates now, so `lb check` and a reload catch a bad one.
+                let mut errors = Vec::new();
+                for (i, u) in c.upstreams.iter().enumerate() {
+                    if let Some(t) = &u.tls
+                        && let Err(e) = crate::upstream_tls::BackendTls::new(t, u.protocol.alpn())
+                    {
+                        let (line, column) = upstream_tls_position(&text, i);
+                        errors.push(ConfigError {
+                            file: file.clone(),
+                            line,
+                            column,
+                            message: format!("upstream {:?}: {e}", u.name),
+                        });
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(ConfigErrors(errors));
+                }
                 if !c.server.tls.is_empty()
                     && let Err(e) = crate::tls::acceptor(&c.server.tls)
                 {
@@ -437,9 +454,9 @@ impl Config {
         for u in &config.upstreams {
             use crate::h2_upstream::Protocol;
             match (u.protocol, &u.tls) {
-                (Protocol::Http1, Some(_)) => errors.push(at(
+                (Protocol::H2c, Some(_)) => errors.push(at(
                     None,
-                    format!("upstream {:?}: [upstream.tls] needs protocol = \"h2\" (HTTP/1.1 to backends is plain TCP)", u.name),
+                    format!("upstream {:?}: protocol = \"h2c\" is HTTP/2 in clear text; with [upstream.tls] use \"h2\"", u.name),
                 )),
                 (Protocol::H2, None) => errors.push(at(
                     None,
@@ -466,7 +483,15 @@ impl Config {
             .iter()
             .map(|u| {
                 let n = u.backends.len();
-                format!("{} ({}, {n} backend{})", u.name, u.algorithm, if n == 1 { "" } else { "s" })
+                let plural = if n == 1 { "" } else { "s" };
+                // How the backends are spoken to, when it is not plain HTTP/1.1.
+                let how = match (u.protocol, u.tls.is_some()) {
+                    (crate::h2_upstream::Protocol::Http1, false) => "",
+                    (crate::h2_upstream::Protocol::Http1, true) => ", tls",
+                    (crate::h2_upstream::Protocol::H2c, _) => ", h2c",
+                    (crate::h2_upstream::Protocol::H2, _) => ", h2 over tls",
+                };
+                format!("{} ({}, {n} backend{plural}{how})", u.name, u.algorithm)
             })
             .collect();
         let tls = if self.server.listen_tls.is_empty() {
@@ -478,6 +503,33 @@ impl Config {
         };
         format!("listen {}{tls}; upstreams: {}", listen.join(", "), ups.join(", "))
     }
+}
+
+/// Where the `[upstream.tls]` of the `index`th upstream is wrong: its `ca` value, else its
+/// `server_name`, else the table itself (what `lb check` points at when the CA file is missing, empty
+/// or not PEM).
+fn upstream_tls_position(text: &str, index: usize) -> (usize, usize) {
+    #[derive(Deserialize)]
+    struct File {
+        #[serde(default)]
+        upstream: Vec<Up>,
+    }
+    #[derive(Deserialize)]
+    struct Up {
+        tls: Option<toml::Spanned<Tls>>,
+    }
+    #[derive(Deserialize)]
+    struct Tls {
+        ca: Option<toml::Spanned<String>>,
+        server_name: Option<toml::Spanned<String>>,
+    }
+    let span = toml::from_str::<File>(text).ok().and_then(|f| {
+        let tls = f.upstream.into_iter().nth(index)?.tls?;
+        let table = tls.span();
+        let tls = tls.into_inner();
+        Some(tls.ca.map(|c| c.span()).or(tls.server_name.map(|n| n.span())).unwrap_or(table))
+    });
+    span.map_or((1, 1), |s| line_col(text, s.start))
 }
 
 /// 1-based line and column (in characters) of a byte offset.

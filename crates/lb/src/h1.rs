@@ -7,7 +7,8 @@
 //! channel, and each piece of a body crosses a third. On a one-core worker every crossing is a task
 //! wake-up and a trip through the scheduler, and `perf` put that machinery, not the parsing, at the top
 //! of the proxy's user time. Here the request's own task (the client connection's task in `server.rs`)
-//! writes the request head straight into the pooled `TcpStream`, parses the response head with
+//! writes the request head straight into the pooled connection (a `TcpStream`, or TLS over one for an
+//! upstream with `[upstream.tls]`: see `upstream_tls.rs`), parses the response head with
 //! `httparse` (the parser hyper uses), and the response body is an [`http_body::Body`] that reads the
 //! backend's socket when the client side asks for more. Nothing crosses a task. Pingora and HAProxy
 //! work the same way: one event loop turn moves bytes from one socket to the other.
@@ -42,6 +43,11 @@
 //! remembers readiness from the last `epoll` turn, so [`Conn::is_reusable`] asks for it with a no-op
 //! waker: no system call unless the socket looks readable. A close that races the request is still
 //! possible; it surfaces as a broken connection, handled by the proxy's retry rules.
+//!
+//! Over TLS a backend closes with a `close_notify` alert before the FIN, and rustls may have read it
+//! (or a harmless session ticket) together with the end of the last response. So the TLS check reads
+//! through rustls, still without waiting: nothing to hand over means open and idle; the end of the
+//! stream, an error or unasked bytes mean the connection is not reused.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -56,6 +62,8 @@ use http::{Method, Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::upstream_tls::BackendStream;
 
 /// The body sent upstream: the client's body streamed as it arrives, or none (which lets a request be
 /// built again for a retry). The client is generic over the body so tests can drive it without a
@@ -112,10 +120,13 @@ pub struct SendError {
     pub sent: bool,
 }
 
-/// One keep-alive connection to a backend, with its buffers (kept across requests, so a reused
-/// connection allocates nothing for them).
+/// One keep-alive connection to a backend, plain or TLS, with its buffers (kept across requests, so a
+/// reused connection allocates nothing for them).
 pub struct Conn {
-    stream: TcpStream,
+    stream: BackendStream,
+    /// 0 for plain TCP; for TLS, the id of the settings it was verified with (the pool keeps the
+    /// kinds apart: see `BackendTls::pool_id`).
+    pool_id: u64,
     /// Bytes read from the backend: `rbuf[pos..filled]` are not consumed yet. Zeroed once, when the
     /// connection is made (safe code cannot read into uninitialised memory).
     rbuf: Vec<u8>,
@@ -134,10 +145,16 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// Wrap a connected stream.
+    /// Wrap a connected plain TCP stream.
     pub fn new(stream: TcpStream) -> Self {
+        Conn::with_stream(BackendStream::Plain(stream), 0)
+    }
+
+    /// Wrap a connected stream, plain or TLS, made with the settings `pool_id` stands for.
+    pub fn with_stream(stream: BackendStream, pool_id: u64) -> Self {
         Conn {
             stream,
+            pool_id,
             rbuf: vec![0; READ_BUF],
             pos: 0,
             filled: 0,
@@ -146,21 +163,45 @@ impl Conn {
         }
     }
 
+    /// The connection underneath.
+    pub fn stream(&self) -> &BackendStream {
+        &self.stream
+    }
+
+    /// Which pooled connections this one may stand in for: 0 plain, otherwise its TLS settings' id.
+    pub fn pool_id(&self) -> u64 {
+        self.pool_id
+    }
+
     /// Can this idle connection carry another request? False when the backend closed it (or sent
     /// something unasked). No system call unless the socket looks readable.
-    pub fn is_reusable(&self) -> bool {
+    pub fn is_reusable(&mut self) -> bool {
         if self.pos != self.filled {
             return false;
         }
         let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            // Readiness can be left over from a read that exactly filled the buffer; ask the socket.
-            // `WouldBlock` clears it, so the next check is free again.
-            Poll::Ready(Ok(())) => {
+        match &mut self.stream {
+            BackendStream::Plain(stream) => match stream.poll_read_ready(&mut cx) {
+                Poll::Pending => true,
+                Poll::Ready(Err(_)) => false,
+                // Readiness can be left over from a read that exactly filled the buffer; ask the
+                // socket. `WouldBlock` clears it, so the next check is free again.
+                Poll::Ready(Ok(())) => {
+                    let mut probe = [0u8; 1];
+                    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                }
+            },
+            // TLS cannot peek at the socket: what arrived may be a record rustls must decrypt first
+            // (a session ticket, harmless) or a `close_notify` (the backend is closing), and rustls
+            // may already hold such records from the read that ended the last response. So read,
+            // through rustls, without waiting: `Pending` means nothing to hand us and the session
+            // open (tickets are absorbed on the way); end of stream, an error or unasked bytes mean
+            // the connection cannot be trusted with a request. Same cost as the plain check when
+            // nothing arrived: tokio answers `Pending` from its readiness flag, without a syscall.
+            BackendStream::Tls(tls) => {
                 let mut probe = [0u8; 1];
-                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                let mut buf = ReadBuf::new(&mut probe);
+                Pin::new(tls.as_mut()).poll_read(&mut cx, &mut buf).is_pending()
             }
         }
     }
@@ -218,7 +259,9 @@ impl Conn {
                 }
             }
         }
-        Poll::Ready(Ok(()))
+        // TLS accepts plaintext into rustls and may leave encrypted records behind when the socket is
+        // full; flushing pushes them out (for plain TCP this is a no-op).
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn queue_wbuf(&mut self) {
@@ -589,9 +632,9 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    /// After a `101 Switching Protocols`: the backend's socket and any bytes it already sent past the
-    /// head, for a tunnel (WebSocket) to carry on with. `None` for any other response.
-    pub fn into_upgraded(mut self) -> Option<(TcpStream, Bytes)> {
+    /// After a `101 Switching Protocols`: the backend's connection and any bytes it already sent past
+    /// the head, for a tunnel (WebSocket) to carry on with. `None` for any other response.
+    pub fn into_upgraded(mut self) -> Option<(BackendStream, Bytes)> {
         if !self.upgrade {
             return None;
         }
@@ -918,7 +961,7 @@ mod tests {
         .await;
         let (status, body, conn) = exchange(open(&addr).await, get("GET", "/a?x=1")).await;
         assert_eq!((status, body), (200, Ok(b"hello".to_vec())));
-        let conn =
+        let mut conn =
             conn.unwrap_or_else(|| panic!("a complete keep-alive response must give the connection back"));
         assert!(conn.is_reusable());
         let (status, body, conn) = exchange(conn, get("GET", "/b")).await;
@@ -1090,7 +1133,7 @@ mod tests {
         while let Some(frame) = body.frame().await {
             assert!(frame.is_ok());
         }
-        let conn = body.take_reusable().unwrap_or_else(|| panic!("complete and keep-alive"));
+        let mut conn = body.take_reusable().unwrap_or_else(|| panic!("complete and keep-alive"));
         // Wait for the FIN to be seen by the reactor (a socket event, not a clock).
         conn.stream.readable().await.unwrap_or_else(|e| panic!("{e}"));
         assert!(!conn.is_reusable());

@@ -39,9 +39,14 @@
 //!
 //! # Cost
 //!
-//! One request per backend per interval, made from one shared HTTP client (its own small connection
-//! pool, apart from the proxy's, so checks neither wait behind nor count as real traffic). Checks of one
-//! upstream run concurrently; nothing here runs on the request path.
+//! One request per backend per interval, made from one HTTP client per upstream (its own small
+//! connection pool, apart from the proxy's, so checks neither wait behind nor count as real traffic).
+//! Checks of one upstream run concurrently; nothing here runs on the request path.
+//!
+//! A check travels the way the upstream's traffic does, or it would check the wrong thing: over TLS
+//! with the upstream's `[upstream.tls]` settings (CA, name), so a backend whose certificate no longer
+//! checks out fails its checks as it fails requests, and a backend that speaks only plain HTTP on a TLS
+//! upstream's port is unhealthy; and in HTTP/2 for `protocol = "h2c"` or `"h2"` upstreams.
 //!
 //! # The same thing elsewhere
 //!
@@ -60,14 +65,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use lb_algorithms::{Health, now_nanos};
 use rand::Rng;
 use serde::Deserialize;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::h2_upstream::Protocol;
 use crate::upstream::{Upstream, Upstreams};
+use crate::upstream_tls::BackendConnector;
 
 /// The shortest wait between two rounds of checks, whatever the config says.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
@@ -157,19 +163,24 @@ impl CheckState {
     }
 }
 
-type CheckClient = Client<HttpConnector, Empty<Bytes>>;
+type CheckClient = Client<BackendConnector, Empty<Bytes>>;
+
+/// The checks' client for one upstream: its protocol, its TLS settings, its connect timeout.
+fn check_client(upstream: &Upstream) -> (CheckClient, &'static str) {
+    let connector = BackendConnector::new(upstream.tls.clone(), upstream.config.timeouts.connect);
+    let client = Client::builder(TokioExecutor::new())
+        // One idle connection per backend is all a check every few seconds can reuse.
+        .pool_max_idle_per_host(1)
+        .http2_only(upstream.config.protocol != Protocol::Http1)
+        .build(connector);
+    (client, if upstream.tls.is_some() { "https" } else { "http" })
+}
 
 /// Start checking every upstream that has `health_check` set; runs until `shutdown` completes.
 pub fn spawn(
     upstreams: Arc<Upstreams>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: CheckClient = Client::builder(TokioExecutor::new())
-        // One idle connection per backend is all a check every few seconds can reuse.
-        .pool_max_idle_per_host(1)
-        .build(connector);
     tokio::spawn(async move {
         let mut tasks = JoinSet::new();
         for upstream in upstreams.all().iter() {
@@ -182,7 +193,7 @@ pub fn spawn(
                     fall = config.fall,
                     "active health checks on"
                 );
-                tasks.spawn(check_loop(Arc::clone(upstream), config, client.clone()));
+                tasks.spawn(check_loop(Arc::clone(upstream), config, check_client(upstream)));
             }
         }
         if tasks.is_empty() {
@@ -197,7 +208,8 @@ pub fn spawn(
 }
 
 /// Check one upstream's backends forever.
-async fn check_loop(upstream: Arc<Upstream>, config: HealthCheckConfig, client: CheckClient) {
+async fn check_loop(upstream: Arc<Upstream>, config: HealthCheckConfig, client: (CheckClient, &'static str)) {
+    let (client, scheme) = client;
     let mut verdicts: HashMap<String, CheckState> = HashMap::new();
     // Spread the first round too, so proxies started together do not begin in step.
     let first = config.interval.mul_f64(config.jitter.clamp(0.0, 1.0) * rand::rng().random::<f64>());
@@ -205,7 +217,7 @@ async fn check_loop(upstream: Arc<Upstream>, config: HealthCheckConfig, client: 
     loop {
         let addrs: Vec<String> =
             upstream.load().set.backends().iter().map(|b| b.addr().to_string()).collect();
-        let checks = addrs.iter().map(|addr| check_once(&client, &config, addr));
+        let checks = addrs.iter().map(|addr| check_once(&client, scheme, &config, addr));
         let results = futures_util::future::join_all(checks).await;
 
         // Forget backends that were removed, so one re-added later starts fresh (healthy).
@@ -262,8 +274,8 @@ fn apply(upstream: &Upstream, addr: &str, healthy: bool) {
 }
 
 /// One check: true if the backend answered `expect_status` in time.
-async fn check_once(client: &CheckClient, config: &HealthCheckConfig, addr: &str) -> bool {
-    let uri = format!("http://{addr}{}", config.path);
+async fn check_once(client: &CheckClient, scheme: &str, config: &HealthCheckConfig, addr: &str) -> bool {
+    let uri = format!("{scheme}://{addr}{}", config.path);
     let mut request = http::Request::get(uri.as_str()).header(http::header::USER_AGENT, "lb-health-check");
     if let Some(host) = &config.host {
         request = request.header(http::header::HOST, host.as_str());

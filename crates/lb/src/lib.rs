@@ -16,13 +16,15 @@
 //! - [`proxy`]: the forwarding function: pick, connect, send, retry, map failures to 502/503/504.
 //! - [`pool`]: each worker's pool of keep-alive connections to backends.
 //! - [`h1`]: the HTTP/1.1 client for the upstream leg, run inside the request's own task.
-//! - [`retry`]: which failures are retried, and the retry budget.
+//! - [`retry`]: which failures are retried, and the retry budget. `attempts`: the retry loop's
+//!   bookkeeping (pick, outcome, explain headers), shared by every way of reaching a backend.
 //! - [`health`]: active health checks. [`outlier`]: passive ejection of failing backends.
 //! - [`metrics`]: counters and the Prometheus text. [`admin`]: the admin HTTP API. [`access_log`]: JSON lines.
 //! - [`limits`]: `[server.limits]` and the per-connection watchdog (header, body, idle timeouts).
 //! - [`validate`]: requests refused before routing (bad `Host`, a host we do not serve, too large a body).
 //! - [`h2_upstream`]: HTTP/2 (h2c, or h2 over TLS) to backends of upstreams that ask for it.
 //! - [`tls`]: TLS termination (certificates, SNI, ALPN h2/http1.1).
+//! - [`upstream_tls`]: TLS to backends (`[upstream.tls]`: CA, name, the plain-or-TLS stream).
 //! - [`upgrade`]: WebSocket and other `Upgrade` requests tunnelled to a backend.
 //! - [`reload`]: hot reload of the configuration file (`SIGHUP`, admin `POST /reload`).
 //! - [`cli`]: the command line (demo mode, quick mode, `--config`, `check`); `main.rs` only calls it.
@@ -52,6 +54,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub(crate) mod attempts;
 pub mod cli;
 pub mod config;
 pub mod h1;
@@ -70,6 +73,7 @@ pub mod server;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
+pub mod upstream_tls;
 pub mod validate;
 
 pub use config::Config;

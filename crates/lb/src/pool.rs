@@ -13,12 +13,18 @@
 //!
 //! 1. **Checkout** ([`Pool::take`]): pop the most recently returned idle connection to that backend
 //!    (the warmest, and the least likely to have hit the backend's own idle timeout), skipping any that
-//!    are closed or idle for too long; otherwise [`connect`] a new one within the connect timeout.
+//!    are closed or idle for too long; otherwise [`connect`] a new one within the connect timeout
+//!    (TCP, then the TLS handshake for an upstream with `[upstream.tls]`: see `upstream_tls.rs`).
 //! 2. The proxy sends one request on it ([`crate::h1::send`], in the request's own task).
 //! 3. **Return** ([`Pool::put`]): when the response body has ended (not when the headers arrive: HTTP/1.1
 //!    cannot start the next request before the previous response is fully read), the proxy's body
 //!    wrapper puts it back. A connection whose response was abandoned half-way is dropped instead,
 //!    which closes it.
+//!
+//! Connections are filed by backend address, and each carries the id of how it was made (plain, or
+//! TLS with given settings): checkout for an upstream only takes connections of its own kind, so a TLS
+//! connection never carries a plain upstream's request, nor the reverse, even when two upstreams (or the
+//! same upstream before and after a reload) name the same address.
 //!
 //! A background sweep every few seconds closes connections that sat idle past their upstream's `idle`
 //! timeout, so a quiet proxy does not hold sockets open forever.
@@ -34,9 +40,10 @@ use std::fmt;
 use std::time::Duration;
 
 use lb_algorithms::Nanos;
-use tokio::net::TcpStream;
 
 pub use crate::h1::{Conn, UpstreamBody};
+pub use crate::upstream_tls::ConnectError;
+use crate::upstream_tls::{self, BackendTls};
 
 /// How many idle connections to keep per backend and worker; more are closed when returned. Enough for
 /// the concurrency one core can drive.
@@ -66,11 +73,15 @@ impl Pool {
         Pool::default()
     }
 
-    /// An idle connection to `addr` that is still open and not past its idle deadline at `now`.
-    pub fn take(&self, addr: &str, now: Nanos) -> Option<Conn> {
+    /// An idle connection to `addr` of the kind `pool_id` names (0 plain, otherwise the upstream's
+    /// [`BackendTls::pool_id`]) that is still open and not past its idle deadline at `now`.
+    pub fn take(&self, addr: &str, pool_id: u64, now: Nanos) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(addr)?;
-        while let Some(entry) = list.pop() {
+        // Newest of our kind first. An address is nearly always used by one kind only, so the match is
+        // the last entry and `remove` is a pop; other kinds stay for their own upstream.
+        while let Some(i) = list.iter().rposition(|e| e.conn.pool_id() == pool_id) {
+            let mut entry = list.remove(i);
             if entry.expires > now && entry.conn.is_reusable() {
                 return Some(entry.conn);
             }
@@ -96,7 +107,7 @@ impl Pool {
     pub fn sweep(&self, now: Nanos) {
         let mut idle = self.idle.borrow_mut();
         for list in idle.values_mut() {
-            list.retain(|e| e.expires > now && e.conn.is_reusable());
+            list.retain_mut(|e| e.expires > now && e.conn.is_reusable());
         }
         idle.retain(|_, list| !list.is_empty());
     }
@@ -107,25 +118,10 @@ impl Pool {
     }
 }
 
-/// Why a new connection could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// TCP connect or DNS failed.
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// The connect timeout passed.
-    #[error("connect timeout ({0:?})")]
-    Timeout(Duration),
-}
-
-/// Open a new connection to `addr` (`ip:port`, or `host:port` resolved now) within `timeout`, with
-/// `TCP_NODELAY` (a proxy writes whole requests and wants them on the wire now, not after Nagle's
-/// 40 ms). No task is spawned: the connection is driven by whichever request uses it.
-pub async fn connect(addr: &str, timeout: Duration) -> Result<Conn, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(stream) => stream?,
-        Err(_) => return Err(ConnectError::Timeout(timeout)),
-    };
-    stream.set_nodelay(true)?;
-    Ok(Conn::new(stream))
+/// Open a new connection to `addr` (`ip:port`, or `host:port` resolved now) within `timeout`: TCP with
+/// `TCP_NODELAY`, then the TLS handshake when the upstream has `tls`. No task is spawned: the
+/// connection is driven by whichever request uses it.
+pub async fn connect(addr: &str, timeout: Duration, tls: Option<&BackendTls>) -> Result<Conn, ConnectError> {
+    let stream = upstream_tls::connect(addr, timeout, tls).await?;
+    Ok(Conn::with_stream(stream, tls.map_or(0, BackendTls::pool_id)))
 }

@@ -49,15 +49,15 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use lb_algorithms::{Explain, InFlightGuard, KeySource, Nanos, PickRequest, now_nanos};
+use lb_algorithms::{InFlightGuard, KeySource, Nanos};
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLogEntry, access_log};
+use crate::attempts::{Answered, Attempts, Tally};
 use crate::h1::{self, ResponseBody, UpstreamBody};
 use crate::metrics::{FailureKind, Metrics};
-use crate::outlier::{self, Outcome};
 use crate::pool::{self, Pool};
-use crate::retry::{is_idempotent_without_body, is_retryable_status};
+use crate::retry::is_idempotent_without_body;
 use crate::upstream::{Upstream, UpstreamState, Upstreams};
 
 /// A client's request body, whichever server side read the request head.
@@ -166,12 +166,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_LB_EXPLAIN: HeaderName = HeaderName::from_static("x-lb-explain");
-static X_LB_BACKEND: HeaderName = HeaderName::from_static("x-lb-backend");
-static X_LB_ALGORITHM: HeaderName = HeaderName::from_static("x-lb-algorithm");
-static X_LB_REASON: HeaderName = HeaderName::from_static("x-lb-reason");
-static X_LB_SKIPPED: HeaderName = HeaderName::from_static("x-lb-skipped");
-static X_LB_ATTEMPTS: HeaderName = HeaderName::from_static("x-lb-attempts");
-static X_LB_RETRY: HeaderName = HeaderName::from_static("x-lb-retry");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -317,6 +311,9 @@ impl Worker {
             }
             _ => None,
         };
+        // The HTTP/2 and upgrade paths run their own attempt loops; `tally` brings back what the
+        // access log wants to know.
+        let mut tally = Tally::default();
         let elsewhere = match crate::upgrade::wanted(&parts.headers, parts.version) {
             Some(protocol) => Some(Elsewhere::Upgrade(protocol)),
             None => upstream.h2.as_ref().map(Elsewhere::H2),
@@ -324,7 +321,20 @@ impl Worker {
         if let Some(via) = elsewhere {
             let req = Request::from_parts(parts, body);
             let metrics = &self.shared.metrics;
-            return forward_elsewhere(via, req, client, &upstream, &state, key, metrics, &request_id).await;
+            let response = forward_elsewhere(
+                via,
+                req,
+                (client, &upstream, &state, key, metrics, &request_id),
+                explain_on,
+                &mut tally,
+            )
+            .await;
+            if settings.access_log {
+                outcome.attempts = tally.attempts;
+                outcome.backend =
+                    tally.last_backend.and_then(|i| state.set.get(i)).map(|b| b.addr().to_string());
+            }
+            return response;
         }
         add_forwarding_headers(&mut parts.headers, client);
         if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
@@ -344,93 +354,31 @@ impl Worker {
         let mut request = Request::from_parts(parts, body);
 
         upstream.budget.deposit();
-        // One clock read serves the request deadline, the first pick and the first attempt's deadline.
-        let started = Instant::now();
-        let mut pick_at = Some(started);
-        let deadline = started + config.timeouts.request;
-        let max_attempts = config.retry.attempts.max(1);
-        let mut ctx = Attempts {
-            upstream: &upstream,
-            state: &state,
-            metrics: &self.shared.metrics,
-            tried: Vec::new(),
-            explain: explain_on.then(Explain::default),
-            retries: Vec::new(),
-            attempts: 0,
-            last_backend: None,
-            last_failure: None,
-        };
-
+        let deadline = Instant::now() + config.timeouts.request;
+        let mut ctx = Attempts::new(&upstream, &state, &self.shared.metrics, explain_on, replayable);
         let response = loop {
-            let at = pick_at.take().unwrap_or_else(Instant::now);
-            let now = lb_algorithms::nanos_at(at.into_std());
-            let pick = {
-                let req = PickRequest { key, exclude: &ctx.tried, now };
-                state.balancer.pick(&req, ctx.explain.as_mut())
+            let picked = match ctx.next(key, &request_id) {
+                Ok(picked) => picked,
+                Err(answer) => break *answer,
             };
-            let Some(index) = pick else {
-                break ctx.no_backend(&request_id);
-            };
-            let backend = &state.set.backends()[index];
-            if backend.in_flight() >= config.limits.max_in_flight_per_backend {
-                // Circuit breaker: this backend is full; try another without spending an attempt.
-                ctx.tried.push(index);
-                if let Some(e) = ctx.explain.as_mut() {
-                    e.skipped.push((index, lb_algorithms::SkipReason::OverCapacity));
-                }
-                continue;
-            }
-            ctx.attempts += 1;
-            ctx.last_backend = Some(index);
-            let Some(guard) = state.set.start(index, now) else {
-                break ctx.internal(&request_id);
-            };
-            let addr = backend.addr();
-            let can_retry = ctx.attempts < max_attempts;
-            match self.attempt(&mut request, addr, &upstream, deadline, (at, now)).await {
-                AttemptResult::Response(response) => {
-                    let status = response.status().as_u16();
-                    let done = now_nanos();
-                    guard.record_latency(done, state.set.options().ewma_decay);
-                    let elapsed = Duration::from_nanos(done.saturating_sub(now));
-                    self.shared.metrics.record_response(&upstream, &state.stats[index], status, elapsed);
-                    ctx.observe(index, if status >= 500 { Outcome::Failure } else { Outcome::Success }, done);
-                    if replayable && is_retryable_status(status) && can_retry && ctx.may_retry(done) {
-                        let why = format!("{addr} answered {status}");
-                        ctx.last_failure = Some((response.status(), format!("backend {why}\n")));
-                        ctx.retry(index, why);
-                        continue;
+            let addr = ctx.addr(picked.index);
+            match self.attempt(&mut request, addr, &upstream, deadline, (picked.at, picked.now)).await {
+                AttemptResult::Response(response) => match ctx.answered(&picked, response.status()) {
+                    Answered::Retry => continue,
+                    Answered::Deliver(done) => {
+                        let expires = done.saturating_add(config.timeouts.idle.as_nanos() as u64);
+                        break self.respond(response, picked.guard, expires, &request_id, &mut ctx);
                     }
-                    let expires = done.saturating_add(config.timeouts.idle.as_nanos() as u64);
-                    break self.respond(response, guard, expires, &request_id, &mut ctx);
-                }
+                },
                 AttemptResult::ClientFault(message) => {
-                    drop(guard);
-                    break ctx.error(
-                        StatusCode::BAD_REQUEST,
-                        format!("bad request body: {message}\n"),
-                        &request_id,
-                    );
+                    drop(picked);
+                    break ctx.client_fault(&message, &request_id);
                 }
                 AttemptResult::Failed { kind, message, unsent } => {
-                    drop(guard);
-                    let done = now_nanos();
-                    self.shared.metrics.record_failure(&state.stats[index], kind);
-                    ctx.observe(index, Outcome::Failure, done);
-                    let status = match kind {
-                        FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                        FailureKind::Connect | FailureKind::Broken => StatusCode::BAD_GATEWAY,
-                    };
-                    // Retry: anything that never left (its body is still untouched), or a replayable
-                    // request that broke. Timeouts are not retried (see retry.rs).
-                    let retryable = unsent || (replayable && kind == FailureKind::Broken);
-                    let body = format!("backend {addr}: {message}\n");
-                    if retryable && can_retry && kind != FailureKind::Timeout && ctx.may_retry(done) {
-                        ctx.last_failure = Some((status, body));
-                        ctx.retry(index, format!("{addr}: {message}"));
-                        continue;
+                    match ctx.failed(picked, kind, &message, unsent, &request_id) {
+                        None => continue,
+                        Some(answer) => break answer,
                     }
-                    break ctx.error(status, body, &request_id);
                 }
             }
         };
@@ -478,7 +426,8 @@ impl Worker {
         // Idle pooled connections first; each one that turns out dead costs nothing but a loop turn.
         loop {
             // `now` is the pick's time, microseconds old: good enough for an idle deadline of seconds.
-            let pooled = self.pool.take(addr, now);
+            let tls = upstream.tls.as_deref();
+            let pooled = self.pool.take(addr, tls.map_or(0, |t| t.pool_id()), now);
             let reused = pooled.is_some();
             let conn = match pooled {
                 Some(c) => c,
@@ -486,7 +435,7 @@ impl Worker {
                     sent_at = None;
                     let now = Instant::now();
                     let budget = deadline.min(now + timeouts.connect).saturating_duration_since(now);
-                    match pool::connect(addr, budget).await {
+                    match pool::connect(addr, budget, tls).await {
                         Ok(c) => c,
                         Err(e) => {
                             return AttemptResult::Failed {
@@ -556,27 +505,28 @@ enum Elsewhere<'a> {
     H2(&'a crate::h2_upstream::H2Client),
 }
 
+/// What both [`Elsewhere`] paths are given: the client, the upstream and its state, the hash key, the
+/// metrics and the request id.
+type ElsewhereArgs<'a> =
+    (&'a ClientInfo, &'a Upstream, &'a UpstreamState, Option<u64>, &'a Metrics, &'a HeaderValue);
+
 /// Forward on one of the [`Elsewhere`] paths. Boxed, in a plain function: they are rare, and their
 /// futures inlined into `forward` would make every request's future larger, and every move of it
 /// slower (a future built in an `async fn` takes room in that function's state even when boxed at once).
-#[allow(clippy::too_many_arguments)]
 fn forward_elsewhere<'a>(
     via: Elsewhere<'a>,
     req: Request<ClientBody>,
-    client: &'a ClientInfo,
-    upstream: &'a Upstream,
-    state: &'a UpstreamState,
-    key: Option<u64>,
-    metrics: &'a Metrics,
-    request_id: &'a HeaderValue,
+    (client, upstream, state, key, metrics, request_id): ElsewhereArgs<'a>,
+    explain: bool,
+    tally: &'a mut Tally,
 ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + 'a>> {
     match via {
         Elsewhere::Upgrade(protocol) => Box::pin(crate::upgrade::forward(
-            req, protocol, client, upstream, state, key, metrics, request_id,
+            req, protocol, client, upstream, state, key, metrics, request_id, explain, tally,
         )),
-        Elsewhere::H2(h2) => {
-            Box::pin(crate::h2_upstream::forward(h2, req, client, upstream, state, key, metrics, request_id))
-        }
+        Elsewhere::H2(h2) => Box::pin(crate::h2_upstream::forward(
+            h2, req, client, upstream, state, key, metrics, request_id, explain, tally,
+        )),
     }
 }
 
@@ -600,98 +550,6 @@ enum AttemptResult {
         /// Not a byte was sent: the request, body and all, is intact.
         unsent: bool,
     },
-}
-
-/// The bookkeeping of one request's attempts.
-struct Attempts<'a> {
-    upstream: &'a Upstream,
-    state: &'a UpstreamState,
-    metrics: &'a Metrics,
-    /// Backends this request tried or skipped: the next pick excludes them.
-    tried: Vec<usize>,
-    explain: Option<Explain>,
-    /// Why each retry happened (explain only).
-    retries: Vec<String>,
-    attempts: u32,
-    last_backend: Option<usize>,
-    /// The answer we would give if the retry finds no other backend.
-    last_failure: Option<(StatusCode, String)>,
-}
-
-impl Attempts<'_> {
-    fn observe(&self, index: usize, outcome: Outcome, now: Nanos) {
-        if let Some(config) = &self.upstream.config.outlier_detection {
-            outlier::observe(config, self.upstream, self.state, index, outcome, now);
-        }
-    }
-
-    /// Is there budget for one more try? Counts the refusal when not.
-    fn may_retry(&self, now: Nanos) -> bool {
-        if self.upstream.budget.try_withdraw(now) {
-            true
-        } else {
-            self.metrics.record_retry_budget_exhausted(&self.upstream.name);
-            false
-        }
-    }
-
-    fn retry(&mut self, index: usize, why: String) {
-        self.metrics.record_retry(&self.upstream.name);
-        self.tried.push(index);
-        if self.explain.is_some() {
-            self.retries.push(why);
-        }
-    }
-
-    fn no_backend(&mut self, request_id: &HeaderValue) -> Response<ProxyBody> {
-        if let Some((status, body)) = self.last_failure.take() {
-            // A retry found no other backend to try: the client gets the last failure.
-            return self.error(status, body, request_id);
-        }
-        self.metrics.record_no_backend(&self.upstream.name);
-        self.error(StatusCode::SERVICE_UNAVAILABLE, no_backend_message(&self.upstream.name), request_id)
-    }
-
-    fn internal(&mut self, request_id: &HeaderValue) -> Response<ProxyBody> {
-        self.error(
-            StatusCode::BAD_GATEWAY,
-            "internal error: request could not be rebuilt\n".into(),
-            request_id,
-        )
-    }
-
-    fn error(&mut self, status: StatusCode, body: String, request_id: &HeaderValue) -> Response<ProxyBody> {
-        let mut response = error_response(status, body, request_id);
-        self.explain_headers(response.headers_mut());
-        response
-    }
-
-    fn explain_headers(&mut self, headers: &mut HeaderMap) {
-        let Some(explain) = self.explain.take() else { return };
-        let set = &self.state.set;
-        let addr = |i: usize| set.get(i).map_or("?", |b| b.addr());
-        let mut put = |name: &HeaderName, value: String| {
-            // Reasons are ours and ASCII, but a backend address from the config could in theory hold
-            // anything; a header we cannot encode is left out rather than failing the response.
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(name.clone(), v);
-            }
-        };
-        if let Some(i) = self.last_backend {
-            put(&X_LB_BACKEND, addr(i).to_string());
-        }
-        put(&X_LB_ALGORITHM, self.upstream.config.algorithm.name().to_string());
-        put(&X_LB_REASON, explain.reason.clone());
-        if !explain.skipped.is_empty() {
-            let skipped: Vec<String> =
-                explain.skipped.iter().map(|(i, why)| format!("{}={why}", addr(*i))).collect();
-            put(&X_LB_SKIPPED, skipped.join(", "));
-        }
-        put(&X_LB_ATTEMPTS, self.attempts.to_string());
-        if !self.retries.is_empty() {
-            put(&X_LB_RETRY, self.retries.join("; "));
-        }
-    }
 }
 
 /// What the proxy knows about a client connection, computed once per connection rather than once per
@@ -789,27 +647,6 @@ pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInf
 /// The body of the 503 for an upstream with nothing to pick; every forwarding path words it the same.
 pub(crate) fn no_backend_message(upstream: &str) -> String {
     format!("no healthy backend for upstream {upstream}\n")
-}
-
-/// One pick for the paths that make a single attempt (HTTP/2 upstreams, upgrades): the backend index,
-/// or the same counted 503 the HTTP/1 path answers when nothing can be picked.
-pub(crate) fn pick_once(
-    state: &UpstreamState,
-    upstream: &Upstream,
-    key: Option<u64>,
-    now: lb_algorithms::Nanos,
-    metrics: &Metrics,
-    request_id: &HeaderValue,
-) -> Result<usize, Box<Response<ProxyBody>>> {
-    // Boxed: the error is the rare path, and a bare Response would make every Ok as large as it.
-    state.balancer.pick(&lb_algorithms::PickRequest { key, exclude: &[], now }, None).ok_or_else(|| {
-        metrics.record_no_backend(&upstream.name);
-        Box::new(error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            no_backend_message(&upstream.name),
-            request_id,
-        ))
-    })
 }
 
 /// A plain-text error answer.

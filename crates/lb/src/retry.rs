@@ -91,6 +91,14 @@ impl RetryBudget {
         }
     }
 
+    /// Give back a token taken for a retry that did not happen (no other backend to send it to).
+    pub fn refund(&self) {
+        let after = self.balance.fetch_add(MILLI, Ordering::Relaxed) + MILLI;
+        if after > self.cap {
+            self.balance.fetch_min(self.cap, Ordering::Relaxed);
+        }
+    }
+
     /// Add the per-second trickle for the time since the last refill.
     fn refill(&self, now: Nanos) {
         if self.per_sec == 0 {
@@ -173,6 +181,15 @@ mod tests {
         assert_eq!(drain(&b, 1), 10);
         assert_eq!(drain(&b, 1 + SEC / 2), 5, "half a second later: 5 tokens");
         assert_eq!(drain(&b, 1 + SEC / 2 + 1000 * SEC), 100, "capped at ten seconds' worth");
+    }
+
+    #[test]
+    fn a_refund_gives_one_token_back() {
+        let b = RetryBudget::new(0.0, 0);
+        assert!(!b.try_withdraw(SEC), "starts empty without a trickle");
+        b.refund();
+        assert!(b.try_withdraw(SEC));
+        assert!(!b.try_withdraw(SEC));
     }
 
     #[test]

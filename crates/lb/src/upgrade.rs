@@ -9,7 +9,7 @@
 //!
 //! 1. picks a backend with the upstream's algorithm, as for any request, and counts it in flight;
 //! 2. opens a **dedicated** connection to it (an upgraded connection is never returned to the pool:
-//!    after the switch it no longer speaks HTTP), and sends the request with its `Upgrade` and
+//!    after the switch it no longer speaks HTTP; TLS when the upstream has `[upstream.tls]`), and sends the request with its `Upgrade` and
 //!    `Connection: upgrade` headers put back;
 //! 3. if the backend answers `101 Switching Protocols`, answers the client with that 101, then takes
 //!    both upgraded connections from hyper (`hyper::upgrade::on`, on each side) and copies bytes both
@@ -33,19 +33,17 @@
 //! nginx needs `proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";` for the
 //! same thing; HAProxy and Envoy (`upgrade_configs: [{upgrade_type: websocket}]`) tunnel on their own.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use lb_algorithms::now_nanos;
-use tokio::net::TcpStream;
 
+use crate::attempts::{Attempts, Tally};
 use crate::metrics::{FailureKind, Metrics};
-use crate::proxy::{ClientBody, ClientInfo, ProxyBody, error_response};
+use crate::proxy::{ClientBody, ClientInfo, ProxyBody};
 use crate::upstream::{Upstream, UpstreamState};
+use crate::upstream_tls;
 
 /// How much of a refusal (a non-101 answer to an upgrade) is passed on; such answers are short.
 const MAX_REFUSAL_BODY: usize = 64 * 1024;
@@ -66,8 +64,10 @@ pub fn wanted(headers: &http::HeaderMap, version: Version) -> Option<HeaderValue
 }
 
 /// Forward an upgrade request to a backend of `upstream` and, on 101, tunnel the two connections.
+/// A backend that cannot be connected to is passed over for another, as on the other paths (the
+/// request has not left yet); once sent, an upgrade is never repeated.
 #[allow(clippy::too_many_arguments)]
-pub async fn forward(
+pub(crate) async fn forward(
     mut req: Request<ClientBody>,
     protocol: HeaderValue,
     client: &ClientInfo,
@@ -76,32 +76,12 @@ pub async fn forward(
     key: Option<u64>,
     metrics: &Metrics,
     request_id: &HeaderValue,
+    explain: bool,
+    tally: &mut Tally,
 ) -> Response<ProxyBody> {
-    let now = now_nanos();
-    let index = match crate::proxy::pick_once(state, upstream, key, now, metrics, request_id) {
-        Ok(index) => index,
-        Err(response) => return *response,
-    };
-    let (Some(backend), Some(stats)) = (state.set.get(index), state.stats.get(index)) else {
-        return error_response(
-            StatusCode::BAD_GATEWAY,
-            "internal error: no such backend\n".into(),
-            request_id,
-        );
-    };
-    let addr = backend.addr().to_string();
-    let Some(guard) = state.set.start(index, now) else {
-        return error_response(
-            StatusCode::BAD_GATEWAY,
-            "internal error: no such backend\n".into(),
-            request_id,
-        );
-    };
     let timeouts = upstream.config.timeouts;
-    let failed = |kind: FailureKind, status: StatusCode, why: String| {
-        metrics.record_failure(stats, kind);
-        error_response(status, format!("backend {addr}: {why}\n"), request_id)
-    };
+    // Not replayable: after the switch the request cannot be taken back.
+    let mut ctx = Attempts::new(upstream, state, metrics, explain, false).tallied(tally);
 
     // The request as the backend sees it: forwarding headers, origin-form target, and the two
     // hop-by-hop headers that ask for the switch put back after the strip.
@@ -117,6 +97,28 @@ pub async fn forward(
     crate::proxy::add_forwarding_headers(&mut headers, client);
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, protocol);
+
+    // TCP, and TLS to an upstream with `[upstream.tls]`: the tunnel then carries the WebSocket inside
+    // the backend's TLS session. A connect failure (timeout included, as on the HTTP/1.1 path) tries
+    // another backend.
+    let (picked, stream) = loop {
+        let picked = match ctx.next(key, request_id) {
+            Ok(picked) => picked,
+            Err(answer) => return *answer,
+        };
+        let addr = ctx.addr(picked.index);
+        match upstream_tls::connect(addr, timeouts.connect, upstream.tls.as_deref()).await {
+            Ok(stream) => break (picked, stream),
+            Err(e) => {
+                if let Some(answer) =
+                    ctx.failed(picked, FailureKind::Connect, &e.to_string(), true, request_id)
+                {
+                    return answer;
+                }
+            }
+        }
+    };
+    let addr = ctx.addr(picked.index).to_string();
     if !headers.contains_key(header::HOST)
         && let Ok(v) = HeaderValue::from_str(&addr)
     {
@@ -124,15 +126,13 @@ pub async fn forward(
     }
     *upstream_req.headers_mut() = headers;
 
-    let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect(&addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return failed(FailureKind::Connect, StatusCode::BAD_GATEWAY, e.to_string()),
-        Err(_) => return failed(FailureKind::Timeout, StatusCode::GATEWAY_TIMEOUT, "connect timeout".into()),
-    };
-    let _ = stream.set_nodelay(true);
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
         Ok(pair) => pair,
-        Err(e) => return failed(FailureKind::Connect, StatusCode::BAD_GATEWAY, e.to_string()),
+        Err(e) => {
+            return ctx
+                .failed(picked, FailureKind::Connect, &e.to_string(), false, request_id)
+                .unwrap_or_else(|| ctx.internal(request_id));
+        }
     };
     // `with_upgrades`: the connection task hands the socket over after a 101 instead of closing it.
     tokio::task::spawn_local(async move {
@@ -140,18 +140,22 @@ pub async fn forward(
     });
     let sent = tokio::time::timeout(timeouts.response_headers, sender.send_request(upstream_req)).await;
     let mut response = match sent {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return failed(FailureKind::Broken, StatusCode::BAD_GATEWAY, e.to_string()),
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            return ctx
+                .failed(picked, FailureKind::Broken, &e.to_string(), false, request_id)
+                .unwrap_or_else(|| ctx.internal(request_id));
+        }
         Err(_) => {
-            return failed(
-                FailureKind::Timeout,
-                StatusCode::GATEWAY_TIMEOUT,
-                "response_headers timeout".into(),
-            );
+            let took = humantime_serde::re::humantime::format_duration(timeouts.response_headers);
+            let why = format!("response_headers timeout ({took})");
+            return ctx
+                .failed(picked, FailureKind::Timeout, &why, false, request_id)
+                .unwrap_or_else(|| ctx.internal(request_id));
         }
     };
-    let elapsed = Duration::from_nanos(now_nanos().saturating_sub(now));
-    metrics.record_response(upstream, stats, response.status().as_u16(), elapsed);
+    // Metrics, latency and outlier detection as for any answer; an upgrade is never retried.
+    ctx.answered(&picked, response.status());
 
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused: pass the answer on (its body is short) and stay HTTP.
@@ -162,9 +166,11 @@ pub async fn forward(
             Err(_) => Bytes::new(),
         };
         parts.headers.remove(header::CONTENT_LENGTH);
+        ctx.explain_headers(&mut parts.headers);
         return Response::from_parts(parts, ProxyBody::full(bytes));
     }
 
+    let guard = picked.guard;
     let backend_upgrade = hyper::upgrade::on(&mut response);
     let upstream_name = upstream.name.clone();
     tokio::task::spawn_local(async move {
@@ -186,6 +192,7 @@ pub async fn forward(
     // and the like): here they describe the switch, not the connection, so they stay.
     let (mut parts, _) = response.into_parts();
     parts.headers.insert(http::HeaderName::from_static("x-request-id"), request_id.clone());
+    ctx.explain_headers(&mut parts.headers);
     Response::from_parts(parts, ProxyBody::full(Bytes::new()))
 }
 

@@ -27,6 +27,7 @@ use crate::config::UpstreamConfig;
 use crate::h2_upstream::H2Client;
 use crate::metrics::BackendStats;
 use crate::retry::RetryBudget;
+use crate::upstream_tls::BackendTls;
 
 /// One upstream group.
 #[derive(Debug)]
@@ -42,6 +43,9 @@ pub struct Upstream {
     pub(crate) budget: RetryBudget,
     /// For `protocol = "h2c"` or `"h2"`: the HTTP/2 client (see `h2_upstream.rs`).
     pub(crate) h2: Option<H2Client>,
+    /// `[upstream.tls]` made ready: one rustls client configuration shared by every connection to
+    /// these backends, whatever opens it (the pool, the HTTP/2 client, upgrades, health checks).
+    pub(crate) tls: Option<Arc<BackendTls>>,
 }
 
 /// A consistent snapshot of one group: the set, the balancer over exactly that set, and the metrics of
@@ -61,10 +65,12 @@ impl Upstream {
     pub fn new(config: UpstreamConfig) -> Result<Upstream, Error> {
         let set = BackendSet::new(config.backends.clone(), config.set_options());
         let state = Self::assemble(&config, set, &[])?;
+        let tls = Self::backend_tls(&config)?;
         Ok(Upstream {
             name: config.name.clone(),
             budget: RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
-            h2: Self::h2_client(&config)?,
+            h2: Self::h2_client(&config, tls.clone())?,
+            tls,
             config,
             state: ArcSwap::from_pointee(state),
             write: Mutex::new(()),
@@ -84,18 +90,29 @@ impl Upstream {
             BackendSet::new(config.backends.clone(), config.set_options())
         };
         let state = Self::assemble(&config, set, &was.stats)?;
+        // Built afresh (the CA file is read again, so a rotated CA takes effect); pooled connections
+        // made under identical settings stay usable, since the pool id hashes the settings.
+        let tls = Self::backend_tls(&config)?;
         Ok(Upstream {
             name: config.name.clone(),
             budget: RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
-            h2: Self::h2_client(&config)?,
+            h2: Self::h2_client(&config, tls.clone())?,
+            tls,
             config,
             state: ArcSwap::from_pointee(state),
             write: Mutex::new(()),
         })
     }
 
-    fn h2_client(config: &UpstreamConfig) -> Result<Option<H2Client>, Error> {
-        H2Client::new(config.protocol, config.tls.as_ref(), config.timeouts.connect)
+    fn h2_client(config: &UpstreamConfig, tls: Option<Arc<BackendTls>>) -> Result<Option<H2Client>, Error> {
+        H2Client::new(config.protocol, tls, config.timeouts.connect)
+            .map_err(|e| Error::BadBackend { upstream: config.name.clone(), reason: e.to_string() })
+    }
+
+    fn backend_tls(config: &UpstreamConfig) -> Result<Option<Arc<BackendTls>>, Error> {
+        let Some(t) = &config.tls else { return Ok(None) };
+        BackendTls::new(t, config.protocol.alpn())
+            .map(|tls| Some(Arc::new(tls)))
             .map_err(|e| Error::BadBackend { upstream: config.name.clone(), reason: e.to_string() })
     }
 

@@ -103,6 +103,36 @@ fn check_points_at_each_mistake_with_file_line_and_column() {
     }
 }
 
+#[test]
+fn check_accepts_tls_to_http1_backends_and_points_at_a_missing_ca_file() {
+    // `ca` is relative to the config file, like certificate paths. The shipped CA file, copied next
+    // to the config, checks; a CA file that is not there is reported at its value, line 9 column 6.
+    let ca =
+        std::fs::read_to_string(config_dir().join("certs/ca.lb.test.pem")).unwrap_or_else(|e| panic!("{e}"));
+    let tls = |ca_file: &str| {
+        format!("{GOOD}[upstream.tls]\nca = \"{ca_file}\"\nserver_name = \"backend.lb.test\"\n")
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("ca.pem"), ca).unwrap_or_else(|e| panic!("{e}"));
+    let run = |text: &str| {
+        std::fs::write(dir.path().join("lb.toml"), text).unwrap_or_else(|e| panic!("{e}"));
+        let out = Command::new(LB)
+            .args(["check", "--config", "lb.toml"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, stdout, stderr) = run(&tls("ca.pem"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "lb.toml: ok: listen 127.0.0.1:8080; upstreams: app (round-robin, 2 backends, tls)\n");
+    let (code, _, stderr) = run(&tls("missing.pem"));
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("lb.toml:9:6: upstream \"app\": "), "{stderr}");
+    assert!(stderr.trim_end().ends_with("missing.pem: No such file or directory (os error 2)"), "{stderr}");
+}
+
 /// Kills the child when the test ends, however it ends.
 struct Child(std::process::Child);
 

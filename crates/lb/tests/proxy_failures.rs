@@ -196,3 +196,28 @@ async fn a_port_in_use_is_refused_even_with_several_workers() {
     }
     first.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_no_other_backend_to_go_to_is_not_counted_as_one() {
+    // One backend, refusing connections, attempts = 3: each GET fails once and would retry, but
+    // there is nowhere else to go. The client gets the failure; no retry happened, so none is
+    // counted and the explain headers list none.
+    let (dead, _held) = proxy_support::refusing_port();
+    let mut cfg = config(Algorithm::RoundRobin, &[], &[]);
+    cfg.upstreams[0].backends = vec![lb_algorithms::BackendSpec::new(dead.to_string())];
+    cfg.upstreams[0].retry.attempts = 3;
+    let lb = proxy(cfg).await;
+    let c = client();
+    for _ in 0..5 {
+        let resp = c.get(lb.url()).header("x-lb-explain", "1").send().await;
+        let resp = resp.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(resp.status().as_u16(), 502);
+        let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(header("x-lb-attempts").as_deref(), Some("1"));
+        assert_eq!(header("x-lb-retry"), None);
+        let body = resp.text().await.unwrap_or_default();
+        assert_eq!(body, format!("backend {dead}: Connection refused (os error 111)\n"));
+    }
+    assert_eq!(lb.metrics.retries("app"), 0);
+    lb.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! WebSocket through `lb`: the upgrade is tunnelled to a backend's `/ws` echo, messages come back, and
-//! the backend counts as busy (one request in flight) exactly while the socket is open.
+//! the backend counts as busy (one request in flight) exactly while the socket is open; a backend that
+//! refuses the connection is passed over, and the explain headers say so.
 //!
 //! Run with `cargo nextest run -p lb --test websocket`.
 
@@ -12,6 +13,7 @@ use lb_algorithms::Algorithm;
 use proxy_support::{backends, config, proxy};
 use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -103,4 +105,52 @@ async fn shutdown_waits_for_websocket_tunnels_until_its_timeout() {
     // Cut: the next read ends (a close or an error), it does not hang.
     let after = timeout(DEADLINE, ws.next()).await.unwrap_or_else(|_| panic!("the tunnel was left open"));
     assert!(!matches!(after, Some(Ok(Message::Text(_)))), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_goes_around_a_backend_that_is_down_and_explains_it() {
+    let all = backends(1).await;
+    let (down, _held) = proxy_support::refusing_port();
+    let mut cfg = config(Algorithm::RoundRobin, &all, &[]);
+    cfg.upstreams[0].backends.insert(0, lb_algorithms::BackendSpec::new(down.to_string()));
+    let lb = proxy(cfg).await;
+    let header = |resp: &http::Response<Option<Vec<u8>>>, name: &str| {
+        resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    };
+
+    // Round robin starts at the closed port: the upgrade had not been sent, so it goes on to the
+    // live backend, and the 101 says how it got there.
+    let mut request =
+        format!("ws://{}/ws", lb.listen[0]).into_client_request().unwrap_or_else(|e| panic!("{e}"));
+    request.headers_mut().insert("x-lb-explain", http::HeaderValue::from_static("1"));
+    let (mut ws, response) = timeout(DEADLINE, tokio_tungstenite::connect_async(request))
+        .await
+        .unwrap_or_else(|_| panic!("handshake timed out"))
+        .unwrap_or_else(|e| panic!("handshake: {e}"));
+    assert_eq!(response.status().as_u16(), 101);
+    assert_eq!(header(&response, "x-lb-backend"), Some(all[0].addr().to_string()));
+    assert_eq!(header(&response, "x-lb-algorithm").as_deref(), Some("round-robin"));
+    assert_eq!(header(&response, "x-lb-attempts").as_deref(), Some("2"));
+    let retry = header(&response, "x-lb-retry").unwrap_or_default();
+    assert!(retry.starts_with(&format!("{down}: ")), "{retry}");
+    ws.send(Message::text("still echoes")).await.unwrap_or_else(|e| panic!("send: {e}"));
+    let echoed = timeout(DEADLINE, ws.next()).await.ok().flatten().and_then(|m| m.ok());
+    assert_eq!(echoed, Some(Message::text("still echoes")));
+    drop(ws);
+    assert_eq!(lb.metrics.retries("app"), 1);
+
+    // A refusal (the toy's `/` does not speak WebSocket) carries them too. Round robin is at the
+    // closed port again, so this one also needed two attempts.
+    let mut request =
+        format!("ws://{}/", lb.listen[0]).into_client_request().unwrap_or_else(|e| panic!("{e}"));
+    request.headers_mut().insert("x-lb-explain", http::HeaderValue::from_static("1"));
+    match timeout(DEADLINE, tokio_tungstenite::connect_async(request)).await {
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+            assert_eq!(resp.status().as_u16(), 200);
+            assert_eq!(header(&resp, "x-lb-backend"), Some(all[0].addr().to_string()));
+            assert_eq!(header(&resp, "x-lb-attempts").as_deref(), Some("2"));
+        }
+        other => panic!("expected an HTTP answer, got {other:?}"),
+    }
+    lb.shutdown().await;
 }

@@ -75,3 +75,14 @@ pub async fn get_with(client: &reqwest::Client, url: &str, headers: &[(&str, &st
 pub fn index_of(name: &str) -> Option<usize> {
     name.trim().strip_prefix("backend-")?.parse::<usize>().ok()?.checked_sub(1)
 }
+
+/// An address that refuses connections, and the socket that keeps it so: bound but not listening, so
+/// a connect gets a reset at once, and the port cannot be handed to another test's server meanwhile
+/// (binding port 0 and closing it again would free the port for anyone, e.g. a parallel test's proxy,
+/// which would then receive this test's "refused" connections). Keep the socket alive for the test.
+pub fn refusing_port() -> (std::net::SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap_or_else(|e| panic!("{e}"));
+    let addr = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    (addr, socket)
+}
