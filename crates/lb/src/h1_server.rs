@@ -506,28 +506,47 @@ async fn wait_for_request(
                 return false;
             }
         }
-        if *stop.borrow() {
+        if *stop.borrow()
+            || !read_more(conn, timer.as_mut(), idle_since + limits.idle_timeout, Some(stop)).await
+        {
             return false;
         }
-        let deadline = idle_since + limits.idle_timeout;
-        if deadline < timer.deadline() {
-            timer.as_mut().reset(deadline);
+    }
+}
+
+/// Wait for more bytes from the client until `deadline` (or, with `stop`, until the proxy stops).
+/// False: the client left, the deadline passed, or the proxy is stopping.
+///
+/// The connection's one timer only ever moves *earlier* here; when it fires before the deadline (it
+/// was set for an earlier one), it is moved on. See the module docs.
+async fn read_more(
+    conn: &Shared,
+    mut timer: Pin<&mut Sleep>,
+    deadline: Instant,
+    stop: Option<&mut watch::Receiver<bool>>,
+) -> bool {
+    if deadline < timer.deadline() {
+        timer.as_mut().reset(deadline);
+    }
+    let stopping = async {
+        match stop {
+            // Stopping, or the proxy is gone: either way this connection closes.
+            Some(stop) => drop(stop.wait_for(|&s| s).await),
+            None => std::future::pending().await,
         }
+    };
+    tokio::pin!(stopping);
+    loop {
         tokio::select! {
             biased;
-            n = poll_fn(|cx| lock(conn).poll_fill(cx)) => {
-                if !matches!(n, Ok(n) if n > 0) {
-                    return false;
-                }
-            }
+            n = poll_fn(|cx| lock(conn).poll_fill(cx)) => return matches!(n, Ok(n) if n > 0),
             () = timer.as_mut() => {
                 if Instant::now() >= deadline {
                     return false;
                 }
                 timer.as_mut().reset(deadline);
             }
-            // Stopping (or the proxy is gone): an idle connection closes now.
-            _ = stop.wait_for(|&s| s) => return false,
+            () = &mut stopping => return false,
         }
     }
 }
@@ -647,22 +666,8 @@ async fn read_head(
             }
         }
         let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
-        if deadline < timer.deadline() {
-            timer.as_mut().reset(deadline);
-        }
-        tokio::select! {
-            biased;
-            n = poll_fn(|cx| lock(conn).poll_fill(cx)) => {
-                if !matches!(n, Ok(n) if n > 0) {
-                    return Ok(None);
-                }
-            }
-            () = timer.as_mut() => {
-                if Instant::now() >= deadline {
-                    return Ok(None);
-                }
-                timer.as_mut().reset(deadline);
-            }
+        if !read_more(conn, timer.as_mut(), deadline, None).await {
+            return Ok(None);
         }
     }
 }

@@ -29,13 +29,18 @@
 //! others for connections accepted from then on. A connection keeps the limits it was accepted with,
 //! since its parser and its watchdog were set up with them.
 //!
-//! # The connection watchdog
+//! # Where the timeouts are kept
 //!
-//! Timeouts on a *connection* are kept by a small state machine per connection ([`ConnWatch`]), not by
-//! hyper: hyper's own header timeout starts when it starts waiting for a request, so it cannot tell an
-//! idle keep-alive connection (fine for a minute) from one that has begun a request and stalled (cut
-//! after ten seconds). The watchdog sees every read through [`WatchedIo`], and the proxy tells it when
-//! a request starts and when its response ends:
+//! On HTTP/1.x the server loop keeps them itself ([`crate::h1_server`]): it knows when it is waiting
+//! between requests (`idle_timeout`), for the rest of a head (`header_read_timeout`, from the first
+//! byte) or for body bytes (`body_read_timeout`, only while a body read actually waits), with one lazy
+//! timer per connection.
+//!
+//! # The HTTP/2 connection watchdog
+//!
+//! hyper's HTTP/2 server has no such phases, so an HTTP/2 connection gets a small state machine
+//! ([`ConnWatch`]) that sees every read through [`WatchedIo`], and the proxy tells it when a request
+//! starts and when its response ends:
 //!
 //! ```text
 //!            bytes arrive              service called                response ends
@@ -48,11 +53,6 @@
 //! A deadline that passes drops the connection: the client sees it close, the request body it was
 //! streaming ends in an error, and the backend connection carrying it is closed too, so a trickled
 //! body cannot hold a backend forever.
-//!
-//! One trade-off to know: while a request that *had* a body waits for its response, the watchdog
-//! cannot tell "the body is complete and the backend is thinking" from "the client stopped half-way"
-//! (hyper reads the body on another task), so the body read timeout also bounds that wait. Keep it
-//! above the upstream's `response_headers` timeout (the defaults are 60 s and 30 s).
 //!
 //! On HTTP/2 the same watchdog sees frames, not messages: any bytes on an idle connection (a client's
 //! `PING`, say) start the header clock, so an HTTP/2 connection that pings but sends no request for

@@ -23,18 +23,20 @@
 //! # A connection's life
 //!
 //! Accept; if `server.limits.max_connections` are open, close at once (and count it). Otherwise the
-//! connection gets a watchdog ([`crate::limits::ConnWatch`]: idle, header and body read timeouts, the
-//! streamed-body limit) and is served as HTTP/1.1 (with upgrades, for WebSocket) or, when it opens
-//! with the HTTP/2 preface, as HTTP/2 (h2c with prior knowledge). On a `listen_tls` listener the TLS
-//! handshake comes first ([`crate::tls`]) and ALPN decides between HTTP/2 and HTTP/1.1. Every request
-//! runs through `proxy::Worker::handle` on this thread.
+//! connection is served as HTTP/1.x by this project's own server loop ([`crate::h1_server`]: keep-alive,
+//! pipelining, upgrades for WebSocket, its own idle/header/body timeouts) or, when it opens with the
+//! HTTP/2 preface, as HTTP/2 (h2c with prior knowledge) by hyper, with a watchdog for its timeouts
+//! ([`crate::limits::ConnWatch`]). On a `listen_tls` listener the TLS handshake comes first
+//! ([`crate::tls`]) and ALPN decides between HTTP/2 and HTTP/1.1. Every request runs through
+//! `proxy::Worker::handle` on this thread.
 //!
 //! # Shutdown
 //!
 //! [`Running::shutdown`] (or Ctrl-C / SIGTERM through [`run`]): every worker closes its listeners (new
 //! connections are refused from then on), asks each open connection to close after its current
-//! request (hyper's graceful shutdown: keep-alive off, idle connections closed at once), and waits up
-//! to `server.shutdown_timeout` for them; what is left is cut.
+//! request (idle keep-alive connections close at once, a request in progress gets `Connection: close`
+//! on its response; HTTP/2 connections get hyper's GOAWAY), and waits up to
+//! `server.shutdown_timeout` for them, WebSocket tunnels included; what is left is cut.
 
 use std::cell::Cell;
 use std::convert::Infallible;

@@ -102,7 +102,7 @@ fn cases() -> Vec<Case> {
     vec![
         // ---- Message framing: where does the body end? (request smuggling) ----
         // CL.TE: a parser that trusts the length reads "0\r\n\r\nX" as the body; one that trusts
-        // chunked reads an empty body and "X" as the start of the next request. lb (hyper) lets
+        // chunked reads an empty body and "X" as the start of the next request. lb lets
         // Transfer-Encoding win, drops Content-Length, forwards the decoded body re-framed as chunked
         // and closes the connection, exactly as RFC 9112 6.1 and HAProxy do (nginx answers 400).
         case(
@@ -175,7 +175,7 @@ fn cases() -> Vec<Case> {
             post("Transfer-Encoding: CHUNKED\r\n", "5\r\nhello\r\n0\r\n\r\n"),
             Forwarded(200, "hello"),
         ),
-        // RFC 9112 7: chunked must not be applied twice. hyper decodes once and lb re-frames the body
+        // RFC 9112 7: chunked must not be applied twice. lb decodes once and re-frames the body
         // itself, so the backend cannot read it differently; nginx refuses the duplicate line (400).
         case(
             "chunked on two Transfer-Encoding lines",
@@ -204,7 +204,7 @@ fn cases() -> Vec<Case> {
             BadBody,
         ),
         case("chunk size negative", post("Transfer-Encoding: chunked\r\n", "-5\r\nhello\r\n0\r\n\r\n"), BadBody),
-        // hyper caps chunk extensions (16 KiB in all) and fails the body.
+        // A chunk-size line (extensions included) is capped at 8 KiB; past it the body fails.
         case(
             "64 KiB of chunk extensions",
             post("Transfer-Encoding: chunked\r\n", &format!("5;{}\r\nhello\r\n0\r\n\r\n", "a=b;".repeat(16 * 1024))),
@@ -240,7 +240,7 @@ fn cases() -> Vec<Case> {
         case("two spaces in the request line", &b"GET  /  HTTP/1.1\r\nHost: lb.test\r\n\r\n"[..], Refused(&[400])),
         case("missing HTTP version", &b"GET / \r\nHost: lb.test\r\n\r\n"[..], Refused(&[400])),
         case("HTTP/0.9 simple request", &b"GET /\r\n\r\n"[..], Refused(&[400, CLOSED])),
-        // nginx answers 505; hyper's parser knows only HTTP/1.x and answers 400.
+        // nginx answers 505; httparse knows only HTTP/1.x and lb answers 400.
         case("HTTP/2.0 in an HTTP/1 request line", &b"GET / HTTP/2.0\r\nHost: lb.test\r\n\r\n"[..], Refused(&[400, 505])),
         case("NUL inside the URI", &b"GET /a\0b HTTP/1.1\r\nHost: lb.test\r\n\r\n"[..], Refused(&[400])),
         // The request line counts towards max_header_bytes (16 KiB by default): 431, as HAProxy's
