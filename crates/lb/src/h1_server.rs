@@ -229,9 +229,9 @@ pub struct RequestBody {
 /// Why a request body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    /// Malformed chunked framing.
-    #[error("{0}")]
-    Framing(#[from] crate::h1::Error),
+    /// Malformed chunked framing, and what was wrong.
+    #[error("invalid chunked body: {0}")]
+    Framing(&'static str),
     /// The client closed the connection before the body ended.
     #[error("client closed the connection mid-body")]
     Incomplete,
@@ -316,7 +316,13 @@ impl Body for RequestBody {
                     }
                 }
                 BodyState::Chunked(state) => match chunk_step(&conn.rbuf, state) {
-                    Err(e) => return this.fail(conn, e.into()),
+                    Err(e) => {
+                        let why = match e {
+                            crate::h1::Error::Framing(why) => why,
+                            _ => "framing",
+                        };
+                        return this.fail(conn, BodyError::Framing(why));
+                    }
                     Ok(ChunkStep::Data(n, next)) => {
                         let bytes = conn.rbuf.split_to(n).freeze();
                         conn.body = BodyState::Chunked(next);
