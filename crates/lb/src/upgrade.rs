@@ -27,8 +27,10 @@
 //! smuggling", Bishop Fox 2020). HTTP/2 clients cannot upgrade at all (RFC 9113 removed it; WebSocket
 //! over HTTP/2 uses extended CONNECT, RFC 8441, which `lb` does not offer).
 //!
-//! On shutdown, open tunnels are closed when the worker's grace period ends; they are not waited for
-//! the way requests are, since a WebSocket may stay open for hours.
+//! On shutdown, open tunnels are waited for like requests in flight, up to `shutdown_timeout`, and
+//! cut when it passes (a WebSocket may stay open for hours; nginx's `worker_shutdown_timeout` does the
+//! same). The client connection's task in `h1_server.rs` lives until its tunnel ends, which is what
+//! makes the shutdown count it.
 //!
 //! nginx needs `proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";` for the
 //! same thing; HAProxy and Envoy (`upgrade_configs: [{upgrade_type: websocket}]`) tunnel on their own.
