@@ -37,6 +37,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::pin::Pin;
 use std::time::Duration;
 
 use lb_algorithms::Nanos;
@@ -121,7 +122,16 @@ impl Pool {
 /// Open a new connection to `addr` (`ip:port`, or `host:port` resolved now) within `timeout`: TCP with
 /// `TCP_NODELAY`, then the TLS handshake when the upstream has `tls`. No task is spawned: the
 /// connection is driven by whichever request uses it.
-pub async fn connect(addr: &str, timeout: Duration, tls: Option<&BackendTls>) -> Result<Conn, ConnectError> {
-    let stream = upstream_tls::connect(addr, timeout, tls).await?;
-    Ok(Conn::with_stream(stream, tls.map_or(0, BackendTls::pool_id)))
+///
+/// The future is boxed: a connect (a DNS lookup, TCP, maybe a TLS handshake) is a large state machine
+/// that a pooled request never needs, and inlined it would make every request's future larger.
+pub fn connect<'a>(
+    addr: &'a str,
+    timeout: Duration,
+    tls: Option<&'a BackendTls>,
+) -> Pin<Box<dyn Future<Output = Result<Conn, ConnectError>> + 'a>> {
+    Box::pin(async move {
+        let stream = upstream_tls::connect(addr, timeout, tls).await?;
+        Ok(Conn::with_stream(stream, tls.map_or(0, BackendTls::pool_id)))
+    })
 }

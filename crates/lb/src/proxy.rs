@@ -291,11 +291,11 @@ impl Worker {
         {
             return error_response(status, msg, &request_id);
         }
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        let host_header = parts.headers.get(header::HOST);
+        // Known here, so an attempt need not look again before adding one (HTTP/1.0 may lack it).
+        let has_host = host_header.is_some();
+        let host =
+            host_header.and_then(|h| h.to_str().ok()).or_else(|| parts.uri.authority().map(|a| a.as_str()));
         let Some(upstream) = self.shared.upstreams.route(host, parts.uri.path()) else {
             let msg = format!("no route for host {} path {}\n", host.unwrap_or("(none)"), parts.uri.path());
             return error_response(StatusCode::NOT_FOUND, msg, &request_id);
@@ -304,7 +304,10 @@ impl Worker {
         let state = upstream.load();
         let config = &upstream.config;
 
-        let explain_on = settings.explain && parts.headers.get(&X_LB_EXPLAIN).is_some_and(|v| v == "1");
+        // A scan, not a lookup: a request has a handful of fields, and comparing names costs less than
+        // hashing one.
+        let explain_on = settings.explain
+            && parts.headers.iter().any(|(name, value)| *name == X_LB_EXPLAIN && value == "1");
         let key = match &config.hash_key {
             Some(k) if config.algorithm.is_hashing() => {
                 k.hash(&RequestKeys { headers: &parts.headers, uri: &parts.uri, client: client.addr.ip() })
@@ -362,7 +365,10 @@ impl Worker {
                 Err(answer) => break *answer,
             };
             let addr = ctx.addr(picked.index);
-            match self.attempt(&mut request, addr, &upstream, deadline, (picked.at, picked.now)).await {
+            match self
+                .attempt(&mut request, has_host, addr, &upstream, deadline, (picked.at, picked.now))
+                .await
+            {
                 AttemptResult::Response(response) => match ctx.answered(&picked, response.status()) {
                     Answered::Retry => continue,
                     Answered::Deliver(done) => {
@@ -394,6 +400,7 @@ impl Worker {
     async fn attempt(
         &self,
         request: &mut Request<UpstreamBody>,
+        has_host: bool,
         addr: &str,
         upstream: &Upstream,
         deadline: Instant,
@@ -401,7 +408,7 @@ impl Worker {
     ) -> AttemptResult {
         // HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one. It names this backend,
         // so it is taken out again for a retry elsewhere.
-        let added_host = !request.headers().contains_key(header::HOST)
+        let added_host = !has_host
             && HeaderValue::from_str(addr)
                 .is_ok_and(|v| request.headers_mut().insert(header::HOST, v).is_none());
         let result = self.attempt_on(request, addr, upstream, deadline, now).await;

@@ -55,12 +55,13 @@ pub fn wanted(headers: &http::HeaderMap, version: Version) -> Option<HeaderValue
     if version != Version::HTTP_11 {
         return None;
     }
+    // `Upgrade` first: nearly every request has none, and then this is one lookup.
+    let upgrade = headers.get(header::UPGRADE)?;
     let connection_says_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("").split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let upgrade = headers.get(header::UPGRADE)?;
     let h2c = upgrade.to_str().map_or(true, |u| u.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")));
     (connection_says_upgrade && !h2c).then(|| upgrade.clone())
 }
