@@ -936,12 +936,14 @@ async fn write_response(
                         if data.is_empty() {
                             continue;
                         }
+                        // `queued` counts every byte in the queue, framing included: the writes below
+                        // take it down by what the socket took.
                         queued += data.len();
                         match out {
                             Out::Chunked => {
-                                let mut size = BytesMut::with_capacity(18);
-                                size.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                                queue.push(size.freeze());
+                                let size = Bytes::from(format!("{:x}\r\n", data.len()));
+                                queued += size.len() + 2;
+                                queue.push(size);
                                 queue.push(data);
                                 queue.push(Bytes::from_static(b"\r\n"));
                             }
@@ -977,7 +979,7 @@ async fn write_response(
                     Poll::Pending => return Poll::Pending,
                 }
             };
-            queued -= n;
+            queued = queued.saturating_sub(n);
             let mut written = n;
             let mut drained = 0;
             for b in queue.iter_mut() {
