@@ -223,3 +223,62 @@ async fn lb_s_own_answers_carry_a_date_and_a_length() {
     assert!(next.starts_with("HTTP/1.1 200 OK\r\n"), "{next:?}");
     lb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_chunked_body_streams_both_ways_byte_for_byte() {
+    let all = backends(1).await;
+    let lb = proxy(config(Algorithm::RoundRobin, &all, &[])).await;
+    let s = connect(lb.listen[0]).await;
+    let (mut rd, mut wr) = s.into_split();
+    // 4 MiB in 64 KiB chunks, each chunk a different byte so a lost, repeated or reordered piece shows.
+    let chunks = 64usize;
+    let size = 64 * 1024;
+    let writer = tokio::spawn(async move {
+        let head = "POST /echo HTTP/1.1\r\nHost: lb.test\r\nTransfer-Encoding: chunked\r\n\r\n";
+        wr.write_all(head.as_bytes()).await?;
+        for i in 0..chunks {
+            wr.write_all(format!("{size:x}\r\n").as_bytes()).await?;
+            wr.write_all(&vec![(i % 251) as u8; size]).await?;
+            wr.write_all(b"\r\n").await?;
+        }
+        wr.write_all(b"0\r\n\r\n").await?;
+        Ok::<_, std::io::Error>(wr)
+    });
+    // Read the answer while the body is still being sent (the echo streams it back), de-chunk it.
+    let mut raw = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let body = loop {
+        match timeout(DEADLINE, rd.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => raw.extend_from_slice(&chunk[..n]),
+            other => panic!("the answer stopped after {} bytes: {other:?}", raw.len()),
+        }
+        if raw.ends_with(b"\r\n0\r\n\r\n") {
+            break dechunk(&raw);
+        }
+    };
+    let _wr = writer.await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(body.len(), chunks * size);
+    for (i, piece) in body.chunks(size).enumerate() {
+        assert!(piece.iter().all(|&b| b == (i % 251) as u8), "piece {i} differs");
+    }
+    lb.shutdown().await;
+}
+
+/// The body of a complete chunked answer (head included in `raw`).
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let start = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |i| i + 4);
+    let mut rest = &raw[start..];
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { panic!("no size line") };
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap_or("x"), 16)
+            .unwrap_or_else(|e| panic!("chunk size: {e}"));
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&rest[..size]);
+        assert_eq!(&rest[size..size + 2], b"\r\n", "chunk data must end with CRLF");
+        rest = &rest[size + 2..];
+    }
+}
