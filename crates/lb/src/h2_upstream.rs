@@ -34,7 +34,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HeaderValue;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty};
 use hyper_util::client::legacy::Client;
@@ -43,11 +42,10 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::attempts::{Answered, Attempts, Tally};
-use crate::metrics::{FailureKind, Metrics};
-use crate::proxy::{ClientBody, ClientInfo, ProxyBody};
+use crate::metrics::FailureKind;
+use crate::proxy::{ClientBody, ProxyBody};
 use crate::retry::is_idempotent_without_body;
 use crate::tls::TlsError;
-use crate::upstream::{Upstream, UpstreamState};
 use crate::upstream_tls::{BackendConnector, BackendTls};
 
 /// `protocol` of an upstream: how `lb` talks to its backends.
@@ -120,16 +118,10 @@ impl H2Client {
 
 /// Send a request to a backend of an HTTP/2 upstream, retrying on another backend under the same rules
 /// as the HTTP/1.1 path (see `attempts.rs`).
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
     h2: &H2Client,
     req: Request<ClientBody>,
-    client: &ClientInfo,
-    upstream: &Upstream,
-    state: &UpstreamState,
-    key: Option<u64>,
-    metrics: &Metrics,
-    request_id: &HeaderValue,
+    (client, upstream, state, key, metrics, request_id): crate::proxy::Routed<'_>,
     explain: bool,
     tally: &mut Tally,
 ) -> Response<ProxyBody> {

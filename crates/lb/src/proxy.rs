@@ -512,9 +512,9 @@ enum Elsewhere<'a> {
     H2(&'a crate::h2_upstream::H2Client),
 }
 
-/// What both [`Elsewhere`] paths are given: the client, the upstream and its state, the hash key, the
-/// metrics and the request id.
-type ElsewhereArgs<'a> =
+/// A request's routing, as the [`Elsewhere`] paths are given it: the client, the upstream and its
+/// state, the hash key, the metrics and the request id.
+pub(crate) type Routed<'a> =
     (&'a ClientInfo, &'a Upstream, &'a UpstreamState, Option<u64>, &'a Metrics, &'a HeaderValue);
 
 /// Forward on one of the [`Elsewhere`] paths. Boxed, in a plain function: they are rare, and their
@@ -523,17 +523,15 @@ type ElsewhereArgs<'a> =
 fn forward_elsewhere<'a>(
     via: Elsewhere<'a>,
     req: Request<ClientBody>,
-    (client, upstream, state, key, metrics, request_id): ElsewhereArgs<'a>,
+    routed: Routed<'a>,
     explain: bool,
     tally: &'a mut Tally,
 ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + 'a>> {
     match via {
-        Elsewhere::Upgrade(protocol) => Box::pin(crate::upgrade::forward(
-            req, protocol, client, upstream, state, key, metrics, request_id, explain, tally,
-        )),
-        Elsewhere::H2(h2) => Box::pin(crate::h2_upstream::forward(
-            h2, req, client, upstream, state, key, metrics, request_id, explain, tally,
-        )),
+        Elsewhere::Upgrade(protocol) => {
+            Box::pin(crate::upgrade::forward(req, protocol, routed, explain, tally))
+        }
+        Elsewhere::H2(h2) => Box::pin(crate::h2_upstream::forward(h2, req, routed, explain, tally)),
     }
 }
 

@@ -42,9 +42,8 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 
 use crate::attempts::{Attempts, Tally};
-use crate::metrics::{FailureKind, Metrics};
-use crate::proxy::{ClientBody, ClientInfo, ProxyBody};
-use crate::upstream::{Upstream, UpstreamState};
+use crate::metrics::FailureKind;
+use crate::proxy::{ClientBody, ProxyBody};
 use crate::upstream_tls;
 
 /// How much of a refusal (a non-101 answer to an upgrade) is passed on; such answers are short.
@@ -69,16 +68,10 @@ pub fn wanted(headers: &http::HeaderMap, version: Version) -> Option<HeaderValue
 /// Forward an upgrade request to a backend of `upstream` and, on 101, tunnel the two connections.
 /// A backend that cannot be connected to is passed over for another, as on the other paths (the
 /// request has not left yet); once sent, an upgrade is never repeated.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
     mut req: Request<ClientBody>,
     protocol: HeaderValue,
-    client: &ClientInfo,
-    upstream: &Upstream,
-    state: &UpstreamState,
-    key: Option<u64>,
-    metrics: &Metrics,
-    request_id: &HeaderValue,
+    (client, upstream, state, key, metrics, request_id): crate::proxy::Routed<'_>,
     explain: bool,
     tally: &mut Tally,
 ) -> Response<ProxyBody> {
