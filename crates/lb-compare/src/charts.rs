@@ -46,6 +46,49 @@ fn color(i: usize) -> RGBColor {
     RGBColor(r, g, b)
 }
 
+type Fail<'p> = dyn Fn(&dyn std::fmt::Display) -> ChartError + 'p;
+
+/// One series in colour `i`: a line through `line` with its legend entry, and dots of `radius` at `dots`.
+fn series<'a, CT>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    i: usize,
+    label: String,
+    line: Vec<(f64, f64)>,
+    (dots, radius): (impl IntoIterator<Item = (f64, f64)>, i32),
+    e: &Fail<'_>,
+) -> Result<(), ChartError>
+where
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    let c = color(i);
+    chart
+        .draw_series(LineSeries::new(line, c.stroke_width(2)))
+        .map_err(|x| e(&x))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    chart.draw_series(dots.into_iter().map(|p| Circle::new(p, radius, c.filled()))).map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// The legend box at `position`, then the file written.
+fn finish<'a, CT>(
+    mut chart: ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+    e: &Fail<'_>,
+) -> Result<(), ChartError>
+where
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| e(&x))?;
+    chart.plotting_area().present().map_err(|x| e(&x))
+}
+
 /// p50, p90, p99, p99.9 of each algorithm, milliseconds on a log scale.
 pub fn latency_percentiles(path: &Path, title: &str, results: &[AlgorithmReport]) -> Result<(), ChartError> {
     let e = err(path);
@@ -71,24 +114,11 @@ pub fn latency_percentiles(path: &Path, title: &str, results: &[AlgorithmReport]
         .draw()
         .map_err(|x| e(&x))?;
     for (i, a) in results.iter().enumerate() {
-        let c = color(i);
         let points: Vec<(f64, f64)> =
             values(a).iter().enumerate().map(|(x, &y)| (x as f64, y.max(lo))).collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(a.algorithm.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(|x| e(&x))?;
+        series(&mut chart, i, a.algorithm.clone(), points.clone(), (points, 3), &e)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))
+    finish(chart, SeriesLabelPosition::UpperLeft, &e)
 }
 
 /// Requests (attempts) each backend received, one line per algorithm.
@@ -115,24 +145,11 @@ pub fn per_backend(path: &Path, title: &str, results: &[AlgorithmReport]) -> Res
         .draw()
         .map_err(|x| e(&x))?;
     for (i, a) in results.iter().enumerate() {
-        let c = color(i);
         let points: Vec<(f64, f64)> =
             a.per_backend.iter().enumerate().map(|(x, &y)| (x as f64, y as f64)).collect();
-        chart
-            .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(a.algorithm.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(|x| e(&x))?;
+        series(&mut chart, i, a.algorithm.clone(), points.clone(), (points, 3), &e)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))
+    finish(chart, SeriesLabelPosition::LowerRight, &e)
 }
 
 /// One point of the supermarket chart.
@@ -173,26 +190,14 @@ pub fn supermarket(path: &Path, points: &[SojournPoint]) -> Result<(), ChartErro
     ds.sort_unstable();
     ds.dedup();
     for (i, d) in ds.iter().enumerate() {
-        let c = color(i);
         let mut mine: Vec<&SojournPoint> = points.iter().filter(|p| p.choices == *d).collect();
         mine.sort_by(|a, b| a.lambda.total_cmp(&b.lambda));
-        chart
-            .draw_series(LineSeries::new(mine.iter().map(|p| (p.lambda, p.theory)), c.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(format!("d={d} theory (line), simulated (dots)"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-        chart
-            .draw_series(mine.iter().map(|p| Circle::new((p.lambda, p.simulated), 4, c.filled())))
-            .map_err(|x| e(&x))?;
+        let theory = mine.iter().map(|p| (p.lambda, p.theory)).collect();
+        let simulated = mine.iter().map(|p| (p.lambda, p.simulated));
+        let label = format!("d={d} theory (line), simulated (dots)");
+        series(&mut chart, i, label, theory, (simulated, 4), &e)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))
+    finish(chart, SeriesLabelPosition::UpperLeft, &e)
 }
 
 /// User and system CPU microseconds per request, stacked, one bar per balancer.
@@ -238,12 +243,5 @@ pub fn cpu_per_request(path: &Path, results: &[TargetResult]) -> Result<(), Char
         .map_err(|x| e(&x))?
         .label("system")
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], sys_c.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|x| e(&x))?;
-    root.present().map_err(|x| e(&x))
+    finish(chart, SeriesLabelPosition::UpperRight, &e)
 }
