@@ -64,17 +64,7 @@ impl Upstream {
     /// Build a group from its configuration (fails when the algorithm rejects its options).
     pub fn new(config: UpstreamConfig) -> Result<Upstream, Error> {
         let set = BackendSet::new(config.backends.clone(), config.set_options());
-        let state = Self::assemble(&config, set, &[])?;
-        let tls = Self::backend_tls(&config)?;
-        Ok(Upstream {
-            name: config.name.clone(),
-            budget: RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
-            h2: Self::h2_client(&config, tls.clone())?,
-            tls,
-            config,
-            state: ArcSwap::from_pointee(state),
-            write: Mutex::new(()),
-        })
+        Self::with_set(config, set, &[])
     }
 
     /// A group built from `config` that takes over `old`'s backend state where it can (see
@@ -89,9 +79,18 @@ impl Upstream {
         } else {
             BackendSet::new(config.backends.clone(), config.set_options())
         };
-        let state = Self::assemble(&config, set, &was.stats)?;
-        // Built afresh (the CA file is read again, so a rotated CA takes effect); pooled connections
-        // made under identical settings stay usable, since the pool id hashes the settings.
+        Self::with_set(config, set, &was.stats)
+    }
+
+    /// A group over `set`, keeping the stats of backends found in `stats` (by address). Its TLS
+    /// settings are built afresh (the CA file is read again, so a rotated CA takes effect); pooled
+    /// connections made under identical settings stay usable, since the pool id hashes the settings.
+    fn with_set(
+        config: UpstreamConfig,
+        set: Arc<BackendSet>,
+        stats: &[Arc<BackendStats>],
+    ) -> Result<Upstream, Error> {
+        let state = Self::assemble(&config, set, stats)?;
         let tls = Self::backend_tls(&config)?;
         Ok(Upstream {
             name: config.name.clone(),
