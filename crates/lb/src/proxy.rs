@@ -668,11 +668,16 @@ fn humantime_duration(d: Duration) -> String {
     humantime_serde::re::humantime::format_duration(d).to_string()
 }
 
-/// The request as the hash-key extractors see it.
-struct RequestKeys<'a> {
-    headers: &'a HeaderMap,
-    uri: &'a Uri,
-    client: IpAddr,
+/// The request as the hash-key extractors see it (public so the fuzz target extracts keys through
+/// exactly this view).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestKeys<'a> {
+    /// The request's header fields.
+    pub headers: &'a HeaderMap,
+    /// Its target: the path and query keys read it.
+    pub uri: &'a Uri,
+    /// The client's address, for the `ip` key.
+    pub client: IpAddr,
 }
 
 impl KeySource for RequestKeys<'_> {

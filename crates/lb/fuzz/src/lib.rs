@@ -22,7 +22,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use lb::config::Config;
-use lb_algorithms::{HashKey, KeySource};
+use lb::proxy::RequestKeys;
+use lb_algorithms::HashKey;
 
 /// Parse `data` (lossily decoded as UTF-8, as a file with a stray byte would be after an editor saved
 /// it) as a config file. It may succeed or fail; it must not panic, and every error must point at a
@@ -75,6 +76,7 @@ pub fn hash_key(data: &[u8]) {
     assert_eq!(printed.parse::<HashKey>().ok().as_ref(), Some(&key), "{spec:?} printed as {printed:?}");
 
     let request = FuzzRequest::from_bytes(request);
+    let request = request.keys();
     let extracted = key.extract(&request);
     if let Some(k) = &extracted {
         assert!(!k.is_empty(), "{key}: an empty key must be no key");
@@ -126,17 +128,9 @@ impl FuzzRequest {
     }
 }
 
-impl KeySource for FuzzRequest {
-    fn client_ip(&self) -> Option<IpAddr> {
-        Some(self.ip)
-    }
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name).map(|v| v.as_bytes())
-    }
-    fn path(&self) -> &str {
-        self.uri.path()
-    }
-    fn query(&self) -> Option<&str> {
-        self.uri.query()
+impl FuzzRequest {
+    /// The request as the proxy's hash keys see it: the same view `lb` builds for a real request.
+    pub fn keys(&self) -> RequestKeys<'_> {
+        RequestKeys { headers: &self.headers, uri: &self.uri, client: self.ip }
     }
 }
