@@ -411,7 +411,6 @@ async fn serve_connection(
     stop: watch::Receiver<bool>,
     limits: ServerLimits,
 ) {
-    let watch = ConnWatch::new(limits);
     let h2 = match tokio::time::timeout(limits.header_read_timeout, starts_with_h2_preface(&stream)).await {
         Ok(Ok(h2)) => h2,
         // Silent past the header timeout, or gone: nothing to serve.
@@ -419,7 +418,9 @@ async fn serve_connection(
     };
     if h2 {
         // Boxed: hyper's HTTP/2 connection state is large, and every connection's task would carry
-        // room for it otherwise, HTTP/1 ones included.
+        // room for it otherwise, HTTP/1 ones included. Only HTTP/2 needs the watchdog (the HTTP/1
+        // loop keeps its own timeouts).
+        let watch = ConnWatch::new(limits);
         Box::pin(serve_io(WatchedIo::new(stream, Arc::clone(&watch)), peer, false, worker, stop, watch))
             .await;
     } else {
