@@ -339,7 +339,8 @@ where
     }
 }
 
-fn write_hex(buf: &mut BytesMut, n: usize) {
+/// A chunk-size line: `n` in lower-case hex, then CRLF (shared with `h1_server.rs`).
+pub(crate) fn write_hex(buf: &mut BytesMut, n: usize) {
     let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
     for i in (0..digits).rev() {
         buf.put_u8(b"0123456789abcdef"[(n >> (i * 4)) & 15]);

@@ -941,7 +941,9 @@ async fn write_response(
                         queued += data.len();
                         match out {
                             Out::Chunked => {
-                                let size = Bytes::from(format!("{:x}\r\n", data.len()));
+                                let mut size = BytesMut::with_capacity(18);
+                                crate::h1::write_hex(&mut size, data.len());
+                                let size = size.freeze();
                                 queued += size.len() + 2;
                                 queue.push(size);
                                 queue.push(data);
