@@ -1007,7 +1007,7 @@ async fn write_response(
 /// The `Date` header, formatted once per second per thread.
 struct DateCache {
     second: std::cell::Cell<u64>,
-    text: std::cell::RefCell<[u8; 29]>,
+    text: std::cell::Cell<[u8; 29]>,
 }
 
 impl DateCache {
@@ -1020,16 +1020,16 @@ impl DateCache {
             for (dst, src) in bytes.iter_mut().zip(text.as_bytes()) {
                 *dst = *src;
             }
-            *self.text.borrow_mut() = bytes;
+            self.text.set(bytes);
             self.second.set(second);
         }
-        *self.text.borrow()
+        self.text.get()
     }
 }
 
 thread_local! {
     static DATE: DateCache = const {
-        DateCache { second: std::cell::Cell::new(u64::MAX), text: std::cell::RefCell::new([b' '; 29]) }
+        DateCache { second: std::cell::Cell::new(u64::MAX), text: std::cell::Cell::new([b' '; 29]) }
     };
 }
 
