@@ -558,44 +558,29 @@ async fn read_more(
 }
 
 /// One request: its head, the proxy's answer, the answer written.
+///
+/// Each block below ends before the next `.await` on purpose: a value (even one moved out) keeps its
+/// room in the future until its scope ends, and this future is copied into its box once per request.
 async fn exchange(x: Exchange<'_>, wbuf: &mut BytesMut, timer: Pin<&mut Sleep>) -> Next {
     let conn = x.conn;
-    let parsed = match read_head(conn, x.limits, timer).await {
-        Ok(Some(parsed)) => parsed,
-        Ok(None) => return Next::Close,
-        Err((status, why)) => {
-            let mut response = Response::new(ProxyBody::full(Bytes::from(format!("{why}\n"))));
-            *response.status_mut() = status;
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-            let _ = write_response(conn, wbuf, response, Version::HTTP_11, false, false).await;
-            linger(conn).await;
-            return Next::Close;
-        }
+    let (handling, version, mut keep_alive, head_method, upgrade) = {
+        let parsed = match read_head(conn, x.limits, timer).await {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Next::Close,
+            Err((status, why)) => return refuse(conn, wbuf, status, why).await,
+        };
+        let Parsed { request, keep_alive, head_method, upgrade } = parsed;
+        let version = request.version();
+        (Rc::clone(x.worker).handle(request, Rc::clone(x.client)), version, keep_alive, head_method, upgrade)
     };
-    let Parsed { request, mut keep_alive, head_method, upgrade } = parsed;
-    let version = request.version();
-    let response = match Rc::clone(x.worker).handle(request, Rc::clone(x.client)).await {
+    let response = match handling.await {
         Ok(r) => r,
         Err(never) => match never {},
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(tx) = upgrade
     {
-        if write_response(conn, wbuf, response, version, true, true).await.is_ok() {
-            let (ended, tunnel_done) = oneshot::channel();
-            let handed = {
-                let mut c = lock(conn);
-                let pre = c.rbuf.split().freeze();
-                c.io.take().is_some_and(|io| tx.send(Upgraded { io, pre, _ended: ended }).is_ok())
-            };
-            if handed {
-                // Resolves (with an error: nothing is ever sent) when the tunnel drops its end.
-                let _ = tunnel_done.await;
-            }
-        }
-        return Next::Close;
+        return hand_over(conn, wbuf, response, version, tx).await;
     }
     if *x.stop.borrow() {
         keep_alive = false;
@@ -611,6 +596,52 @@ async fn exchange(x: Exchange<'_>, wbuf: &mut BytesMut, timer: Pin<&mut Sleep>) 
         return Next::Close;
     }
     Next::KeepAlive
+}
+
+/// Answer a request whose head was refused, and close. Boxed: rare, and its future would otherwise
+/// add to the size of every exchange.
+fn refuse<'a>(
+    conn: &'a Shared,
+    wbuf: &'a mut BytesMut,
+    status: StatusCode,
+    why: &'static str,
+) -> Pin<Box<dyn Future<Output = Next> + 'a>> {
+    Box::pin(async move {
+        let mut response = Response::new(ProxyBody::full(Bytes::from(format!("{why}\n"))));
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        let _ = write_response(conn, wbuf, response, Version::HTTP_11, false, false).await;
+        linger(conn).await;
+        Next::Close
+    })
+}
+
+/// A 101 from the backend: write it, then hand the socket to the tunnel and wait until the tunnel is
+/// done with it. Boxed, like [`refuse`].
+fn hand_over<'a>(
+    conn: &'a Shared,
+    wbuf: &'a mut BytesMut,
+    response: Response<ProxyBody>,
+    version: Version,
+    tx: oneshot::Sender<Upgraded>,
+) -> Pin<Box<dyn Future<Output = Next> + 'a>> {
+    Box::pin(async move {
+        if write_response(conn, wbuf, response, version, true, true).await.is_ok() {
+            let (ended, tunnel_done) = oneshot::channel();
+            let handed = {
+                let mut c = lock(conn);
+                let pre = c.rbuf.split().freeze();
+                c.io.take().is_some_and(|io| tx.send(Upgraded { io, pre, _ended: ended }).is_ok())
+            };
+            if handed {
+                // Resolves (with an error: nothing is ever sent) when the tunnel drops its end.
+                let _ = tunnel_done.await;
+            }
+        }
+        Next::Close
+    })
 }
 
 /// Run `f` on the connection's socket, if it still has one.

@@ -238,48 +238,76 @@ impl Worker {
     }
 
     /// Forward one request. Never fails: every problem becomes a status code and a short body.
-    pub async fn handle(
+    ///
+    /// The request is read (validated, routed, its forwarding headers added) *now*, when this is
+    /// called; the future returned only sends it. That split keeps the future small: it holds the one
+    /// prepared request and what the attempts need, not the client's request beside what was made
+    /// from it, and each request's future is moved at least once (`h1_server.rs` boxes it), so its
+    /// size is paid in copies on every request.
+    pub fn handle(
         self: Rc<Self>,
         req: Request<ClientBody>,
         client: Rc<ClientInfo>,
-    ) -> Result<Response<ProxyBody>, Infallible> {
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> {
         let settings = self.shared.settings();
-        let log_start = settings.access_log.then(|| (std::time::SystemTime::now(), Instant::now()));
-        let (method, path) = if log_start.is_some() {
-            (req.method().clone(), req.uri().path().to_string())
-        } else {
-            Default::default()
-        };
-        let mut outcome = Forwarded::default();
-        // Not boxed: the HTTP/1 server boxes the whole exchange once (`h1_server.rs`), and every box
-        // below that would mean one more copy of a large future per request.
-        let response = self.forward(req, &client, &settings, &mut outcome).await;
-        if let Some((time, started)) = log_start {
-            let request_id =
-                response.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-            access_log(&AccessLogEntry {
-                time,
-                client: Some(client.addr),
-                method: method.as_str(),
-                path: &path,
-                upstream: outcome.upstream.as_deref(),
-                backend: outcome.backend.as_deref(),
-                status: response.status().as_u16(),
-                duration: started.elapsed(),
-                attempts: outcome.attempts,
-                request_id,
-            });
+        let log = settings.access_log.then(|| {
+            Box::new(LogStart {
+                time: std::time::SystemTime::now(),
+                started: Instant::now(),
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+            })
+        });
+        let mut step = self.prepare(req, &client, &settings);
+        async move {
+            let mut outcome = Forwarded::default();
+            let logging = log.is_some();
+            // Matched by reference: moving the request out of `step` would give it a second slot in
+            // this future.
+            let response = match &mut step {
+                Step::Answer(response) => std::mem::replace(response, Response::new(ProxyBody::empty())),
+                Step::Forward(prepared) => self.forward(prepared, &mut outcome, logging).await,
+                Step::Elsewhere(diverted) => {
+                    let Diverted { routing, request, via } = &mut **diverted;
+                    let request = std::mem::replace(request, Request::new(ClientBody::Empty));
+                    let mut tally = Tally::default();
+                    let metrics = &self.shared.metrics;
+                    let Routing { request_id, upstream, state, key, explain } = &*routing;
+                    let routed = (&*client, &**upstream, &**state, *key, &**metrics, request_id);
+                    let response = forward_elsewhere(via, request, routed, *explain, &mut tally).await;
+                    if logging {
+                        outcome.upstream = Some(upstream.name.clone());
+                        outcome.attempts = tally.attempts;
+                        outcome.backend =
+                            tally.last_backend.and_then(|i| state.set.get(i)).map(|b| b.addr().to_string());
+                    }
+                    response
+                }
+            };
+            if let Some(log) = log {
+                let request_id =
+                    response.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                access_log(&AccessLogEntry {
+                    time: log.time,
+                    client: Some(client.addr),
+                    method: log.method.as_str(),
+                    path: &log.path,
+                    upstream: outcome.upstream.as_deref(),
+                    backend: outcome.backend.as_deref(),
+                    status: response.status().as_u16(),
+                    duration: log.started.elapsed(),
+                    attempts: outcome.attempts,
+                    request_id,
+                });
+            }
+            Ok(response)
         }
-        Ok(response)
     }
 
-    async fn forward(
-        self: &Rc<Self>,
-        req: Request<ClientBody>,
-        client: &ClientInfo,
-        settings: &Settings,
-        outcome: &mut Forwarded,
-    ) -> Response<ProxyBody> {
+    /// Everything about a request that needs no waiting: the request id, the checks, the route, the
+    /// hash key, the forwarding headers. What comes out is an answer already (a refused or unroutable
+    /// request), or a request ready for the attempts.
+    fn prepare(&self, req: Request<ClientBody>, client: &ClientInfo, settings: &Settings) -> Step {
         let (mut parts, body) = req.into_parts();
         // One hash lookup for "is there an id, and if not add ours".
         let request_id = match parts.headers.entry(&X_REQUEST_ID) {
@@ -289,7 +317,7 @@ impl Worker {
         if let Err((status, msg)) =
             crate::validate::check(&mut parts, &self.shared.upstreams, settings.limits.max_body_bytes)
         {
-            return error_response(status, msg, &request_id);
+            return Step::Answer(error_response(status, msg, &request_id));
         }
         let host_header = parts.headers.get(header::HOST);
         // Known here, so an attempt need not look again before adding one (HTTP/1.0 may lack it).
@@ -298,15 +326,14 @@ impl Worker {
             host_header.and_then(|h| h.to_str().ok()).or_else(|| parts.uri.authority().map(|a| a.as_str()));
         let Some(upstream) = self.shared.upstreams.route(host, parts.uri.path()) else {
             let msg = format!("no route for host {} path {}\n", host.unwrap_or("(none)"), parts.uri.path());
-            return error_response(StatusCode::NOT_FOUND, msg, &request_id);
+            return Step::Answer(error_response(StatusCode::NOT_FOUND, msg, &request_id));
         };
-        outcome.upstream = settings.access_log.then(|| upstream.name.clone());
         let state = upstream.load();
         let config = &upstream.config;
 
         // A scan, not a lookup: a request has a handful of fields, and comparing names costs less than
         // hashing one.
-        let explain_on = settings.explain
+        let explain = settings.explain
             && parts.headers.iter().any(|(name, value)| *name == X_LB_EXPLAIN && value == "1");
         let key = match &config.hash_key {
             Some(k) if config.algorithm.is_hashing() => {
@@ -314,30 +341,15 @@ impl Worker {
             }
             _ => None,
         };
-        // The HTTP/2 and upgrade paths run their own attempt loops; `tally` brings back what the
-        // access log wants to know.
-        let mut tally = Tally::default();
-        let elsewhere = match crate::upgrade::wanted(&parts.headers, parts.version) {
-            Some(protocol) => Some(Elsewhere::Upgrade(protocol)),
-            None => upstream.h2.as_ref().map(Elsewhere::H2),
+        // The HTTP/2 and upgrade paths run their own attempt loops and add their own headers.
+        let via = match crate::upgrade::wanted(&parts.headers, parts.version) {
+            Some(protocol) => Some(Via::Upgrade(protocol)),
+            None => upstream.h2.clone().map(Via::H2),
         };
-        if let Some(via) = elsewhere {
-            let req = Request::from_parts(parts, body);
-            let metrics = &self.shared.metrics;
-            let response = forward_elsewhere(
-                via,
-                req,
-                (client, &upstream, &state, key, metrics, &request_id),
-                explain_on,
-                &mut tally,
-            )
-            .await;
-            if settings.access_log {
-                outcome.attempts = tally.attempts;
-                outcome.backend =
-                    tally.last_backend.and_then(|i| state.set.get(i)).map(|b| b.addr().to_string());
-            }
-            return response;
+        let routing = Routing { request_id, upstream, state, key, explain };
+        if let Some(via) = via {
+            let request = Request::from_parts(parts, body);
+            return Step::Elsewhere(Box::new(Diverted { routing, request, via }));
         }
         add_forwarding_headers(&mut parts.headers, client);
         if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
@@ -351,44 +363,63 @@ impl Worker {
 
         let has_body = !body.is_end_stream();
         let replayable = is_idempotent_without_body(&parts.method, has_body);
-        // The request stays here across attempts: sending only takes its body, so a retry resends the
-        // same head (no copy of the headers per request just in case a retry happens).
+        // The request stays in one place across attempts: sending only takes its body, so a retry
+        // resends the same head (no copy of the headers per request just in case a retry happens).
         let body: UpstreamBody = has_body.then_some(body);
-        let mut request = Request::from_parts(parts, body);
+        let request = Request::from_parts(parts, body);
+        Step::Forward(Prepared { routing, request, has_host, replayable })
+    }
 
+    /// The attempts for a prepared request, over this worker's pooled HTTP/1 connections.
+    async fn forward(
+        self: &Rc<Self>,
+        prepared: &mut Prepared,
+        outcome: &mut Forwarded,
+        logging: bool,
+    ) -> Response<ProxyBody> {
+        let Prepared { routing, request, has_host, replayable } = prepared;
+        let Routing { request_id, upstream, state, key, explain } = &*routing;
+        let config = &upstream.config;
         upstream.budget.deposit();
         let deadline = Instant::now() + config.timeouts.request;
-        let mut ctx = Attempts::new(&upstream, &state, &self.shared.metrics, explain_on, replayable);
+        let mut ctx = Attempts::new(upstream, state, &self.shared.metrics, *explain, *replayable);
         let response = loop {
-            let picked = match ctx.next(key, &request_id) {
+            let picked = match ctx.next(*key, request_id) {
                 Ok(picked) => picked,
                 Err(answer) => break *answer,
             };
             let addr = ctx.addr(picked.index);
-            match self
-                .attempt(&mut request, has_host, addr, &upstream, deadline, (picked.at, picked.now))
-                .await
-            {
+            // HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one. It names this
+            // backend, so it is taken out again for a retry elsewhere.
+            let added_host = !*has_host
+                && HeaderValue::from_str(addr)
+                    .is_ok_and(|v| request.headers_mut().insert(header::HOST, v).is_none());
+            let result = self.attempt(request, addr, upstream, deadline, (picked.at, picked.now)).await;
+            if added_host {
+                request.headers_mut().remove(header::HOST);
+            }
+            match result {
                 AttemptResult::Response(response) => match ctx.answered(&picked, response.status()) {
                     Answered::Retry => continue,
                     Answered::Deliver(done) => {
                         let expires = done.saturating_add(config.timeouts.idle.as_nanos() as u64);
-                        break self.respond(response, picked.guard, expires, &request_id, &mut ctx);
+                        break self.respond(response, picked.guard, expires, request_id, &mut ctx);
                     }
                 },
                 AttemptResult::ClientFault(message) => {
                     drop(picked);
-                    break ctx.client_fault(&message, &request_id);
+                    break ctx.client_fault(&message, request_id);
                 }
                 AttemptResult::Failed { kind, message, unsent } => {
-                    match ctx.failed(picked, kind, &message, unsent, &request_id) {
+                    match ctx.failed(picked, kind, &message, unsent, request_id) {
                         None => continue,
                         Some(answer) => break answer,
                     }
                 }
             }
         };
-        if settings.access_log {
+        if logging {
+            outcome.upstream = Some(upstream.name.clone());
             outcome.attempts = ctx.attempts;
             outcome.backend = ctx.last_backend.and_then(|i| state.set.get(i)).map(|b| b.addr().to_string());
         }
@@ -398,27 +429,6 @@ impl Worker {
     /// One attempt on one backend: a connection (pooled or new), the request, the response headers.
     /// The request's head is left in place for a retry; its body is taken once a byte was sent.
     async fn attempt(
-        &self,
-        request: &mut Request<UpstreamBody>,
-        has_host: bool,
-        addr: &str,
-        upstream: &Upstream,
-        deadline: Instant,
-        now: (Instant, Nanos),
-    ) -> AttemptResult {
-        // HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one. It names this backend,
-        // so it is taken out again for a retry elsewhere.
-        let added_host = !has_host
-            && HeaderValue::from_str(addr)
-                .is_ok_and(|v| request.headers_mut().insert(header::HOST, v).is_none());
-        let result = self.attempt_on(request, addr, upstream, deadline, now).await;
-        if added_host {
-            request.headers_mut().remove(header::HOST);
-        }
-        result
-    }
-
-    async fn attempt_on(
         &self,
         request: &mut Request<UpstreamBody>,
         addr: &str,
@@ -504,35 +514,81 @@ impl Worker {
     }
 }
 
-/// The paths that do not go through this worker's pooled HTTP/1 client.
-enum Elsewhere<'a> {
-    /// A WebSocket (or other `Upgrade`) tunnel.
-    Upgrade(HeaderValue),
-    /// An upstream whose backends speak HTTP/2.
-    H2(&'a crate::h2_upstream::H2Client),
+/// What [`Worker::prepare`] made of a request.
+enum Step {
+    /// Answered without a backend: refused, or no route.
+    Answer(Response<ProxyBody>),
+    /// To this worker's pooled HTTP/1 connections (the common case).
+    Forward(Prepared),
+    /// To one of the [`Via`] paths (boxed: rare, and it would make every `Step` larger).
+    Elsewhere(Box<Diverted>),
 }
 
-/// A request's routing, as the [`Elsewhere`] paths are given it: the client, the upstream and its
+/// Where a request goes and what its attempts need to know, whichever path sends it.
+struct Routing {
+    request_id: HeaderValue,
+    upstream: Arc<Upstream>,
+    state: Arc<UpstreamState>,
+    /// The hash key, for hashing algorithms configured with one.
+    key: Option<u64>,
+    /// The client asked for the `X-Lb-*` headers, and the proxy allows it.
+    explain: bool,
+}
+
+/// A request for the pooled HTTP/1 path, its forwarding headers added.
+struct Prepared {
+    routing: Routing,
+    request: Request<UpstreamBody>,
+    /// The client sent a `Host` (an HTTP/1.0 client may not have).
+    has_host: bool,
+    /// May go to another backend after one received it (idempotent, no body).
+    replayable: bool,
+}
+
+/// A request for one of the [`Via`] paths, as the client sent it.
+struct Diverted {
+    routing: Routing,
+    request: Request<ClientBody>,
+    via: Via,
+}
+
+/// The paths that do not go through this worker's pooled HTTP/1 client.
+enum Via {
+    /// A WebSocket (or other `Upgrade`) tunnel for this protocol.
+    Upgrade(HeaderValue),
+    /// An upstream whose backends speak HTTP/2.
+    H2(crate::h2_upstream::H2Client),
+}
+
+/// A request's routing, as the [`Via`] paths are given it: the client, the upstream and its
 /// state, the hash key, the metrics and the request id.
 pub(crate) type Routed<'a> =
     (&'a ClientInfo, &'a Upstream, &'a UpstreamState, Option<u64>, &'a Metrics, &'a HeaderValue);
 
-/// Forward on one of the [`Elsewhere`] paths. Boxed, in a plain function: they are rare, and their
-/// futures inlined into `forward` would make every request's future larger, and every move of it
+/// Forward on one of the [`Via`] paths. Boxed, in a plain function: they are rare, and their
+/// futures inlined into `handle` would make every request's future larger, and every move of it
 /// slower (a future built in an `async fn` takes room in that function's state even when boxed at once).
 fn forward_elsewhere<'a>(
-    via: Elsewhere<'a>,
+    via: &'a Via,
     req: Request<ClientBody>,
     routed: Routed<'a>,
     explain: bool,
     tally: &'a mut Tally,
 ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + 'a>> {
     match via {
-        Elsewhere::Upgrade(protocol) => {
-            Box::pin(crate::upgrade::forward(req, protocol, routed, explain, tally))
+        Via::Upgrade(protocol) => {
+            Box::pin(crate::upgrade::forward(req, protocol.clone(), routed, explain, tally))
         }
-        Elsewhere::H2(h2) => Box::pin(crate::h2_upstream::forward(h2, req, routed, explain, tally)),
+        Via::H2(h2) => Box::pin(crate::h2_upstream::forward(h2, req, routed, explain, tally)),
     }
+}
+
+/// When and what, for the access log (boxed when logging is on, absent otherwise).
+struct LogStart {
+    time: std::time::SystemTime,
+    started: Instant,
+    method: http::Method,
+    path: String,
 }
 
 /// What the access log wants to know about a forwarded request.
@@ -747,6 +803,11 @@ impl ProxyBody {
             finish(body, hold);
         }
         this
+    }
+
+    /// No body at all.
+    pub fn empty() -> Self {
+        ProxyBody { inner: Inner::Full(None) }
     }
 
     /// A complete body.
