@@ -265,7 +265,9 @@ impl Worker {
             // Matched by reference: moving the request out of `step` would give it a second slot in
             // this future.
             let response = match &mut step {
-                Step::Answer(response) => std::mem::replace(response, Response::new(ProxyBody::empty())),
+                Step::Answer(response) => {
+                    std::mem::replace(&mut **response, Response::new(ProxyBody::empty()))
+                }
                 Step::Forward(prepared) => self.forward(prepared, &mut outcome, logging).await,
                 Step::Elsewhere(diverted) => {
                     let Diverted { routing, request, via } = &mut **diverted;
@@ -317,7 +319,7 @@ impl Worker {
         if let Err((status, msg)) =
             crate::validate::check(&mut parts, &self.shared.upstreams, settings.limits.max_body_bytes)
         {
-            return Step::Answer(error_response(status, msg, &request_id));
+            return Step::Answer(Box::new(error_response(status, msg, &request_id)));
         }
         let host_header = parts.headers.get(header::HOST);
         // Known here, so an attempt need not look again before adding one (HTTP/1.0 may lack it).
@@ -326,7 +328,7 @@ impl Worker {
             host_header.and_then(|h| h.to_str().ok()).or_else(|| parts.uri.authority().map(|a| a.as_str()));
         let Some(upstream) = self.shared.upstreams.route(host, parts.uri.path()) else {
             let msg = format!("no route for host {} path {}\n", host.unwrap_or("(none)"), parts.uri.path());
-            return Step::Answer(error_response(StatusCode::NOT_FOUND, msg, &request_id));
+            return Step::Answer(Box::new(error_response(StatusCode::NOT_FOUND, msg, &request_id)));
         };
         let state = upstream.load();
         let config = &upstream.config;
@@ -515,9 +517,12 @@ impl Worker {
 }
 
 /// What [`Worker::prepare`] made of a request.
+// The common variant is the large one, and it is never moved after it is made.
+#[allow(clippy::large_enum_variant)]
 enum Step {
-    /// Answered without a backend: refused, or no route.
-    Answer(Response<ProxyBody>),
+    /// Answered without a backend: refused, or no route (boxed: rare, and a response is larger than a
+    /// prepared request).
+    Answer(Box<Response<ProxyBody>>),
     /// To this worker's pooled HTTP/1 connections (the common case).
     Forward(Prepared),
     /// To one of the [`Via`] paths (boxed: rare, and it would make every `Step` larger).
@@ -553,6 +558,8 @@ struct Diverted {
 }
 
 /// The paths that do not go through this worker's pooled HTTP/1 client.
+// Lives in a `Diverted`, which is boxed already.
+#[allow(clippy::large_enum_variant)]
 enum Via {
     /// A WebSocket (or other `Upgrade`) tunnel for this protocol.
     Upgrade(HeaderValue),
