@@ -73,8 +73,6 @@ pub type UpstreamBody<B = ClientBody> = Option<B>;
 /// An error from the client's body, boxed (hyper's own body error type is boxable the same way).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-
 /// The read buffer's size. A response head and a small body fit in one read.
 const READ_BUF: usize = 16 * 1024;
 /// The largest response head accepted (hyper's client allows about the same order).
@@ -434,7 +432,7 @@ fn encode_head<B>(conn: &mut Conn, request: &Request<UpstreamBody<B>>) -> Out {
 pub struct Head {
     status: StatusCode,
     version: Version,
-    headers: HeaderMap,
+    fields: Fields,
     framing: Framing,
     keep_alive: bool,
 }
@@ -447,10 +445,10 @@ impl Head {
             framing: self.framing,
             keep_alive: self.keep_alive,
             upgrade: self.status == StatusCode::SWITCHING_PROTOCOLS,
+            fields: self.fields,
         });
         *response.status_mut() = self.status;
         *response.version_mut() = self.version;
-        *response.headers_mut() = self.headers;
         response
     }
 }
@@ -499,34 +497,29 @@ pub fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, Opt
         return Ok(Some((len, None)));
     }
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    // One copy of the head; every header value is a slice of it (no allocation per value).
-    let raw = Bytes::copy_from_slice(&bytes[..len]);
-    let base = bytes.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // First pass: the framing, and what this connection is told. Nothing is copied yet.
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     // Any Transfer-Encoding at all; with `chunked` last the body is chunked, otherwise it runs to the close.
     let mut other_coding = false;
     let mut close = version == Version::HTTP_10;
+    // A `Connection` line that names other fields (they are this connection's too, and left out).
+    let mut names_others = false;
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Error::Header)?;
-        let start = (h.value.as_ptr() as usize).wrapping_sub(base);
-        let value = raw.get(start..start + h.value.len()).map(|v| raw.slice_ref(v)).ok_or(Error::Header)?;
-        let value = HeaderValue::from_maybe_shared(value).map_err(|_| Error::Header)?;
-        if name == header::CONTENT_LENGTH {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_length(h.value).ok_or(Error::Framing("bad content-length"))?;
             if content_length.is_some_and(|prior| prior != n) {
                 return Err(Error::Framing("conflicting content-length"));
             }
             content_length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Only the last coding decides; `chunked` anywhere but last means read to the close.
             for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
                 chunked = coding.eq_ignore_ascii_case(b"chunked");
                 other_coding = true;
             }
-        } else if name == header::CONNECTION {
-            let mut names_others = false;
+        } else if name.eq_ignore_ascii_case(b"connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -536,30 +529,16 @@ pub fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, Opt
                     names_others = true;
                 }
             }
-            // `Connection: keep-alive` or `close` has been read and concerns this connection only;
-            // dropped here, it saves the proxy a pass of header removals on nearly every response.
-            // One naming other fields stays, so the proxy strips those too.
-            if !names_others {
-                continue;
-            }
         }
-        if name == header::TRANSFER_ENCODING || name == KEEP_ALIVE {
-            // Framing is decoded here and the proxy re-frames for its client; `Keep-Alive` parameters
-            // are about this connection. Neither is the message's.
-            continue;
-        }
-        headers.append(name, value);
     }
     let no_body = head_request || code == 204 || code == 304 || code == 101;
+    // Transfer-Encoding wins over Content-Length, which must not reach the client beside it (RFC 9112
+    // 6.3); a sender of both is suspect, so its connection is not reused either.
+    let drop_length = !no_body && other_coding && content_length.is_some();
     let framing = if no_body {
         Framing::Length(0)
     } else if chunked || other_coding {
-        // Transfer-Encoding wins over Content-Length, which must not reach the client beside it
-        // (RFC 9112 6.3); a sender of both is suspect, so its connection is not reused either.
-        if content_length.is_some() {
-            headers.remove(header::CONTENT_LENGTH);
-            close = true;
-        }
+        close |= content_length.is_some();
         if chunked {
             // `chunked` last (`gzip, chunked` too): chunked framing; other codings are the client's.
             Framing::Chunked(Chunk::Size)
@@ -573,9 +552,97 @@ pub fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, Opt
         close = true;
         Framing::Eof
     };
+    // Second pass: the fields that are the message's, as lines for the client. The hop-by-hop ones
+    // (RFC 9110 7.6.1) and the framing are this connection's: the proxy frames the body again for its
+    // client. This is the whole of what the proxy does with a response head: no map of fields is
+    // built, and the lines are written out as they are here (see `h1_server.rs`).
+    let mut lines = BytesMut::with_capacity(len);
+    let mut fields = Fields::default();
+    for h in parsed.headers.iter() {
+        let name = h.name.as_bytes();
+        if is_hop_by_hop(name)
+            || (drop_length && name.eq_ignore_ascii_case(b"content-length"))
+            || (names_others && named_in_connection(parsed.headers, name))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            fields.content_length = content_length;
+        } else if name.eq_ignore_ascii_case(b"date") {
+            fields.has_date = true;
+        } else if name.eq_ignore_ascii_case(b"x-request-id") {
+            fields.has_request_id = true;
+        }
+        lines.put_slice(name);
+        lines.put_slice(b": ");
+        lines.put_slice(h.value);
+        lines.put_slice(b"\r\n");
+    }
+    fields.lines = lines.freeze();
     // A 101 hands the connection to another protocol; it is never reused for HTTP.
     let keep_alive = !close && code != 101;
-    Ok(Some((len, Some(Head { status, version, headers, framing, keep_alive }))))
+    Ok(Some((len, Some(Head { status, version, fields, framing, keep_alive }))))
+}
+
+/// The fields that describe one connection, not the message (RFC 9110 7.6.1, plus the obsolete
+/// `Keep-Alive` and `Proxy-Connection`): never forwarded. Compared by length first, then without case.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    let candidates: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        18 => &[b"proxy-authenticate"],
+        19 => &[b"proxy-authorization"],
+        _ => return false,
+    };
+    candidates.iter().any(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// Is `name` one of the tokens of a `Connection` field among `headers`?
+fn named_in_connection(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .any(|h| h.value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(name)))
+}
+
+/// A backend response's header fields as they go on to the client: `name: value` lines (CRLF after
+/// each), in the backend's order and spelling, the hop-by-hop and framing fields left out. Written to
+/// an HTTP/1 client as they are; turned into a `HeaderMap` only for an HTTP/2 client
+/// ([`Fields::append_to`]).
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    /// The lines.
+    pub lines: Bytes,
+    /// The backend's `Content-Length`, when its line is among them.
+    pub content_length: Option<u64>,
+    /// A `Date` line is among them.
+    pub has_date: bool,
+    /// An `X-Request-Id` line is among them.
+    pub has_request_id: bool,
+}
+
+impl Fields {
+    /// Each field as (name, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines.split(|&b| b == b'\n').filter_map(|line| {
+            let line = line.strip_suffix(b"\r")?;
+            let colon = line.iter().position(|&b| b == b':')?;
+            Some((&line[..colon], line[colon + 1..].trim_ascii_start()))
+        })
+    }
+
+    /// Add every field to `headers` (values share the lines' memory). The parser accepted these
+    /// names and values already; one `http` would refuse is left out rather than failing the response.
+    pub fn append_to(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.iter() {
+            let Ok(name) = HeaderName::from_bytes(name) else { continue };
+            let Ok(value) = HeaderValue::from_maybe_shared(self.lines.slice_ref(value)) else { continue };
+            headers.append(name, value);
+        }
+    }
 }
 
 pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
@@ -620,11 +687,25 @@ pub struct ResponseBody<B = ClientBody> {
     keep_alive: bool,
     /// The response was `101 Switching Protocols`.
     upgrade: bool,
+    /// The response's header fields (the `http::Response` around this body has an empty map).
+    fields: Fields,
 }
 
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseBody").field("framing", &self.framing).finish()
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// The backend's header fields, to be forwarded.
+    pub fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    /// The fields, taken out (the body keeps an empty set).
+    pub fn take_fields(&mut self) -> Fields {
+        std::mem::take(&mut self.fields)
     }
 }
 
@@ -1143,9 +1224,7 @@ mod tests {
     #[test]
     fn framing_rules() {
         let head = |raw: &[u8], head_request: bool| match parse_head(raw, head_request) {
-            Ok(Some((_, Some(h)))) => {
-                Ok((h.framing, h.keep_alive, h.headers.contains_key(header::CONTENT_LENGTH)))
-            }
+            Ok(Some((_, Some(h)))) => Ok((h.framing, h.keep_alive, h.fields.content_length.is_some())),
             Ok(other) => Err(format!("{other:?}")),
             Err(e) => Err(e.to_string()),
         };
@@ -1183,21 +1262,47 @@ mod tests {
     }
 
     #[test]
-    fn connection_level_fields_are_consumed_and_named_ones_left_for_the_proxy() {
-        let names = |raw: &[u8]| match parse_head(raw, false) {
-            Ok(Some((_, Some(h)))) => h.headers.keys().map(|k| k.as_str().to_string()).collect::<Vec<_>>(),
+    fn connection_level_fields_and_those_named_in_connection_are_left_out() {
+        let lines = |raw: &[u8]| match parse_head(raw, false) {
+            Ok(Some((_, Some(h)))) => String::from_utf8_lossy(&h.fields.lines).into_owned(),
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            names(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n"),
-            ["x-a", "content-length"]
+            lines(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n"),
+            "X-A: 1\r\nContent-Length: 0\r\n"
         );
-        assert_eq!(names(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), Vec::<String>::new());
-        // A Connection that names another field stays, so strip_hop_by_hop removes that field too.
+        assert_eq!(lines(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), "");
+        // A field that Connection names is this connection's too, whichever comes first.
         assert_eq!(
-            names(b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: s\r\n\r\n"),
-            ["connection", "x-secret"]
+            lines(b"HTTP/1.1 200 OK\r\nX-Secret: s\r\nConnection: close, x-secret\r\nX-Kept: k\r\n\r\n"),
+            "X-Kept: k\r\n"
         );
+        let all_hop =
+            b"HTTP/1.1 200 OK\r\nTE: trailers\r\nTrailer: x\r\nUpgrade: h2c\r\nProxy-Connection: x\r\n\
+            Proxy-Authenticate: Basic\r\nProxy-Authorization: x\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(lines(all_hop), "Content-Length: 0\r\n");
+    }
+
+    #[test]
+    fn forwarded_fields_say_what_the_server_must_not_add_again() {
+        let fields = |raw: &[u8]| match parse_head(raw, false) {
+            Ok(Some((_, Some(h)))) => h.fields,
+            other => panic!("{other:?}"),
+        };
+        let f = fields(b"HTTP/1.1 200 OK\r\nDate: Thu, 26 Nov 2026 20:00:00 GMT\r\nX-Request-Id: abc\r\nContent-Length: 7\r\n\r\n");
+        assert_eq!((f.has_date, f.has_request_id, f.content_length), (true, true, Some(7)));
+        let f = fields(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!((f.has_date, f.has_request_id, f.content_length), (false, false, None));
+        assert_eq!(f.lines, "", "the length is dropped beside chunked framing");
+        // The same fields as a map, for an HTTP/2 client.
+        let f = fields(b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Empty:\r\nContent-Type: text/plain\r\n\r\n");
+        let mut map = HeaderMap::new();
+        f.append_to(&mut map);
+        let cookies: Vec<_> = map.get_all("set-cookie").iter().map(|v| v.as_bytes().to_vec()).collect();
+        assert_eq!(cookies, [b"a=1".to_vec(), b"b=2".to_vec()]);
+        assert_eq!(map.get("x-empty").map(|v| v.as_bytes()), Some(&b""[..]));
+        assert_eq!(map.get("content-type").map(|v| v.as_bytes()), Some(&b"text/plain"[..]));
+        assert_eq!(map.len(), 4);
     }
 
     #[test]

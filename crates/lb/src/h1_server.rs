@@ -885,6 +885,13 @@ async fn write_response(
     wbuf.put_slice(b"\r\n");
     let mut declared: Option<u64> = None;
     let mut has_date = false;
+    // An HTTP/1 backend's fields, as lines ready to go (see `h1::Fields`); the map has what the proxy
+    // added, or the whole head of an answer made here.
+    if let Some(fields) = body.fields() {
+        wbuf.put_slice(&fields.lines);
+        declared = fields.content_length;
+        has_date = fields.has_date;
+    }
     for (name, value) in &parts.headers {
         if *name == header::CONTENT_LENGTH {
             declared = crate::h1::parse_length(value.as_bytes()).or(declared);

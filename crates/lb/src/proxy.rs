@@ -12,7 +12,8 @@
 //!     in-flight guard on, connection from this worker's pool (or connect)
 //!     send; wait for the response headers (per-attempt and whole-request timeouts)
 //!     failure or 502/503/504 -> metrics, outlier detection, maybe retry elsewhere (budget permitting)
-//!   response: hop-by-hop headers out, request id and explain headers in, body streamed
+//!   response: its fields kept as lines (hop-by-hop ones left out by the parser, `h1::Fields`),
+//!             request id and explain headers added, body streamed
 //! ```
 //!
 //! # Decisions worth knowing
@@ -30,6 +31,12 @@
 //!   another connection to the same backend, without counting an attempt.
 //! - **The upstream leg runs in this task** ([`crate::h1`]): the request is written and the response
 //!   read by the same task that serves the client, with no channel or task hop in between.
+//! - **A backend's response head is not rebuilt.** The HTTP/1 client parses it for framing and leaves
+//!   the message's fields as `name: value` lines in the response body; the HTTP/1 server writes them
+//!   out as they are, after the status line, and only what the proxy adds (the request id, the
+//!   explain headers) goes through a `HeaderMap`. nginx and HAProxy work the same way: they never
+//!   build a map of a response's fields. For an HTTP/2 client the lines become a map
+//!   ([`ProxyBody::fields_into`]).
 //! - **Errors are answers**: no route 404, no selectable backend 503, connect failure or broken
 //!   connection 502, timeout 504, each with a one-line plain-text body naming the upstream or backend.
 //!   Nothing on this path unwraps; a bug becomes a 502, not a dead worker.
@@ -287,8 +294,17 @@ impl Worker {
                 }
             };
             if let Some(log) = log {
-                let request_id =
-                    response.headers().get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                // The id the backend was sent (a backend's own answer may carry its id only in the
+                // fields the body holds), else the one on an answer made here.
+                let request_id = match &step {
+                    Step::Forward(p) => Some(&p.routing.request_id),
+                    Step::Elsewhere(d) => Some(&d.routing.request_id),
+                    Step::Answer(_) => None,
+                };
+                let request_id = request_id
+                    .or_else(|| response.headers().get(&X_REQUEST_ID))
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
                 access_log(&AccessLogEntry {
                     time: log.time,
                     client: Some(client.addr),
@@ -496,7 +512,8 @@ impl Worker {
         }
     }
 
-    /// Turn a backend response into the client's response.
+    /// Turn a backend response into the client's response. Its header fields stay in the body as
+    /// the lines the client will get (see `h1::Fields`); the map gets only what the proxy adds.
     fn respond(
         self: &Rc<Self>,
         response: Response<ResponseBody>,
@@ -506,9 +523,8 @@ impl Worker {
         ctx: &mut Attempts<'_>,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        if let header::Entry::Vacant(slot) = parts.headers.entry(&X_REQUEST_ID) {
-            slot.insert(request_id.clone());
+        if !body.fields().has_request_id {
+            parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
         }
         ctx.explain_headers(&mut parts.headers);
         let ret = ReturnTo { worker: Rc::clone(self), expires };
@@ -810,6 +826,22 @@ impl ProxyBody {
             finish(body, hold);
         }
         this
+    }
+
+    /// The backend's header fields when this body is an HTTP/1 backend's (the response's own map
+    /// holds only what the proxy added): an HTTP/1 client gets them as they are.
+    pub fn fields(&self) -> Option<&h1::Fields> {
+        match &self.inner {
+            Inner::Upstream { body, .. } => Some(body.fields()),
+            _ => None,
+        }
+    }
+
+    /// Move the backend's header fields into `headers`, for a server that writes a map (HTTP/2).
+    pub fn fields_into(&mut self, headers: &mut HeaderMap) {
+        if let Inner::Upstream { body, .. } = &mut self.inner {
+            body.take_fields().append_to(headers);
+        }
     }
 
     /// No body at all.

@@ -496,8 +496,10 @@ pub async fn serve_io<I>(
         let guard = w.request_started(!req.body().is_end_stream());
         let handled = Rc::clone(&worker).handle(req.map(ClientBody::H2), Rc::clone(&client));
         async move {
-            let response = handled.await?;
-            Ok::<_, Infallible>(response.map(|body| limits::Tracked::new(body, guard)))
+            let (mut parts, mut body) = handled.await?.into_parts();
+            // hyper's HTTP/2 server writes a map: an HTTP/1 backend's fields go into it.
+            body.fields_into(&mut parts.headers);
+            Ok::<_, Infallible>(http::Response::from_parts(parts, limits::Tracked::new(body, guard)))
         }
     });
     let mut http = hyper::server::conn::http2::Builder::new(LocalExec);
