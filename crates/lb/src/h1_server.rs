@@ -189,6 +189,9 @@ impl Conn {
         let Some(io) = self.io.as_mut() else { return Poll::Ready(Ok(0)) };
         let was_empty = self.rbuf.is_empty();
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            if was_empty && self.rbuf.capacity() == 0 {
+                self.rbuf = READ_BUFS.with(BufPool::take);
+            }
             self.rbuf.reserve(READ_CHUNK);
         }
         let n = match tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.rbuf) {
@@ -197,7 +200,8 @@ impl Conn {
                 if was_empty {
                     // Nothing to hold while waiting: give the buffer back, so a thousand idle
                     // connections hold no buffers (nginx frees its header buffer the same way).
-                    self.rbuf = BytesMut::new();
+                    let buf = std::mem::take(&mut self.rbuf);
+                    READ_BUFS.with(|pool| pool.give(buf));
                 }
                 return Poll::Pending;
             }
@@ -207,6 +211,38 @@ impl Conn {
         }
         Poll::Ready(Ok(n))
     }
+}
+
+/// Read buffers given back by connections that went idle, for the next connection that has bytes to
+/// read: one worker thread's, at most [`BufPool::KEEP`] of them. A keep-alive connection gives its
+/// buffer back after every request and takes one again when the next arrives; from this list that is a
+/// pop and a push, not an allocation and a free (HAProxy keeps pools of buffers for the same reason).
+/// Idle connections still hold none.
+struct BufPool(std::cell::RefCell<Vec<BytesMut>>);
+
+impl BufPool {
+    /// Enough for the connections one worker serves at once; beyond that, buffers are freed.
+    const KEEP: usize = 64;
+
+    fn take(&self) -> BytesMut {
+        self.0.borrow_mut().pop().unwrap_or_default()
+    }
+
+    fn give(&self, mut buf: BytesMut) {
+        buf.clear();
+        // Only a buffer of the usual size that nothing else shares (a request head sliced from it
+        // may still be alive): anything else would not save an allocation.
+        if buf.try_reclaim(READ_CHUNK) && buf.capacity() <= 4 * READ_CHUNK {
+            let mut pool = self.0.borrow_mut();
+            if pool.len() < Self::KEEP {
+                pool.push(buf);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static READ_BUFS: BufPool = const { BufPool(std::cell::RefCell::new(Vec::new())) };
 }
 
 /// The body of a request read by this server: bytes come off the client's socket when the forwarding
@@ -1074,6 +1110,32 @@ thread_local! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_buffers_are_reused_only_when_nothing_else_holds_them() {
+        let pool = BufPool(std::cell::RefCell::new(Vec::new()));
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        buf.put_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let head = buf.split_to(18).freeze();
+        // The head is still alive: the memory is shared, and the buffer is not kept.
+        pool.give(buf.split());
+        assert_eq!(pool.0.borrow().len(), 0);
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        buf.put_slice(b"x");
+        let ptr2 = buf.as_ptr();
+        pool.give(buf);
+        let again = pool.take();
+        assert_eq!((again.as_ptr(), again.len()), (ptr2, 0), "the same allocation, emptied");
+        assert!(again.capacity() >= READ_CHUNK);
+        assert_eq!(pool.take().capacity(), 0, "an empty pool hands out an unallocated buffer");
+        drop(head);
+        pool.give(BytesMut::with_capacity(64 * READ_CHUNK));
+        assert_eq!(pool.0.borrow().len(), 0, "a buffer grown for a large head is freed");
+        for _ in 0..BufPool::KEEP + 5 {
+            pool.give(BytesMut::with_capacity(READ_CHUNK));
+        }
+        assert_eq!(pool.0.borrow().len(), BufPool::KEEP, "bounded");
+    }
 
     /// An idle keep-alive connection costs its task's future, all the time; what a request needs is
     /// boxed per exchange. This is what keeps 1,000 idle connections within nginx's memory (see

@@ -35,12 +35,12 @@
 //! the intact request on another connection; see `proxy.rs`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
 use std::time::Duration;
 
 use lb_algorithms::Nanos;
+use rustc_hash::FxHashMap;
 
 pub use crate::h1::{Conn, UpstreamBody};
 pub use crate::upstream_tls::ConnectError;
@@ -56,9 +56,13 @@ struct Idle {
 }
 
 /// One worker's idle connections, by backend address.
+///
+/// Keyed with `FxHash`, not the standard library's SipHash: the keys are the configured backend
+/// addresses (nothing a client chooses, so no flooding to defend against), and the map is read twice
+/// per request.
 #[derive(Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<String, Vec<Idle>>>,
+    idle: RefCell<FxHashMap<String, Vec<Idle>>>,
 }
 
 impl fmt::Debug for Pool {
