@@ -938,10 +938,15 @@ async fn write_response(
     let mut has_date = false;
     // An HTTP/1 backend's fields, as lines ready to go (see `h1::Fields`); the map has what the proxy
     // added, or the whole head of an answer made here.
-    if let Some(fields) = body.fields() {
+    if let Some((fields, request_id)) = body.fields() {
         wbuf.put_slice(&fields.lines);
         declared = fields.content_length;
         has_date = fields.has_date;
+        if let Some(id) = request_id {
+            wbuf.put_slice(b"x-request-id: ");
+            wbuf.put_slice(id.as_bytes());
+            wbuf.put_slice(b"\r\n");
+        }
     }
     for (name, value) in &parts.headers {
         if *name == header::CONTENT_LENGTH {

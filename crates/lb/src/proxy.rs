@@ -523,12 +523,10 @@ impl Worker {
         ctx: &mut Attempts<'_>,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
-        if !body.fields().has_request_id {
-            parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-        }
+        let request_id = (!body.fields().has_request_id).then(|| request_id.clone());
         ctx.explain_headers(&mut parts.headers);
         let ret = ReturnTo { worker: Rc::clone(self), expires };
-        Response::from_parts(parts, ProxyBody::upstream(body, guard, ret))
+        Response::from_parts(parts, ProxyBody::upstream(body, guard, ret, request_id))
     }
 }
 
@@ -793,6 +791,8 @@ enum Inner {
     Upstream {
         body: ResponseBody,
         hold: Option<(InFlightGuard, ReturnTo)>,
+        /// The request id, when the backend's fields do not carry one: written after them.
+        request_id: Option<HeaderValue>,
     },
     Full(Option<Bytes>),
     /// From an HTTP/2 backend (`h2_upstream.rs`): hyper's body and the in-flight guard.
@@ -817,10 +817,15 @@ impl std::fmt::Debug for ProxyBody {
 }
 
 impl ProxyBody {
-    fn upstream(body: ResponseBody, guard: InFlightGuard, ret: ReturnTo) -> Self {
-        let mut this = ProxyBody { inner: Inner::Upstream { body, hold: Some((guard, ret)) } };
+    fn upstream(
+        body: ResponseBody,
+        guard: InFlightGuard,
+        ret: ReturnTo,
+        request_id: Option<HeaderValue>,
+    ) -> Self {
+        let mut this = ProxyBody { inner: Inner::Upstream { body, hold: Some((guard, ret)), request_id } };
         // A response with no body (HEAD, 204, 304) may never be polled: finish now.
-        if let Inner::Upstream { body, hold } = &mut this.inner
+        if let Inner::Upstream { body, hold, .. } = &mut this.inner
             && body.is_end_stream()
         {
             finish(body, hold);
@@ -830,17 +835,24 @@ impl ProxyBody {
 
     /// The backend's header fields when this body is an HTTP/1 backend's (the response's own map
     /// holds only what the proxy added): an HTTP/1 client gets them as they are.
-    pub fn fields(&self) -> Option<&h1::Fields> {
+    ///
+    /// With them, the request id to write after them when the backend did not send one (kept out of
+    /// the map: inserting it there was the one allocation of an otherwise empty map per response).
+    pub fn fields(&self) -> Option<(&h1::Fields, Option<&HeaderValue>)> {
         match &self.inner {
-            Inner::Upstream { body, .. } => Some(body.fields()),
+            Inner::Upstream { body, request_id, .. } => Some((body.fields(), request_id.as_ref())),
             _ => None,
         }
     }
 
-    /// Move the backend's header fields into `headers`, for a server that writes a map (HTTP/2).
+    /// Move the backend's header fields (and the request id) into `headers`, for a server that writes
+    /// a map (HTTP/2).
     pub fn fields_into(&mut self, headers: &mut HeaderMap) {
-        if let Inner::Upstream { body, .. } = &mut self.inner {
+        if let Inner::Upstream { body, request_id, .. } = &mut self.inner {
             body.take_fields().append_to(headers);
+            if let Some(id) = request_id.take() {
+                headers.insert(X_REQUEST_ID.clone(), id);
+            }
         }
     }
 
@@ -882,7 +894,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match &mut self.get_mut().inner {
             Inner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Inner::Upstream { body, hold } => {
+            Inner::Upstream { body, hold, .. } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(None) => finish(body, hold),

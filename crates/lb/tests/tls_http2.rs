@@ -95,6 +95,11 @@ async fn h2c_with_prior_knowledge_is_served_on_the_plain_listener() {
     for _ in 0..4 {
         let resp = client.get(lb.url()).send().await.unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!((resp.status().as_u16(), resp.version()), (200, Version::HTTP_2));
+        // The HTTP/1 backend's fields reach the HTTP/2 client as a map, with the request id added.
+        let h = resp.headers();
+        assert_eq!(h.get("content-type").map(|v| v.as_bytes()), Some(&b"text/plain; charset=utf-8"[..]));
+        assert!(h.get("x-request-id").is_some_and(|v| !v.is_empty()), "{h:?}");
+        assert!(h.get("connection").is_none() && h.get("keep-alive").is_none(), "{h:?}");
         names.push(resp.text().await.unwrap_or_default().trim().to_string());
     }
     assert_eq!(names, ["backend-1", "backend-2", "backend-1", "backend-2"]);
