@@ -162,10 +162,10 @@ pub struct Worker {
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_LB_EXPLAIN: HeaderName = HeaderName::from_static("x-lb-explain");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static X_LB_EXPLAIN: HeaderName = HeaderName::from_static("x-lb-explain");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -472,7 +472,7 @@ impl Worker {
             } else {
                 (per_attempt, ("response_headers", timeouts.response_headers))
             };
-            match tokio::time::timeout_at(limit, h1::send(conn, request)).await {
+            match tokio::time::timeout_at(limit, h1::send(conn, request, None)).await {
                 Ok(Ok(response)) => return AttemptResult::Response(response),
                 // Not a byte written: a pooled connection that died while idle. Resend on another.
                 Ok(Err(e)) if !e.sent && reused => continue,
