@@ -193,12 +193,19 @@ fn hop_by_hop() -> [&'static HeaderName; 9] {
     ]
 }
 
+/// Is `name` one of [`hop_by_hop`]? Comparisons, no hashing: comparing a `HeaderName` with a standard
+/// one is an enum compare. Inlined: it runs for every field of every request and response, and as a
+/// call (which `[T]::contains` became once two functions used it) it cost more than the comparisons.
+#[inline]
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop().into_iter().any(|h| h == name)
+}
+
 /// Remove hop-by-hop headers, including any that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: comparing a `HeaderName` with a standard one is an enum compare,
-    // while `contains_key` hashes, and most messages carry none of these (or only `Connection`).
-    let hop = hop_by_hop();
-    if !headers.keys().any(|k| hop.contains(&k)) {
+    // One pass over the names first (`contains_key` would hash each one): most messages carry none of
+    // these (or only `Connection`).
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -212,7 +219,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(n);
         }
     }
-    for name in hop {
+    for name in hop_by_hop() {
         headers.remove(name);
     }
 }
@@ -749,10 +756,9 @@ pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInf
 /// `add_id` (our request id is to be written) turns false when the client's `Connection` names
 /// `X-Request-Id`: the field is then hop-by-hop, and is not forwarded whoever made it.
 fn prepare_forwarding(headers: &mut HeaderMap, add_id: &mut bool) -> bool {
-    let hop = hop_by_hop();
     let (mut hop_found, mut replaces) = (false, false);
     for name in headers.keys() {
-        hop_found |= hop.contains(&name);
+        hop_found |= is_hop_by_hop(name);
         replaces |= h1::Forwarding::replaced(name);
     }
     if hop_found {
