@@ -509,11 +509,14 @@ pub(crate) fn encode_head<B>(
     buf.put_slice(request.uri().path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
     buf.put_slice(b" HTTP/1.1\r\n");
     let replaces = forwarding.is_some_and(|f| f.replaces);
-    // What our fields are made from, picked up on the way rather than looked up (a lookup hashes).
-    let (mut host, mut prior_for) = (None, None);
+    // What our fields and the framing are decided by, picked up on the way rather than looked up (a
+    // lookup hashes).
+    let (mut host, mut prior_for, mut has_length) = (None, None, false);
     for (name, value) in request.headers() {
         if *name == header::HOST {
             host = Some(value);
+        } else if *name == header::CONTENT_LENGTH {
+            has_length = true;
         } else if replaces && Forwarding::replaced(name) {
             if *name == X_FORWARDED_FOR && prior_for.is_none() {
                 prior_for = Some(value);
@@ -525,7 +528,7 @@ pub(crate) fn encode_head<B>(
     if let Some(forwarding) = forwarding {
         forwarding.write(buf, prior_for, host);
     }
-    let out = if request.headers().contains_key(header::CONTENT_LENGTH) || request.body().is_none() {
+    let out = if has_length || request.body().is_none() {
         Out::Length
     } else {
         buf.put_slice(b"transfer-encoding: chunked\r\n");
