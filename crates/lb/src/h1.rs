@@ -16,7 +16,9 @@
 //! # What it speaks (RFC 9112)
 //!
 //! - **Requests**: origin-form head, header names as the `HeaderMap` holds them (lower case, which
-//!   HTTP/1.1 allows). The body goes with `Content-Length` when the client gave one, otherwise chunked.
+//!   HTTP/1.1 allows), then the proxy's forwarding fields (`X-Forwarded-*`, a request id, a `Host` for
+//!   a request without one), which are written as bytes rather than inserted into the map first (see
+//!   [`Forwarding`]). The body goes with `Content-Length` when the client gave one, otherwise chunked.
 //! - **Responses**: body length from, in order: a HEAD request, 1xx/204/304 (no body), a final
 //!   `Transfer-Encoding: chunked` (chunked; a `Content-Length` beside it is dropped, as the RFC says),
 //!   any other `Transfer-Encoding` or no length at all (the body runs to the close), `Content-Length`.
@@ -55,7 +57,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
-use crate::proxy::ClientBody;
+use crate::proxy::{ClientBody, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_LB_EXPLAIN};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
@@ -270,8 +272,10 @@ impl Conn {
 
 /// How the request body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Out {
+pub(crate) enum Out {
+    /// As the request's `Content-Length` says (or no body at all).
     Length,
+    /// Chunked: the client gave no length.
     Chunked,
 }
 
@@ -346,18 +350,104 @@ pub(crate) fn write_hex(buf: &mut BytesMut, n: usize) {
     buf.put_slice(b"\r\n");
 }
 
-/// Send `request` on `conn` and wait for the response head. On success the request's body has moved
-/// into the returned response body, which keeps sending it while the response streams. On failure with
-/// `sent == false` the request is untouched.
+/// The fields a proxy adds to a request on its way to the backend, written by `encode_head` after the
+/// client's own instead of inserted into the request's `HeaderMap`.
+///
+/// # Why bytes, not map entries
+///
+/// Each field inserted into a `HeaderMap` is a hash of its name, a probe, maybe a growth of the map,
+/// and one more entry to walk when the head is written; then the map is thrown away. Four such fields
+/// on every request (`X-Request-Id`, `X-Forwarded-For`, `-Proto`, `-Host`) cost more than the
+/// forwarding they describe. Written here, they are a few `memcpy`s into the head being built, and
+/// the request's map stays exactly as the client sent it (minus hop-by-hop fields), which is also
+/// what lets a retry encode the same head again.
+///
+/// # What the backend receives
+///
+/// The same fields, with the same values, as `proxy::add_forwarding_headers` puts into a map
+/// (the HTTP/2 and upgrade paths still use it); only their place differs: ours come last.
+///
+/// - `X-Forwarded-For`: the client's first `X-Forwarded-For` value (a proxy in front of us) with
+///   `, <client ip>` appended, or the client's IP alone; further client lines are dropped, one line
+///   goes out. (Both parts are valid field values, so the joined one is too: unlike a `HeaderValue`
+///   built from them, there is no failure to fall back from.)
+/// - `X-Forwarded-Proto`: ours; a client's is dropped (only we know how it reached us).
+/// - `X-Forwarded-Host`: the request's `Host` (the last one, as the map scan found it); a client's is
+///   dropped, and none goes out for a request without `Host`.
+/// - `X-Lb-Explain` is dropped: it is addressed to the proxy.
+/// - `X-Request-Id`: a client's is forwarded as it is; otherwise ours, when there is one to add.
+/// - `Host`: for a request without one (HTTP/1.0 may omit it), the backend's address, which differs
+///   per attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The client's IP, as an `X-Forwarded-For` element.
+    pub client_ip: &'a HeaderValue,
+    /// `X-Forwarded-Proto`: `http` or `https`.
+    pub proto: &'a HeaderValue,
+    /// An `X-Request-Id` to add; `None` when the request carries its own.
+    pub request_id: Option<&'a HeaderValue>,
+    /// A `Host` to add (the backend's address); `None` when the request has one.
+    pub host: Option<&'a str>,
+    /// The request may carry fields this replaces (`X-Forwarded-*`, `X-Lb-Explain`). False when the
+    /// proxy's scan of the request found none, which spares `encode_head` four name comparisons per
+    /// line on nearly every request.
+    pub replaces: bool,
+}
+
+impl Forwarding<'_> {
+    /// Write our fields: `prior_for` is the client's first `X-Forwarded-For` value, `host` the
+    /// request's `Host`, both seen while its own lines were written.
+    fn write(&self, buf: &mut BytesMut, prior_for: Option<&HeaderValue>, host: Option<&HeaderValue>) {
+        if let Some(id) = self.request_id {
+            put_field(buf, b"x-request-id", id.as_bytes());
+        }
+        buf.put_slice(b"x-forwarded-for: ");
+        if let Some(prior) = prior_for {
+            buf.put_slice(prior.as_bytes());
+            buf.put_slice(b", ");
+        }
+        buf.put_slice(self.client_ip.as_bytes());
+        buf.put_slice(b"\r\n");
+        put_field(buf, b"x-forwarded-proto", self.proto.as_bytes());
+        if let Some(host) = host {
+            put_field(buf, b"x-forwarded-host", host.as_bytes());
+        }
+        if let Some(addr) = self.host {
+            put_field(buf, b"host", addr.as_bytes());
+        }
+    }
+
+    /// One of the fields the client may not pass on (ours replace them).
+    pub(crate) fn replaced(name: &HeaderName) -> bool {
+        *name == X_FORWARDED_FOR
+            || *name == X_FORWARDED_PROTO
+            || *name == X_FORWARDED_HOST
+            || *name == X_LB_EXPLAIN
+    }
+}
+
+fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
+    buf.put_slice(name);
+    buf.put_slice(b": ");
+    buf.put_slice(value);
+    buf.put_slice(b"\r\n");
+}
+
+/// Send `request` on `conn` and wait for the response head; with `forwarding`, the proxy's fields go
+/// with it (see [`Forwarding`]). On success the request's body has moved into the returned response
+/// body, which keeps sending it while the response streams. On failure with `sent == false` the request
+/// is untouched (its head is only read, so a retry sends the same one).
 pub async fn send<B>(
     mut conn: Conn,
     request: &mut Request<UpstreamBody<B>>,
+    forwarding: Option<&Forwarding<'_>>,
 ) -> Result<http::Response<ResponseBody<B>>, SendError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let out = encode_head(&mut conn, request);
+    let out = encode_head(&mut conn.wbuf, request, forwarding);
+    conn.queue_wbuf();
     let head_request = request.method() == Method::HEAD;
     let mut sending = Sending { body: None, out, done: false, failed: false, sent: false };
     let mut write_error: Option<io::Error> = None;
@@ -403,27 +493,46 @@ where
     }
 }
 
-/// Write the request head into the connection's queue; returns how the body will be framed.
-fn encode_head<B>(conn: &mut Conn, request: &Request<UpstreamBody<B>>) -> Out {
-    let buf = &mut conn.wbuf;
+/// Write the request head into `buf`: the request line, the request's fields, then (with
+/// `forwarding`) the proxy's own, then the body's framing. Returns how the body will be framed.
+///
+/// The request is only read: every attempt at it encodes the same head.
+pub(crate) fn encode_head<B>(
+    buf: &mut BytesMut,
+    request: &Request<UpstreamBody<B>>,
+    forwarding: Option<&Forwarding<'_>>,
+) -> Out {
     buf.put_slice(request.method().as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(request.uri().path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
     buf.put_slice(b" HTTP/1.1\r\n");
+    let replaces = forwarding.is_some_and(|f| f.replaces);
+    // What our fields and the framing are decided by, picked up on the way rather than looked up (a
+    // lookup hashes).
+    let (mut host, mut prior_for, mut has_length) = (None, None, false);
     for (name, value) in request.headers() {
-        buf.put_slice(name.as_str().as_bytes());
-        buf.put_slice(b": ");
-        buf.put_slice(value.as_bytes());
-        buf.put_slice(b"\r\n");
+        if *name == header::HOST {
+            host = Some(value);
+        } else if *name == header::CONTENT_LENGTH {
+            has_length = true;
+        } else if replaces && Forwarding::replaced(name) {
+            if *name == X_FORWARDED_FOR && prior_for.is_none() {
+                prior_for = Some(value);
+            }
+            continue;
+        }
+        put_field(buf, name.as_str().as_bytes(), value.as_bytes());
     }
-    let out = if request.headers().contains_key(header::CONTENT_LENGTH) || request.body().is_none() {
+    if let Some(forwarding) = forwarding {
+        forwarding.write(buf, prior_for, host);
+    }
+    let out = if has_length || request.body().is_none() {
         Out::Length
     } else {
         buf.put_slice(b"transfer-encoding: chunked\r\n");
         Out::Chunked
     };
     buf.put_slice(b"\r\n");
-    conn.queue_wbuf();
     out
 }
 
@@ -1020,7 +1129,7 @@ mod tests {
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
-        let response = send(conn, &mut req).await.unwrap_or_else(|e| panic!("send: {}", e.error));
+        let response = send(conn, &mut req, None).await.unwrap_or_else(|e| panic!("send: {}", e.error));
         let status = response.status().as_u16();
         let mut body = response.into_body();
         let mut bytes = Vec::new();
@@ -1144,7 +1253,7 @@ mod tests {
                 let _ = read_head(&mut s, &mut Vec::new()).await;
             }
         });
-        let err = send(open(&addr).await, &mut get("GET", "/")).await.err();
+        let err = send(open(&addr).await, &mut get("GET", "/"), None).await.err();
         let err = err.unwrap_or_else(|| panic!("a response out of nowhere"));
         assert!(err.sent);
         assert_eq!(err.error.to_string(), "connection closed before the response was complete");
@@ -1210,7 +1319,8 @@ mod tests {
             backend(vec![Step::AnswerAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")]).await;
         // Keep-alive by the headers, but the backend closes right after: the pool must notice.
         let mut req = get("GET", "/");
-        let response = send(open(&addr).await, &mut req).await.unwrap_or_else(|e| panic!("{}", e.error));
+        let response =
+            send(open(&addr).await, &mut req, None).await.unwrap_or_else(|e| panic!("{}", e.error));
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
             assert!(frame.is_ok());
@@ -1303,6 +1413,119 @@ mod tests {
         assert_eq!(map.get("x-empty").map(|v| v.as_bytes()), Some(&b""[..]));
         assert_eq!(map.get("content-type").map(|v| v.as_bytes()), Some(&b"text/plain"[..]));
         assert_eq!(map.len(), 4);
+    }
+
+    /// The head `encode_head` writes for a GET with these fields (in this order), with `forwarding`.
+    fn head_of(fields: &[(&str, &str)], forwarding: Option<&Forwarding<'_>>) -> String {
+        let mut r: Request<UpstreamBody<Full<Bytes>>> = Request::new(None);
+        *r.uri_mut() = http::Uri::from_static("/p?q=1");
+        for (name, value) in fields {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            let value = HeaderValue::from_str(value).unwrap_or_else(|e| panic!("{e}"));
+            r.headers_mut().append(name, value);
+        }
+        let mut buf = BytesMut::new();
+        assert_eq!(encode_head(&mut buf, &r, forwarding), Out::Length);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    static IP: HeaderValue = HeaderValue::from_static("192.0.2.7");
+    static HTTP: HeaderValue = HeaderValue::from_static("http");
+    static ID: HeaderValue = HeaderValue::from_static("0000002a-0000000000000001");
+
+    /// Ours for a plain request: an id to add, nothing of the client's to replace, a Host present.
+    fn ours<'a>(replaces: bool) -> Forwarding<'a> {
+        Forwarding { client_ip: &IP, proto: &HTTP, request_id: Some(&ID), host: None, replaces }
+    }
+
+    #[test]
+    fn forwarding_fields_follow_the_clients_own() {
+        assert_eq!(
+            head_of(&[("host", "app.example"), ("accept", "*/*")], Some(&ours(false))),
+            "GET /p?q=1 HTTP/1.1\r\nhost: app.example\r\naccept: */*\r\n\
+             x-request-id: 0000002a-0000000000000001\r\nx-forwarded-for: 192.0.2.7\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: app.example\r\n\r\n"
+        );
+        // Without forwarding the head is the map, as it is.
+        assert_eq!(
+            head_of(&[("host", "app.example")], None),
+            "GET /p?q=1 HTTP/1.1\r\nhost: app.example\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_prior_forwarded_for_is_extended_and_only_its_first_line_kept() {
+        let fields = [
+            ("x-forwarded-for", "203.0.113.9, 198.51.100.1"),
+            ("host", "app.example"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ];
+        assert_eq!(
+            head_of(&fields, Some(&ours(true))),
+            "GET /p?q=1 HTTP/1.1\r\nhost: app.example\r\n\
+             x-request-id: 0000002a-0000000000000001\r\n\
+             x-forwarded-for: 203.0.113.9, 198.51.100.1, 192.0.2.7\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: app.example\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_clients_forwarded_proto_and_host_are_replaced_and_explain_dropped() {
+        let fields = [
+            ("host", "app.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-lb-explain", "1"),
+            ("x-kept", "yes"),
+        ];
+        let https = HeaderValue::from_static("https");
+        let forwarding = Forwarding { proto: &https, ..ours(true) };
+        assert_eq!(
+            head_of(&fields, Some(&forwarding)),
+            "GET /p?q=1 HTTP/1.1\r\nhost: app.example\r\nx-kept: yes\r\n\
+             x-request-id: 0000002a-0000000000000001\r\nx-forwarded-for: 192.0.2.7\r\n\
+             x-forwarded-proto: https\r\nx-forwarded-host: app.example\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn without_host_the_backend_is_named_and_no_forwarded_host_goes_out() {
+        // HTTP/1.0 without Host, which sent an X-Forwarded-Host of its own.
+        let forwarding = Forwarding { host: Some("10.0.0.5:8080"), ..ours(true) };
+        assert_eq!(
+            head_of(&[("x-forwarded-host", "evil.example"), ("accept", "*/*")], Some(&forwarding)),
+            "GET /p?q=1 HTTP/1.1\r\naccept: */*\r\n\
+             x-request-id: 0000002a-0000000000000001\r\nx-forwarded-for: 192.0.2.7\r\n\
+             x-forwarded-proto: http\r\nhost: 10.0.0.5:8080\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_clients_request_id_is_forwarded_as_it_is() {
+        let forwarding = Forwarding { request_id: None, ..ours(false) };
+        assert_eq!(
+            head_of(&[("x-request-id", "abc-123"), ("host", "app.example")], Some(&forwarding)),
+            "GET /p?q=1 HTTP/1.1\r\nx-request-id: abc-123\r\nhost: app.example\r\n\
+             x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\nx-forwarded-host: app.example\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_retry_encodes_the_same_head() {
+        let mut r: Request<UpstreamBody<Full<Bytes>>> =
+            Request::new(Some(Full::new(Bytes::from_static(b"x"))));
+        r.headers_mut().insert(header::HOST, HeaderValue::from_static("app.example"));
+        r.headers_mut().insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("203.0.113.9"));
+        let before = r.headers().clone();
+        let (mut first, mut second) = (BytesMut::new(), BytesMut::new());
+        assert_eq!(encode_head(&mut first, &r, Some(&ours(true))), Out::Chunked);
+        assert_eq!(encode_head(&mut second, &r, Some(&ours(true))), Out::Chunked);
+        assert_eq!(first, second);
+        assert_eq!(r.headers(), &before, "encoding leaves the request as it was");
+        assert!(String::from_utf8_lossy(&first).ends_with(
+            "x-forwarded-for: 203.0.113.9, 192.0.2.7\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: app.example\r\ntransfer-encoding: chunked\r\n\r\n"
+        ));
     }
 
     #[test]

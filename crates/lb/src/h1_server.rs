@@ -803,8 +803,9 @@ fn parse_into(
         .map_err(|_| (StatusCode::BAD_REQUEST, "invalid request target"))?;
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
 
-    // Room for what the proxy adds (request id, X-Forwarded-*), so the map is not grown and rehashed
-    // on the way.
+    // Room for what the proxy may add (request id, X-Forwarded-*: on the HTTP/2 and upgrade paths, which
+    // hand hyper a map; the pooled path writes them as bytes), so the map is not grown and rehashed on
+    // the way.
     let mut map = HeaderMap::with_capacity(count + 6);
     let mut length: Option<u64> = None;
     let mut te_seen = false;

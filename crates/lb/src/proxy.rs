@@ -6,11 +6,12 @@
 //! ```text
 //! route (host, path) -> upstream
 //!   load the upstream's state (one atomic load)
-//!   hash key, forwarding headers, request id
+//!   request id, hash key, hop-by-hop headers out, which forwarding headers to write
 //!   attempt 1..=attempts:
 //!     pick (excluding backends already tried or over their in-flight cap)
 //!     in-flight guard on, connection from this worker's pool (or connect)
-//!     send; wait for the response headers (per-attempt and whole-request timeouts)
+//!     send (the head, with the forwarding headers written after the client's);
+//!       wait for the response headers (per-attempt and whole-request timeouts)
 //!     failure or 502/503/504 -> metrics, outlier detection, maybe retry elsewhere (budget permitting)
 //!   response: its fields kept as lines (hop-by-hop ones left out by the parser, `h1::Fields`),
 //!             request id and explain headers added, body streamed
@@ -29,6 +30,13 @@
 //! - **A stale pooled connection is not a failure.** If the backend closed an idle connection just as we
 //!   picked it and not a byte of the request was written, the request is intact and we resend it on
 //!   another connection to the same backend, without counting an attempt.
+//! - **The forwarding headers are bytes, not map entries.** `X-Request-Id`, `X-Forwarded-For`,
+//!   `-Proto` and `-Host` would each be a hashed insert into the request's `HeaderMap`, only for the
+//!   map to be written out once and dropped; on the pooled HTTP/1 path [`crate::h1::Forwarding`] writes
+//!   them straight into the upstream head, and `prepare` only learns, in one pass of comparisons,
+//!   whether the client sent any it must leave out. The request is not changed by sending, so a retry
+//!   writes the same head (with its own `Host` for an HTTP/1.0 request that had none). The HTTP/2 and
+//!   upgrade paths hand a map to hyper, so they still add them there (`add_forwarding_headers`).
 //! - **The upstream leg runs in this task** ([`crate::h1`]): the request is written and the response
 //!   read by the same task that serves the client, with no channel or task hop in between.
 //! - **A backend's response head is not rebuilt.** The HTTP/1 client parses it for framing and leaves
@@ -56,7 +64,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use lb_algorithms::{InFlightGuard, KeySource, Nanos};
+use lb_algorithms::{HashKey, InFlightGuard, KeySource, Nanos};
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLogEntry, access_log};
@@ -169,10 +177,10 @@ pub struct Worker {
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_LB_EXPLAIN: HeaderName = HeaderName::from_static("x-lb-explain");
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) static X_LB_EXPLAIN: HeaderName = HeaderName::from_static("x-lb-explain");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -192,12 +200,19 @@ fn hop_by_hop() -> [&'static HeaderName; 9] {
     ]
 }
 
+/// Is `name` one of [`hop_by_hop`]? Comparisons, no hashing: comparing a `HeaderName` with a standard
+/// one is an enum compare. Inlined: it runs for every field of every request and response, and as a
+/// call (which `[T]::contains` became once two functions used it) it cost more than the comparisons.
+#[inline]
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop().into_iter().any(|h| h == name)
+}
+
 /// Remove hop-by-hop headers, including any that `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: comparing a `HeaderName` with a standard one is an enum compare,
-    // while `contains_key` hashes, and most messages carry none of these (or only `Connection`).
-    let hop = hop_by_hop();
-    if !headers.keys().any(|k| hop.contains(&k)) {
+    // One pass over the names first (`contains_key` would hash each one): most messages carry none of
+    // these (or only `Connection`).
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -211,7 +226,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(n);
         }
     }
-    for name in hop {
+    for name in hop_by_hop() {
         headers.remove(name);
     }
 }
@@ -246,7 +261,7 @@ impl Worker {
 
     /// Forward one request. Never fails: every problem becomes a status code and a short body.
     ///
-    /// The request is read (validated, routed, its forwarding headers added) *now*, when this is
+    /// The request is read (validated, routed, its forwarding headers decided) *now*, when this is
     /// called; the future returned only sends it. That split keeps the future small: it holds the one
     /// prepared request and what the attempts need, not the client's request beside what was made
     /// from it, and each request's future is moved at least once (`h1_server.rs` boxes it), so its
@@ -275,7 +290,7 @@ impl Worker {
                 Step::Answer(response) => {
                     std::mem::replace(&mut **response, Response::new(ProxyBody::empty()))
                 }
-                Step::Forward(prepared) => self.forward(prepared, &mut outcome, logging).await,
+                Step::Forward(prepared) => self.forward(prepared, &client, &mut outcome, logging).await,
                 Step::Elsewhere(diverted) => {
                     let Diverted { routing, request, via } = &mut **diverted;
                     let request = std::mem::replace(request, Request::new(ClientBody::Empty));
@@ -327,11 +342,12 @@ impl Worker {
     /// request), or a request ready for the attempts.
     fn prepare(&self, req: Request<ClientBody>, client: &ClientInfo, settings: &Settings) -> Step {
         let (mut parts, body) = req.into_parts();
-        // One hash lookup for "is there an id, and if not add ours".
-        let request_id = match parts.headers.entry(&X_REQUEST_ID) {
-            header::Entry::Occupied(id) => id.get().clone(),
-            header::Entry::Vacant(slot) => slot.insert(self.new_request_id()).clone(),
-        };
+        // A client's id goes on as it is. Ours, when it sent none, is not put into the map here: the
+        // pooled path writes it with the other forwarding fields (see `h1::Forwarding`), and the other
+        // paths have it inserted below. A scan rather than a lookup: see the one for `X-Lb-Explain`.
+        let client_id = parts.headers.iter().find(|(name, _)| **name == X_REQUEST_ID).map(|(_, v)| v.clone());
+        let mut add_id = client_id.is_none();
+        let request_id = client_id.unwrap_or_else(|| self.new_request_id());
         if let Err((status, msg)) =
             crate::validate::check(&mut parts, &self.shared.upstreams, settings.limits.max_body_bytes)
         {
@@ -355,21 +371,30 @@ impl Worker {
             && parts.headers.iter().any(|(name, value)| *name == X_LB_EXPLAIN && value == "1");
         let key = match &config.hash_key {
             Some(k) if config.algorithm.is_hashing() => {
+                // A key may be the request id, which the request carries whoever made it.
+                if add_id && matches!(k, HashKey::Header(name) if name == X_REQUEST_ID.as_str()) {
+                    parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+                    add_id = false;
+                }
                 k.hash(&RequestKeys { headers: &parts.headers, uri: &parts.uri, client: client.addr.ip() })
             }
             _ => None,
         };
-        // The HTTP/2 and upgrade paths run their own attempt loops and add their own headers.
+        // The HTTP/2 and upgrade paths run their own attempt loops and add their own headers, to the
+        // map (`add_forwarding_headers`), the request id with them.
         let via = match crate::upgrade::wanted(&parts.headers, parts.version) {
             Some(protocol) => Some(Via::Upgrade(protocol)),
             None => upstream.h2.clone().map(Via::H2),
         };
         let routing = Routing { request_id, upstream, state, key, explain };
         if let Some(via) = via {
+            if add_id {
+                parts.headers.insert(X_REQUEST_ID.clone(), routing.request_id.clone());
+            }
             let request = Request::from_parts(parts, body);
             return Step::Elsewhere(Box::new(Diverted { routing, request, via }));
         }
-        add_forwarding_headers(&mut parts.headers, client);
+        let replaces = prepare_forwarding(&mut parts.headers, &mut add_id);
         if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
             // Absolute-form (`GET http://host/path`) from a client that thinks we are a forward proxy:
             // backends expect origin-form.
@@ -385,17 +410,18 @@ impl Worker {
         // resends the same head (no copy of the headers per request just in case a retry happens).
         let body: UpstreamBody = has_body.then_some(body);
         let request = Request::from_parts(parts, body);
-        Step::Forward(Prepared { routing, request, has_host, replayable })
+        Step::Forward(Prepared { routing, request, has_host, add_id, replaces, replayable })
     }
 
     /// The attempts for a prepared request, over this worker's pooled HTTP/1 connections.
     async fn forward(
         self: &Rc<Self>,
         prepared: &mut Prepared,
+        client: &ClientInfo,
         outcome: &mut Forwarded,
         logging: bool,
     ) -> Response<ProxyBody> {
-        let Prepared { routing, request, has_host, replayable } = prepared;
+        let Prepared { routing, request, has_host, add_id, replaces, replayable } = prepared;
         let Routing { request_id, upstream, state, key, explain } = &*routing;
         let config = &upstream.config;
         upstream.budget.deposit();
@@ -407,15 +433,17 @@ impl Worker {
                 Err(answer) => break *answer,
             };
             let addr = ctx.addr(picked.index);
-            // HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one. It names this
-            // backend, so it is taken out again for a retry elsewhere.
-            let added_host = !*has_host
-                && HeaderValue::from_str(addr)
-                    .is_ok_and(|v| request.headers_mut().insert(header::HOST, v).is_none());
-            let result = self.attempt(request, addr, upstream, deadline, (picked.at, picked.now)).await;
-            if added_host {
-                request.headers_mut().remove(header::HOST);
-            }
+            let forwarding = h1::Forwarding {
+                client_ip: &client.xff,
+                proto: &client.proto,
+                request_id: add_id.then_some(request_id),
+                // HTTP/1.1 requires a Host; an HTTP/1.0 client may not have sent one. Ours names this
+                // backend, so each attempt writes its own (the request itself is not changed).
+                host: (!*has_host && is_field_value(addr)).then_some(addr),
+                replaces: *replaces,
+            };
+            let result =
+                self.attempt(request, &forwarding, addr, upstream, deadline, (picked.at, picked.now)).await;
             match result {
                 AttemptResult::Response(response) => match ctx.answered(&picked, response.status()) {
                     Answered::Retry => continue,
@@ -449,6 +477,7 @@ impl Worker {
     async fn attempt(
         &self,
         request: &mut Request<UpstreamBody>,
+        forwarding: &h1::Forwarding<'_>,
         addr: &str,
         upstream: &Upstream,
         deadline: Instant,
@@ -488,7 +517,7 @@ impl Worker {
             } else {
                 (per_attempt, ("response_headers", timeouts.response_headers))
             };
-            match tokio::time::timeout_at(limit, h1::send(conn, request)).await {
+            match tokio::time::timeout_at(limit, h1::send(conn, request, Some(forwarding))).await {
                 Ok(Ok(response)) => return AttemptResult::Response(response),
                 // Not a byte written: a pooled connection that died while idle. Resend on another.
                 Ok(Err(e)) if !e.sent && reused => continue,
@@ -554,12 +583,17 @@ struct Routing {
     explain: bool,
 }
 
-/// A request for the pooled HTTP/1 path, its forwarding headers added.
+/// A request for the pooled HTTP/1 path: hop-by-hop fields removed, and what each attempt needs to
+/// write the forwarding fields ([`h1::Forwarding`]), which are not in its map.
 struct Prepared {
     routing: Routing,
     request: Request<UpstreamBody>,
     /// The client sent a `Host` (an HTTP/1.0 client may not have).
     has_host: bool,
+    /// The request id is ours, to be written (the client sent none).
+    add_id: bool,
+    /// The client may have sent fields ours replace ([`h1::Forwarding::replaces`]).
+    replaces: bool,
     /// May go to another backend after one received it (idempotent, no body).
     replayable: bool,
 }
@@ -663,7 +697,10 @@ impl ClientInfo {
     }
 }
 
-/// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set, hop-by-hop removed.
+/// `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set, hop-by-hop removed,
+/// in the map: for the HTTP/2 and upgrade paths, which hand a map to hyper. The pooled HTTP/1 path
+/// writes the same fields as bytes instead ([`h1::Forwarding`]; a test below holds the two to the same
+/// result).
 pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInfo) {
     strip_hop_by_hop(headers);
     // One pass over the fields (comparisons, no hashing) to learn which of ours the client sent: most
@@ -724,6 +761,39 @@ pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInf
         }
         None => {}
     }
+}
+
+/// The pooled HTTP/1 path's share of [`add_forwarding_headers`], done on the request's map: hop-by-hop
+/// fields out, and one pass (comparisons, no hashing) to learn whether the client sent fields of ours,
+/// which [`h1::Forwarding`] then leaves out and writes itself. Returns that.
+///
+/// `add_id` (our request id is to be written) turns false when the client's `Connection` names
+/// `X-Request-Id`: the field is then hop-by-hop, and is not forwarded whoever made it.
+fn prepare_forwarding(headers: &mut HeaderMap, add_id: &mut bool) -> bool {
+    let (mut hop_found, mut replaces) = (false, false);
+    for name in headers.keys() {
+        hop_found |= is_hop_by_hop(name);
+        replaces |= h1::Forwarding::replaced(name);
+    }
+    if hop_found {
+        *add_id &= !connection_names(headers, &X_REQUEST_ID);
+        strip_hop_by_hop(headers);
+    }
+    replaces
+}
+
+/// Does a `Connection` field name `name` (read as [`strip_hop_by_hop`] reads it)?
+fn connection_names(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .any(|n| n.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
+/// Would `s` make a valid field value (what `HeaderValue::from_str` accepts), without building one?
+fn is_field_value(s: &str) -> bool {
+    s.bytes().all(|b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 /// The body of the 503 for an upstream with nothing to pick; every forwarding path words it the same.
@@ -956,6 +1026,91 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h.get("x-kept").map(|v| v.as_bytes()), Some(&b"yes"[..]));
+    }
+
+    /// The pooled path writes the forwarding fields as bytes ([`h1::Forwarding`]); the other paths, and
+    /// this one before, put them into the map ([`add_forwarding_headers`]). For any mix of the fields
+    /// involved (ours, a client's versions of them, hop-by-hop ones, `Connection` naming them), the
+    /// backend gets the same lines either way; only their order may differ. Both sides below do what
+    /// `prepare` and `forward` do (did) with the map.
+    #[test]
+    fn forwarding_as_bytes_says_what_the_map_said() {
+        use proptest::prelude::*;
+        const NAMES: [&str; 11] = [
+            "host",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-lb-explain",
+            "x-request-id",
+            "connection",
+            "keep-alive",
+            "te",
+            "x-a",
+            "accept",
+        ];
+        const VALUES: [&str; 8] = [
+            "a",
+            "203.0.113.9",
+            "keep-alive",
+            "X-Forwarded-For",
+            "x-request-id",
+            "close, x-a",
+            "x-forwarded-host, host",
+            "https",
+        ];
+        let client = ClientInfo::new(SocketAddr::from(([192, 0, 2, 7], 5000)));
+        let ours = HeaderValue::from_static("0000002a-0000000000000001");
+        let backend = "10.0.0.5:8080";
+        let lines = |head: &[u8]| {
+            let mut lines: Vec<String> =
+                String::from_utf8_lossy(head).split("\r\n").map(str::to_string).collect();
+            lines.sort();
+            lines
+        };
+        let fields = proptest::collection::vec((0..NAMES.len(), 0..VALUES.len()), 0..8);
+        proptest!(|(fields in fields)| {
+            let mut map = HeaderMap::new();
+            for (n, v) in fields {
+                map.append(HeaderName::from_static(NAMES[n]), HeaderValue::from_static(VALUES[v]));
+            }
+            let has_host = map.contains_key(header::HOST);
+
+            let mut old = map.clone();
+            let old_id = match old.entry(&X_REQUEST_ID) {
+                header::Entry::Occupied(id) => id.get().clone(),
+                header::Entry::Vacant(slot) => slot.insert(ours.clone()).clone(),
+            };
+            add_forwarding_headers(&mut old, &client);
+            if !has_host {
+                old.insert(header::HOST, HeaderValue::from_static(backend));
+            }
+            let head = |headers: HeaderMap, forwarding: Option<&h1::Forwarding<'_>>| {
+                let mut request: Request<UpstreamBody> = Request::new(None);
+                *request.headers_mut() = headers;
+                let mut buf = bytes::BytesMut::new();
+                h1::encode_head(&mut buf, &request, forwarding);
+                buf
+            };
+            let old_head = head(old, None);
+
+            let mut new = map;
+            let client_id = new.iter().find(|(name, _)| **name == X_REQUEST_ID).map(|(_, v)| v.clone());
+            let mut add_id = client_id.is_none();
+            let new_id = client_id.unwrap_or_else(|| ours.clone());
+            let replaces = prepare_forwarding(&mut new, &mut add_id);
+            let forwarding = h1::Forwarding {
+                client_ip: &client.xff,
+                proto: &client.proto,
+                request_id: add_id.then_some(&new_id),
+                host: (!has_host && is_field_value(backend)).then_some(backend),
+                replaces,
+            };
+            let new_head = head(new, Some(&forwarding));
+
+            prop_assert_eq!(&old_id, &new_id, "the id the response carries");
+            prop_assert_eq!(lines(&old_head), lines(&new_head));
+        });
     }
 
     #[test]
