@@ -64,6 +64,7 @@ use http::{Method, Request, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::upstream_tls::BackendStream;
 
@@ -108,6 +109,9 @@ pub enum Error {
     /// The client's request body broke off (its fault, not the backend's).
     #[error("{0}")]
     ClientBody(BoxError),
+    /// The deadline given to [`send`] passed before the response head arrived.
+    #[error("timed out")]
+    Timeout,
 }
 
 /// A failed exchange, and whether the backend may have seen the request.
@@ -136,6 +140,10 @@ pub struct Conn {
     wbuf: BytesMut,
     /// Bytes waiting to be written, in order.
     queue: VecDeque<Bytes>,
+    /// The deadline for the response head of the request in progress: made with the connection's
+    /// first request and moved for each next one. A later deadline only updates tokio's registered
+    /// entry (no timer-wheel insert and remove per request, which a `timeout` per request costs).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -160,6 +168,7 @@ impl Conn {
             filled: 0,
             wbuf: BytesMut::with_capacity(1024),
             queue: VecDeque::with_capacity(4),
+            timer: None,
         }
     }
 
@@ -441,11 +450,19 @@ pub async fn send<B>(
     mut conn: Conn,
     request: &mut Request<UpstreamBody<B>>,
     forwarding: Option<&Forwarding<'_>>,
+    deadline: Instant,
 ) -> Result<http::Response<ResponseBody<B>>, SendError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
+    let mut timer = match conn.timer.take() {
+        Some(mut timer) => {
+            timer.as_mut().reset(deadline);
+            timer
+        }
+        None => Box::pin(tokio::time::sleep_until(deadline)),
+    };
     let out = encode_head(&mut conn.wbuf, request, forwarding);
     conn.queue_wbuf();
     let head_request = request.method() == Method::HEAD;
@@ -476,11 +493,19 @@ where
             }
             break;
         }
-        poll_head(&mut conn, cx, head_request)
+        match poll_head(&mut conn, cx, head_request) {
+            Poll::Pending if timer.as_mut().poll(cx).is_ready() => Poll::Ready(Err(Error::Timeout)),
+            polled => polled,
+        }
     })
     .await;
     match result {
-        Ok(head) => Ok(head.into_response(conn, sending)),
+        Ok(head) => {
+            conn.timer = Some(timer);
+            Ok(head.into_response(conn, sending))
+        }
+        // Whatever was sent, the backend may be working on it: never resent on another connection.
+        Err(Error::Timeout) => Err(SendError { error: Error::Timeout, sent: true }),
         Err(Error::ClientBody(e)) => Err(SendError { error: Error::ClientBody(e), sent: true }),
         Err(error) => {
             // Prefer the write error when writing failed first: "broken pipe" says more than "closed".
@@ -1053,6 +1078,10 @@ mod tests {
         Answer(&'static [u8]),
         /// Write these bytes and close the connection.
         AnswerAndClose(&'static [u8]),
+        /// Wait, then write these bytes.
+        AnswerAfter(std::time::Duration, &'static [u8]),
+        /// Never answer (the connection stays open).
+        Silent,
     }
 
     /// A backend on 127.0.0.1 that reads one request head per step and answers as scripted, on as many
@@ -1082,6 +1111,11 @@ mod tests {
                                 let _ = s.write_all(bytes).await;
                                 return;
                             }
+                            Step::AnswerAfter(delay, bytes) => {
+                                tokio::time::sleep(*delay).await;
+                                let _ = s.write_all(bytes).await;
+                            }
+                            Step::Silent => std::future::pending::<()>().await,
                         }
                     }
                     // Script done: hold the connection open until the client closes it.
@@ -1107,6 +1141,46 @@ mod tests {
         }
     }
 
+    /// A deadline no test reaches.
+    fn far() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(60)
+    }
+
+    /// Read a response's body to its end and take its connection back.
+    async fn finish(response: Result<http::Response<ResponseBody<Full<Bytes>>>, SendError>) -> Conn {
+        let mut body = response.unwrap_or_else(|e| panic!("{}", e.error)).into_body();
+        while let Some(frame) = body.frame().await {
+            assert!(frame.is_ok());
+        }
+        body.take_reusable().unwrap_or_else(|| panic!("complete and keep-alive"))
+    }
+
+    #[tokio::test]
+    async fn the_connections_timer_moves_with_each_request_and_still_fires() {
+        use std::time::Duration;
+        const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+        let (addr, _, _) =
+            backend(vec![Step::Answer(OK), Step::AnswerAfter(Duration::from_millis(600), OK), Step::Silent])
+                .await;
+        let started = Instant::now();
+        // Answered at once, within a short deadline.
+        let conn = finish(
+            send(open(&addr).await, &mut get("GET", "/"), None, started + Duration::from_millis(300)).await,
+        )
+        .await;
+        // The backend takes 600 ms, past the first request's deadline: this request's own, later one counts.
+        let conn =
+            finish(send(conn, &mut get("GET", "/"), None, Instant::now() + Duration::from_secs(5)).await)
+                .await;
+        assert!(started.elapsed() >= Duration::from_millis(600));
+        // No answer at all: the deadline fires, and the request counts as sent (never resent elsewhere).
+        let asked = Instant::now();
+        let err = send(conn, &mut get("GET", "/"), None, asked + Duration::from_millis(200)).await.err();
+        assert!(matches!(err, Some(SendError { error: Error::Timeout, sent: true })), "{err:?}");
+        let waited = asked.elapsed();
+        assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(3), "{waited:?}");
+    }
+
     async fn open(addr: &str) -> Conn {
         let stream = TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
         Conn::new(stream)
@@ -1129,7 +1203,8 @@ mod tests {
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
-        let response = send(conn, &mut req, None).await.unwrap_or_else(|e| panic!("send: {}", e.error));
+        let response =
+            send(conn, &mut req, None, far()).await.unwrap_or_else(|e| panic!("send: {}", e.error));
         let status = response.status().as_u16();
         let mut body = response.into_body();
         let mut bytes = Vec::new();
@@ -1253,7 +1328,7 @@ mod tests {
                 let _ = read_head(&mut s, &mut Vec::new()).await;
             }
         });
-        let err = send(open(&addr).await, &mut get("GET", "/"), None).await.err();
+        let err = send(open(&addr).await, &mut get("GET", "/"), None, far()).await.err();
         let err = err.unwrap_or_else(|| panic!("a response out of nowhere"));
         assert!(err.sent);
         assert_eq!(err.error.to_string(), "connection closed before the response was complete");
@@ -1320,7 +1395,7 @@ mod tests {
         // Keep-alive by the headers, but the backend closes right after: the pool must notice.
         let mut req = get("GET", "/");
         let response =
-            send(open(&addr).await, &mut req, None).await.unwrap_or_else(|e| panic!("{}", e.error));
+            send(open(&addr).await, &mut req, None, far()).await.unwrap_or_else(|e| panic!("{}", e.error));
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
             assert!(frame.is_ok());

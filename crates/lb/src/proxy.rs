@@ -517,25 +517,25 @@ impl Worker {
             } else {
                 (per_attempt, ("response_headers", timeouts.response_headers))
             };
-            match tokio::time::timeout_at(limit, h1::send(conn, request, Some(forwarding))).await {
-                Ok(Ok(response)) => return AttemptResult::Response(response),
-                // Not a byte written: a pooled connection that died while idle. Resend on another.
-                Ok(Err(e)) if !e.sent && reused => continue,
-                // The client's own body failed while we streamed it (malformed chunking, the client
-                // hung up): the client's fault, not the backend's.
-                Ok(Err(h1::SendError { error: h1::Error::ClientBody(e), .. })) => {
-                    return AttemptResult::ClientFault(e.to_string());
-                }
-                Ok(Err(e)) => {
-                    let kind = if e.sent { FailureKind::Broken } else { FailureKind::Connect };
-                    return AttemptResult::Failed { kind, message: e.error.to_string(), unsent: !e.sent };
-                }
-                Err(_) => {
+            match h1::send(conn, request, Some(forwarding), limit).await {
+                Ok(response) => return AttemptResult::Response(response),
+                Err(h1::SendError { error: h1::Error::Timeout, .. }) => {
                     return AttemptResult::Failed {
                         kind: FailureKind::Timeout,
                         message: format!("{} timeout ({})", which.0, humantime_duration(which.1)),
                         unsent: false,
                     };
+                }
+                // Not a byte written: a pooled connection that died while idle. Resend on another.
+                Err(e) if !e.sent && reused => continue,
+                // The client's own body failed while we streamed it (malformed chunking, the client
+                // hung up): the client's fault, not the backend's.
+                Err(h1::SendError { error: h1::Error::ClientBody(e), .. }) => {
+                    return AttemptResult::ClientFault(e.to_string());
+                }
+                Err(e) => {
+                    let kind = if e.sent { FailureKind::Broken } else { FailureKind::Connect };
+                    return AttemptResult::Failed { kind, message: e.error.to_string(), unsent: !e.sent };
                 }
             }
         }

@@ -361,7 +361,10 @@ async fn the_pool_drops_closed_tls_connections_and_keeps_kinds_apart() {
     assert_eq!(conn.pool_id(), settings.pool_id());
     let mut req = http::Request::new(None::<Full<Bytes>>);
     req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("backend.test"));
-    let response = lb::h1::send(conn, &mut req, None).await.unwrap_or_else(|e| panic!("{}", e.error));
+    let response =
+        lb::h1::send(conn, &mut req, None, tokio::time::Instant::now() + std::time::Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{}", e.error));
     let mut body = response.into_body();
     let mut got = Vec::new();
     while let Some(frame) = body.frame().await {
