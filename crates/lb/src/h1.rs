@@ -57,7 +57,9 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
-use crate::proxy::{ClientBody, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_LB_EXPLAIN};
+use crate::proxy::{
+    ClientBody, HOP_BY_HOP, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_LB_EXPLAIN,
+};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
@@ -435,7 +437,8 @@ impl Forwarding<'_> {
     }
 }
 
-fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
+/// One `name: value` line (shared with the server, `h1_server.rs`).
+pub(crate) fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
     buf.put_slice(name);
     buf.put_slice(b": ");
     buf.put_slice(value);
@@ -707,10 +710,7 @@ pub fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, Opt
         } else if name.eq_ignore_ascii_case(b"x-request-id") {
             fields.has_request_id = true;
         }
-        lines.put_slice(name);
-        lines.put_slice(b": ");
-        lines.put_slice(h.value);
-        lines.put_slice(b"\r\n");
+        put_field(&mut lines, name, h.value);
     }
     fields.lines = lines.freeze();
     // A 101 hands the connection to another protocol; it is never reused for HTTP.
@@ -718,20 +718,24 @@ pub fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, Opt
     Ok(Some((len, Some(Head { status, version, fields, framing, keep_alive }))))
 }
 
-/// The fields that describe one connection, not the message (RFC 9110 7.6.1, plus the obsolete
-/// `Keep-Alive` and `Proxy-Connection`): never forwarded. Compared by length first, then without case.
+/// The lengths of the [`HOP_BY_HOP`] names, as bits: most field names are ruled out by their length
+/// alone, with no comparison.
+const HOP_LENGTHS: u32 = {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < HOP_BY_HOP.len() {
+        mask |= 1 << HOP_BY_HOP[i].len();
+        i += 1;
+    }
+    mask
+};
+
+/// Is `name` (as the parser gave it, any case) one of the fields that describe one connection, not the
+/// message ([`HOP_BY_HOP`], the one list both directions use)? Never forwarded.
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    let candidates: &[&[u8]] = match name.len() {
-        2 => &[b"te"],
-        7 => &[b"trailer", b"upgrade"],
-        10 => &[b"connection", b"keep-alive"],
-        16 => &[b"proxy-connection"],
-        17 => &[b"transfer-encoding"],
-        18 => &[b"proxy-authenticate"],
-        19 => &[b"proxy-authorization"],
-        _ => return false,
-    };
-    candidates.iter().any(|c| name.eq_ignore_ascii_case(c))
+    name.len() < 32
+        && HOP_LENGTHS & (1 << name.len()) != 0
+        && HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
 }
 
 /// Is `name` one of the tokens of a `Connection` field among `headers`?

@@ -67,7 +67,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
-use crate::h1::{Chunk, ChunkStep, chunk_step};
+use crate::h1::{Chunk, ChunkStep, chunk_step, put_field};
 use crate::limits::{ServerLimits, WatchedIo};
 use crate::proxy::{ClientBody, ClientInfo, ProxyBody, Worker};
 
@@ -944,9 +944,7 @@ async fn write_response(
         declared = fields.content_length;
         has_date = fields.has_date;
         if let Some(id) = request_id {
-            wbuf.put_slice(b"x-request-id: ");
-            wbuf.put_slice(id.as_bytes());
-            wbuf.put_slice(b"\r\n");
+            put_field(wbuf, b"x-request-id", id.as_bytes());
         }
     }
     for (name, value) in &parts.headers {
@@ -955,10 +953,7 @@ async fn write_response(
         } else if *name == header::DATE {
             has_date = true;
         }
-        wbuf.put_slice(name.as_str().as_bytes());
-        wbuf.put_slice(b": ");
-        wbuf.put_slice(value.as_bytes());
-        wbuf.put_slice(b"\r\n");
+        put_field(wbuf, name.as_str().as_bytes(), value.as_bytes());
     }
     if !has_date {
         wbuf.put_slice(b"date: ");

@@ -184,8 +184,23 @@ pub(crate) static X_LB_EXPLAIN: HeaderName = HeaderName::from_static("x-lb-expla
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// The headers that describe one connection, not the message (RFC 9110 section 7.6.1): a proxy must
-/// not forward them, in either direction.
+/// The headers that describe one connection, not the message (RFC 9110 section 7.6.1, and the
+/// obsolete `Keep-Alive` and `Proxy-Connection`): a proxy must not forward them, in either direction.
+/// Response heads are checked against this list as bytes (`h1::is_hop_by_hop`); [`hop_by_hop`] is the
+/// same list as `HeaderName`s, for maps.
+pub(crate) const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// [`HOP_BY_HOP`] as `HeaderName`s: comparing one with a standard name is an enum compare.
 fn hop_by_hop() -> [&'static HeaderName; 9] {
     [
         &header::CONNECTION,
@@ -1111,6 +1126,17 @@ mod tests {
             prop_assert_eq!(&old_id, &new_id, "the id the response carries");
             prop_assert_eq!(lines(&old_head), lines(&new_head));
         });
+    }
+
+    #[test]
+    fn the_hop_by_hop_list_is_one_list() {
+        assert_eq!(hop_by_hop().map(HeaderName::as_str), HOP_BY_HOP);
+        for name in HOP_BY_HOP {
+            assert!(h1::is_hop_by_hop(name.to_ascii_uppercase().as_bytes()), "{name}");
+        }
+        for name in ["date", "server", "content-length", "content-type", "x-te", "upgrades"] {
+            assert!(!h1::is_hop_by_hop(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]
