@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::balancer::{BACKEND_PORTS, Balancer};
 use crate::render::{Ports, render};
@@ -63,14 +63,14 @@ pub fn validate_file(root: &Path) -> Report {
 /// Validates compose `text` whose relative paths are relative to `root`.
 pub fn validate(root: &Path, text: &str) -> Report {
     let mut r = Report::default();
-    let doc: Value = match serde_yaml::from_str(text) {
+    let doc: Value = match serde_norway::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             r.errors.push(format!("docker-compose.yml does not parse: {e}"));
             return r;
         }
     };
-    // YAML merge keys (`<<: *backend`) are not applied by serde_yaml's Value; do it here.
+    // YAML merge keys (`<<: *backend`) are not applied by serde_norway's Value; do it here.
     let mut doc = doc;
     if let Err(e) = doc.apply_merge() {
         r.errors.push(format!("docker-compose.yml merge keys: {e}"));
@@ -275,12 +275,12 @@ fn strings(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-fn check_prometheus(root: &Path, services: &serde_yaml::Mapping, r: &mut Report) {
+fn check_prometheus(root: &Path, services: &serde_norway::Mapping, r: &mut Report) {
     let path = root.join("monitoring/prometheus.yml");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return; // reported by the volume check
     };
-    let doc: Value = match serde_yaml::from_str(&text) {
+    let doc: Value = match serde_norway::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
             r.errors.push(format!("{}: {e}", path.display()));
