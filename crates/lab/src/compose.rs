@@ -204,7 +204,7 @@ fn check_command(root: &Path, name: &str, svc: &Value, r: &mut Report) {
 /// Checks one short-syntax volume `SRC:DST[:MODE]` of service `name`.
 fn check_volume(root: &Path, name: &str, spec: &str, r: &mut Report) {
     // Interpolate first: a default such as `${X:-a.conf}` contains a colon itself.
-    let (resolved, defaulted) = match interpolate(spec) {
+    let Interpolated { text: resolved, defaulted } = match interpolate(spec) {
         Ok(p) => p,
         Err(e) => {
             r.errors.push(format!("{name}: volume {spec}: {e}"));
@@ -239,9 +239,18 @@ fn check_volume(root: &Path, name: &str, spec: &str, r: &mut Report) {
     }
 }
 
-/// Replaces `${VAR:-default}` / `${VAR-default}` by the default. Returns the path and whether a
-/// variable was involved. `${VAR}` without a default is an error: the file would not work unset.
-pub fn interpolate(s: &str) -> Result<(String, bool), String> {
+/// A compose value with its variables replaced by their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpolated {
+    /// The value as Docker Compose reads it when no variable is set.
+    pub text: String,
+    /// True when a variable was involved, so another value could be chosen.
+    pub defaulted: bool,
+}
+
+/// Replaces `${VAR:-default}` / `${VAR-default}` by the default. `${VAR}` without a default is an
+/// error: the file would not work unset.
+pub fn interpolate(s: &str) -> Result<Interpolated, String> {
     let mut out = String::new();
     let mut rest = s;
     let mut any = false;
@@ -260,7 +269,7 @@ pub fn interpolate(s: &str) -> Result<(String, bool), String> {
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok((out, any))
+    Ok(Interpolated { text: out, defaulted: any })
 }
 
 /// A published port, `[IP:]HOST:CONTAINER[/proto]`.
@@ -347,14 +356,18 @@ fn check_prometheus(root: &Path, services: &serde_norway::Mapping, r: &mut Repor
 mod tests {
     use super::*;
 
+    fn interpolated(text: &str, defaulted: bool) -> Interpolated {
+        Interpolated { text: text.to_string(), defaulted }
+    }
+
     #[test]
     fn interpolation_takes_defaults() {
         assert_eq!(
             interpolate("./nginx/${NGINX_CONFIG:-round-robin.conf}").unwrap(),
-            ("./nginx/round-robin.conf".into(), true)
+            interpolated("./nginx/round-robin.conf", true)
         );
-        assert_eq!(interpolate("./a/${X-b}").unwrap(), ("./a/b".into(), true));
-        assert_eq!(interpolate("./plain").unwrap(), ("./plain".into(), false));
+        assert_eq!(interpolate("./a/${X-b}").unwrap(), interpolated("./a/b", true));
+        assert_eq!(interpolate("./plain").unwrap(), interpolated("./plain", false));
         assert!(interpolate("./${NOPE}").is_err());
     }
 
