@@ -160,6 +160,13 @@ struct OpenHeading {
     html_anchors: Vec<String>,
 }
 
+/// An HTML block being read.
+#[derive(Debug)]
+struct OpenHtml {
+    start: usize,
+    text: String,
+}
+
 /// Turns the parser's events into a [`Document`].
 struct Reader<'a> {
     source: &'a str,
@@ -167,6 +174,7 @@ struct Reader<'a> {
     doc: Document,
     fence: Option<OpenFence>,
     heading: Option<OpenHeading>,
+    html_block: Option<OpenHtml>,
     /// Links with the offset they are written at: reference definitions arrive after every event and
     /// are put in place by it.
     links: Vec<(usize, Link)>,
@@ -180,6 +188,7 @@ impl<'a> Reader<'a> {
             doc: Document::default(),
             fence: None,
             heading: None,
+            html_block: None,
             links: Vec::new(),
         }
     }
@@ -220,7 +229,20 @@ impl<'a> Reader<'a> {
                 let line = self.lines.line(range.start);
                 self.doc.code_spans.push(CodeSpan { line, text: code.trim().to_string() });
             }
-            Event::Html(html) | Event::InlineHtml(html) => self.html(&html, range.start),
+            // An HTML block arrives a line at a time; a tag may span lines, so read it whole.
+            Event::Start(Tag::HtmlBlock) => {
+                self.html_block = Some(OpenHtml { start: range.start, text: String::new() })
+            }
+            Event::Html(html) => match &mut self.html_block {
+                Some(block) => block.text.push_str(&html),
+                None => self.html(&html, range.start),
+            },
+            Event::End(TagEnd::HtmlBlock) => {
+                if let Some(block) = self.html_block.take() {
+                    self.html(&block.text, block.start);
+                }
+            }
+            Event::InlineHtml(html) => self.html(&html, range.start),
             _ => {}
         }
     }
@@ -267,19 +289,18 @@ impl<'a> Reader<'a> {
         self.links.push((offset, Link { line: self.lines.line(offset), target: target.to_string() }));
     }
 
-    /// HTML, a block or inline: anchors it defines and links it makes.
+    /// HTML, a block or inline: anchors it defines and links it makes. `start` is the offset of its
+    /// first line.
     fn html(&mut self, html: &str, start: usize) {
         let line_of = |index: usize| self.lines.line(start) + html[..index].matches('\n').count();
-        let anchors: Vec<String> =
-            ["name", "id"].iter().flat_map(|a| attributes(html, a)).map(|(_, value)| value).collect();
+        let anchors = ["name", "id"].iter().flat_map(|a| attributes(html, a)).map(|a| a.value);
         match &mut self.heading {
             Some(heading) => heading.html_anchors.extend(anchors),
             None => self.doc.anchors.extend(anchors),
         }
-        let mut targets: Vec<(usize, String)> =
-            ["href", "src"].iter().flat_map(|a| attributes(html, a)).collect();
-        targets.sort_by_key(|(index, _)| *index);
-        for (index, target) in targets {
+        let mut targets: Vec<Attribute> = ["href", "src"].iter().flat_map(|a| attributes(html, a)).collect();
+        targets.sort_by_key(|a| a.index);
+        for Attribute { index, value: target } in targets {
             if !target.is_empty() && !is_external(&target) {
                 self.links.push((start + index, Link { line: line_of(index), target }));
             }
@@ -300,9 +321,15 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The values of attribute `name` (`name="value"` or `name='value'`) inside the tags of `html`, with
-/// the byte index of each value.
-fn attributes(html: &str, name: &str) -> Vec<(usize, String)> {
+/// An attribute's value in some HTML, and the byte index where the value starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Attribute {
+    index: usize,
+    value: String,
+}
+
+/// The values of attribute `name` (`name="value"` or `name='value'`) inside the tags of `html`.
+fn attributes(html: &str, name: &str) -> Vec<Attribute> {
     let mut found = Vec::new();
     let mut from = 0;
     while let Some(at) = html[from..].find(name).map(|i| from + i) {
@@ -314,10 +341,10 @@ fn attributes(html: &str, name: &str) -> Vec<(usize, String)> {
         if !before.is_some_and(char::is_whitespace) || !matches!(quote, '"' | '\'') || !in_tag {
             continue;
         }
-        let value_start = from + 2;
-        let Some(length) = html[value_start..].find(quote) else { break };
-        found.push((value_start, html[value_start..value_start + length].to_string()));
-        from = value_start + length;
+        let index = from + 2;
+        let Some(length) = html[index..].find(quote) else { break };
+        found.push(Attribute { index, value: html[index..index + length].to_string() });
+        from = index + length;
     }
     found
 }
@@ -438,11 +465,12 @@ mod tests {
 
     #[test]
     fn html_blocks_give_anchors_and_links() {
-        let text = "<p align=\"center\">\n  <img src=\"docs/logo.svg\" data-src=\"no.svg\">\n  \
+        let text = "<p align=\"center\">\n  <img alt=\"logo\"\n    src=\"docs/logo.svg\" data-src=\"no.svg\">\n  \
                     <a href=\"https://x.io\">x</a> <a href=\"#top\" id=\"top\">top</a>\n</p>\n\n\
                     ## Title <a name=\"t\"></a>\n\nText with <a href=\"inline.md\">html</a>.\n";
         let doc = Document::parse(text);
-        assert_eq!(targets(&doc), vec![(2, "docs/logo.svg"), (3, "#top"), (8, "inline.md")]);
+        // The `src` of a tag that spans two lines is on the second.
+        assert_eq!(targets(&doc), vec![(3, "docs/logo.svg"), (4, "#top"), (9, "inline.md")]);
         assert_eq!(doc.anchors(), vec!["top", "title", "t"]);
     }
 
