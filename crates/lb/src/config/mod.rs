@@ -169,7 +169,7 @@ pub struct UpstreamConfig {
     pub retry: RetryConfig,
     /// `[upstream.limits]`
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: UpstreamLimits,
     /// `[upstream.health_check]`: active health checks; off when absent.
     pub health_check: Option<HealthCheckConfig>,
     /// `[upstream.outlier_detection]`: passive ejection of failing backends; off when absent.
@@ -211,7 +211,7 @@ impl UpstreamConfig {
             ewma_decay: default_ewma_decay(),
             timeouts: Timeouts::default(),
             retry: RetryConfig::default(),
-            limits: Limits::default(),
+            limits: UpstreamLimits::default(),
             health_check: None,
             outlier_detection: None,
             options: OptionsConfig::default(),
@@ -281,14 +281,14 @@ impl Default for RetryConfig {
 /// `[upstream.limits]`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Limits {
+pub struct UpstreamLimits {
     /// Circuit breaker: a backend with this many requests in flight is passed over.
     pub max_in_flight_per_backend: u64,
 }
 
-impl Default for Limits {
+impl Default for UpstreamLimits {
     fn default() -> Self {
-        Limits { max_in_flight_per_backend: 10_000 }
+        UpstreamLimits { max_in_flight_per_backend: 10_000 }
     }
 }
 

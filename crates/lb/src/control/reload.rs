@@ -121,6 +121,46 @@ struct InForce {
     listeners: Listeners,
 }
 
+/// What a reload cannot change in a running process (`server.workers`, `admin.listen`): a warning for
+/// each that `config` changes, and `config` set back to what runs, so the next reload compares with
+/// what runs.
+fn keep_restart_only(config: &mut Config, old: &Config, workers_running: usize) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    if workers != workers_running {
+        let in_file = match config.server.workers {
+            0 => format!("0 (one per core: {workers})"),
+            n => n.to_string(),
+        };
+        warnings.push(format!(
+            "server.workers: {in_file} in the file, {workers_running} running: restart lb to apply it"
+        ));
+        config.server.workers = old.server.workers;
+    }
+    let admin_listen = |c: &Config| c.admin.as_ref().and_then(|a| a.listen);
+    if admin_listen(config) != admin_listen(old) {
+        let show = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_string(), |a| a.to_string());
+        warnings.push(format!(
+            "admin.listen: {} in the file, {} running: restart lb to apply it",
+            show(admin_listen(config)),
+            show(admin_listen(old))
+        ));
+        let running = admin_listen(old);
+        match config.admin.as_mut() {
+            Some(a) => a.listen = running,
+            None if running.is_some() => {
+                config.admin =
+                    Some(crate::config::AdminConfig { listen: running, explain: false, access_log: false });
+            }
+            None => {}
+        }
+    }
+    warnings
+}
+
 impl Config {
     /// Read and check a file, the way `lb check`, `lb --config` and a reload do: [`Config::read`], then
     /// load every certificate it names (client-side TLS and each `[upstream.tls]`), so a bad one is
@@ -217,64 +257,13 @@ impl Reloader {
         // From here on nothing fails.
         self.shared.metrics.add_upstreams(&self.shared.upstreams);
         self.restart_control();
-        let settings = Settings::of(&config);
-        let before = self.shared.settings();
-        let mut settings_changed = Vec::new();
-        for (changed, name) in [
-            (settings.limits != before.limits, "server.limits"),
-            (settings.shutdown_grace != before.shutdown_grace, "server.shutdown_timeout"),
-            (settings.explain != before.explain, "admin.explain"),
-            (settings.access_log != before.access_log, "admin.access_log"),
-        ] {
-            if changed {
-                settings_changed.push(name.to_string());
-            }
-        }
-        self.shared.settings.store(Arc::new(settings));
-        self.shared.metrics.connections.set_max(settings.limits.max_connections);
+        let settings_changed = self.swap_settings(&config);
         let certificates = certs.len();
         self.certs.replace(certs);
         // Last, so that a new TLS listener starts with the new certificates.
         let listen = in_force.listeners.commit(plan);
 
-        let mut warnings = Vec::new();
-        let workers = match config.server.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        if workers != self.workers {
-            let in_file = match config.server.workers {
-                0 => format!("0 (one per core: {workers})"),
-                n => n.to_string(),
-            };
-            warnings.push(format!(
-                "server.workers: {in_file} in the file, {} running: restart lb to apply it",
-                self.workers
-            ));
-            config.server.workers = old.server.workers;
-        }
-        let admin_listen = |c: &Config| c.admin.as_ref().and_then(|a| a.listen);
-        if admin_listen(&config) != admin_listen(old) {
-            let show = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_string(), |a| a.to_string());
-            warnings.push(format!(
-                "admin.listen: {} in the file, {} running: restart lb to apply it",
-                show(admin_listen(&config)),
-                show(admin_listen(old))
-            ));
-            // Keep the address in force, so the next reload compares with what runs.
-            let running = admin_listen(old);
-            match config.admin.as_mut() {
-                Some(a) => a.listen = running,
-                None if running.is_some() => {
-                    config.admin = Some(crate::config::AdminConfig {
-                        listen: running,
-                        explain: false,
-                        access_log: false,
-                    });
-                }
-                None => {}
-            }
-        }
+        let warnings = keep_restart_only(&mut config, old, self.workers);
         for w in &warnings {
             tracing::warn!("reload: {w}");
         }
@@ -300,6 +289,27 @@ impl Reloader {
             certificates,
             warnings,
         })
+    }
+
+    /// Store the settings `config` asks for (one `ArcSwap` store that every request and connection reads
+    /// from then on) and return the names of those that changed.
+    fn swap_settings(&self, config: &Config) -> Vec<String> {
+        let settings = Settings::of(config);
+        let before = self.shared.settings();
+        let mut changed = Vec::new();
+        for (differs, name) in [
+            (settings.limits != before.limits, "server.limits"),
+            (settings.shutdown_grace != before.shutdown_grace, "server.shutdown_timeout"),
+            (settings.explain != before.explain, "admin.explain"),
+            (settings.access_log != before.access_log, "admin.access_log"),
+        ] {
+            if differs {
+                changed.push(name.to_string());
+            }
+        }
+        self.shared.settings.store(Arc::new(settings));
+        self.shared.metrics.connections.set_max(settings.limits.max_connections);
+        changed
     }
 
     fn restart_control(&self) {

@@ -3,8 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use http::{Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Empty};
+use lb_algorithms::InFlightGuard;
 use tokio::time::Instant;
 
 use crate::client::h2::{H2Body, H2Client, Reclaimable};
@@ -69,16 +70,7 @@ pub(crate) async fn forward(
         let (kind, message, unsent) = match sent {
             Ok(Ok(response)) => match ctx.answered(&picked, response.status()) {
                 Answered::Retry => continue,
-                Answered::Deliver(_) => {
-                    let (mut head, body) = response.into_parts();
-                    crate::http::forwarding::strip_hop_by_hop(&mut head.headers);
-                    head.version = http::Version::HTTP_11;
-                    if !head.headers.contains_key(&X_REQUEST_ID) {
-                        head.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-                    }
-                    ctx.explain_headers(&mut head.headers);
-                    return Response::from_parts(head, ProxyBody::streamed(body, picked.guard));
-                }
+                Answered::Deliver(_) => return deliver(response, picked.guard, &mut ctx, request_id),
             },
             Ok(Err(e)) => {
                 let why = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
@@ -97,4 +89,22 @@ pub(crate) async fn forward(
             return answer;
         }
     }
+}
+
+/// The backend's answer as the client gets it: hop-by-hop fields out, the request id and the explain
+/// headers in, the body streamed with the backend's in-flight guard.
+fn deliver(
+    response: Response<hyper::body::Incoming>,
+    guard: InFlightGuard,
+    ctx: &mut Attempts<'_>,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let (mut head, body) = response.into_parts();
+    crate::http::forwarding::strip_hop_by_hop(&mut head.headers);
+    head.version = http::Version::HTTP_11;
+    if !head.headers.contains_key(&X_REQUEST_ID) {
+        head.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    }
+    ctx.explain_headers(&mut head.headers);
+    Response::from_parts(head, ProxyBody::streamed(body, guard))
 }

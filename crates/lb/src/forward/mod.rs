@@ -169,14 +169,7 @@ impl Worker {
                     let mut tally = Tally::default();
                     let metrics = &self.shared.metrics;
                     let Routing { request_id, upstream, state, key, explain } = &*routing;
-                    let routed = Routed {
-                        client: &*client,
-                        upstream: &**upstream,
-                        state: &**state,
-                        key: *key,
-                        metrics: &**metrics,
-                        request_id,
-                    };
+                    let routed = Routed { client: &client, upstream, state, key: *key, metrics, request_id };
                     let response = forward_elsewhere(via, request, routed, *explain, &mut tally).await;
                     if logging {
                         outcome.upstream = Some(upstream.name.clone());

@@ -36,16 +36,21 @@
 //! same thing; HAProxy and Envoy (`upgrade_configs: [{upgrade_type: websocket}]`) tunnel on their own.
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use lb_algorithms::InFlightGuard;
+use tokio::sync::oneshot;
 
 use crate::forward::attempts::{Attempts, Tally};
 use crate::forward::{ProxyBody, Routed};
-use crate::http::ClientBody;
 use crate::http::forwarding::X_REQUEST_ID;
-use crate::net::backend_tls;
+use crate::http::h1::server::Upgraded;
+use crate::http::h1::tokens;
+use crate::http::{ClientBody, ClientInfo};
+use crate::net::backend_tls::{self, BackendStream};
 use crate::upstream::stats::FailureKind;
 
 /// How much of a refusal (a non-101 answer to an upgrade) is passed on; such answers are short.
@@ -61,9 +66,10 @@ pub fn wanted(headers: &http::HeaderMap, version: Version) -> Option<HeaderValue
     let connection_says_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
-        .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let h2c = upgrade.to_str().map_or(true, |u| u.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c")));
+        .flat_map(|v| tokens(v.as_bytes()))
+        .any(|t| t.eq_ignore_ascii_case(b"upgrade"));
+    // A value that is not text is refused like h2c, rather than guessed at.
+    let h2c = upgrade.to_str().map_or(true, |u| tokens(u.as_bytes()).any(|p| p.eq_ignore_ascii_case(b"h2c")));
     (connection_says_upgrade && !h2c).then(|| upgrade.clone())
 }
 
@@ -80,21 +86,8 @@ pub(crate) async fn forward(
     let timeouts = upstream.config.timeouts;
     // Not replayable: after the switch the request cannot be taken back.
     let mut ctx = Attempts::new(upstream, state, metrics, explain, false).tallied(tally);
-
-    // The request as the backend sees it: forwarding headers, origin-form target, and the two
-    // hop-by-hop headers that ask for the switch put back after the strip.
     let client_upgrade = crate::http::h1::server::on_upgrade(&mut req);
-    let mut upstream_req = Request::new(Empty::<Bytes>::new());
-    *upstream_req.method_mut() = req.method().clone();
-    *upstream_req.uri_mut() = req
-        .uri()
-        .path_and_query()
-        .and_then(|pq| Uri::try_from(pq.as_str()).ok())
-        .unwrap_or_else(|| Uri::from_static("/"));
-    let mut headers = std::mem::take(req.headers_mut());
-    crate::http::forwarding::add_forwarding_headers(&mut headers, client);
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, protocol);
+    let (mut upstream_req, mut headers) = upstream_request(&mut req, protocol, client);
 
     // TCP, and TLS to an upstream with `[upstream.tls]`: the tunnel then carries the WebSocket inside
     // the backend's TLS session. A connect failure (timeout included, as on the HTTP/1.1 path) tries
@@ -124,53 +117,91 @@ pub(crate) async fn forward(
     }
     *upstream_req.headers_mut() = headers;
 
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-        Ok(pair) => pair,
-        Err(e) => {
-            return ctx
-                .failed(picked, FailureKind::Connect, &e.to_string(), false, request_id)
-                .unwrap_or_else(|| ctx.internal(request_id));
+    let (kind, why) = match send(stream, upstream_req, timeouts.response_headers).await {
+        Ok(response) => {
+            // Metrics, latency and outlier detection as for any answer; an upgrade is never retried.
+            ctx.answered(&picked, response.status());
+            if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                return refused(response, &mut ctx).await;
+            }
+            let names = (upstream.name.clone(), addr);
+            return switch(response, picked.guard, client_upgrade, names, &mut ctx, request_id);
         }
+        Err(failure) => failure,
     };
+    ctx.failed(picked, kind, &why, false, request_id).unwrap_or_else(|| ctx.internal(request_id))
+}
+
+/// The request as the backend sees it: forwarding headers, origin-form target, and the two hop-by-hop
+/// headers that ask for the switch put back after the strip. The headers come apart from the request:
+/// `Host` is added once the backend is known.
+fn upstream_request(
+    req: &mut Request<ClientBody>,
+    protocol: HeaderValue,
+    client: &ClientInfo,
+) -> (Request<Empty<Bytes>>, HeaderMap) {
+    let mut upstream_req = Request::new(Empty::<Bytes>::new());
+    *upstream_req.method_mut() = req.method().clone();
+    *upstream_req.uri_mut() = req
+        .uri()
+        .path_and_query()
+        .and_then(|pq| Uri::try_from(pq.as_str()).ok())
+        .unwrap_or_else(|| Uri::from_static("/"));
+    let mut headers = std::mem::take(req.headers_mut());
+    crate::http::forwarding::add_forwarding_headers(&mut headers, client);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+    (upstream_req, headers)
+}
+
+/// Send the request on a fresh HTTP/1.1 connection and wait for the response head; on failure, what
+/// kind it was and why.
+async fn send(
+    stream: BackendStream,
+    upstream_req: Request<Empty<Bytes>>,
+    response_headers: std::time::Duration,
+) -> Result<Response<Incoming>, (FailureKind, String)> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| (FailureKind::Connect, e.to_string()))?;
     // `with_upgrades`: the connection task hands the socket over after a 101 instead of closing it.
     tokio::task::spawn_local(async move {
         let _ = conn.with_upgrades().await;
     });
-    let sent = tokio::time::timeout(timeouts.response_headers, sender.send_request(upstream_req)).await;
-    let mut response = match sent {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => {
-            return ctx
-                .failed(picked, FailureKind::Broken, &e.to_string(), false, request_id)
-                .unwrap_or_else(|| ctx.internal(request_id));
-        }
+    match tokio::time::timeout(response_headers, sender.send_request(upstream_req)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err((FailureKind::Broken, e.to_string())),
         Err(_) => {
-            let took = crate::config::format_duration(timeouts.response_headers);
-            let why = format!("response_headers timeout ({took})");
-            return ctx
-                .failed(picked, FailureKind::Timeout, &why, false, request_id)
-                .unwrap_or_else(|| ctx.internal(request_id));
+            let took = crate::config::format_duration(response_headers);
+            Err((FailureKind::Timeout, format!("response_headers timeout ({took})")))
         }
-    };
-    // Metrics, latency and outlier detection as for any answer; an upgrade is never retried.
-    ctx.answered(&picked, response.status());
-
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // Refused: pass the answer on (its body is short) and stay HTTP.
-        let (mut parts, body) = response.into_parts();
-        crate::http::forwarding::strip_hop_by_hop(&mut parts.headers);
-        let bytes = match Limited::new(body, MAX_REFUSAL_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => Bytes::new(),
-        };
-        parts.headers.remove(header::CONTENT_LENGTH);
-        ctx.explain_headers(&mut parts.headers);
-        return Response::from_parts(parts, ProxyBody::full(bytes));
     }
+}
 
-    let guard = picked.guard;
+/// The backend refused the switch: pass its answer on (its body is short) and stay HTTP.
+async fn refused(response: Response<Incoming>, ctx: &mut Attempts<'_>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    crate::http::forwarding::strip_hop_by_hop(&mut parts.headers);
+    let bytes = match Limited::new(body, MAX_REFUSAL_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    ctx.explain_headers(&mut parts.headers);
+    Response::from_parts(parts, ProxyBody::full(bytes))
+}
+
+/// The backend switched: tunnel the two connections once both upgrades complete, holding the backend's
+/// in-flight guard for the life of the tunnel, and answer the client's request with the 101.
+fn switch(
+    mut response: Response<Incoming>,
+    guard: InFlightGuard,
+    client_upgrade: oneshot::Receiver<Upgraded>,
+    (upstream_name, addr): (String, String),
+    ctx: &mut Attempts<'_>,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
     let backend_upgrade = hyper::upgrade::on(&mut response);
-    let upstream_name = upstream.name.clone();
     tokio::task::spawn_local(async move {
         // Held for the life of the tunnel: the backend is busy until the WebSocket closes.
         let _guard = guard;

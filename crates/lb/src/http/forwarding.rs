@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::http::h1::client::{self as h1};
+use crate::http::h1::tokens;
 
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -65,8 +66,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .flat_map(|v| tokens(v.as_bytes()))
+            .filter_map(|n| HeaderName::from_bytes(n).ok())
             .collect();
         for n in named {
             headers.remove(n);
@@ -196,8 +197,8 @@ fn connection_names(headers: &HeaderMap, name: &HeaderName) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        .any(|n| n.trim().eq_ignore_ascii_case(name.as_str()))
+        .flat_map(|v| tokens(v.as_bytes()))
+        .any(|n| n.eq_ignore_ascii_case(name.as_str().as_bytes()))
 }
 
 /// Would `s` make a valid field value (what `HeaderValue::from_str` accepts), without building one?
@@ -320,10 +321,10 @@ mod tests {
     fn the_hop_by_hop_list_is_one_list() {
         assert_eq!(hop_by_hop().map(HeaderName::as_str), HOP_BY_HOP);
         for name in HOP_BY_HOP {
-            assert!(h1::is_hop_by_hop(name.to_ascii_uppercase().as_bytes()), "{name}");
+            assert!(crate::http::h1::is_hop_by_hop(name.to_ascii_uppercase().as_bytes()), "{name}");
         }
         for name in ["date", "server", "content-length", "content-type", "x-te", "upgrades"] {
-            assert!(!h1::is_hop_by_hop(name.as_bytes()), "{name}");
+            assert!(!crate::http::h1::is_hop_by_hop(name.as_bytes()), "{name}");
         }
     }
 

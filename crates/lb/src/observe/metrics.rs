@@ -38,10 +38,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use lb_algorithms::{Health, now_nanos};
+use lb_algorithms::{Backend, Health, Nanos, now_nanos};
 
 use crate::upstream::stats::{BUCKETS_NANOS, BUCKETS_SECONDS, BackendStats, COMMON_CODES, FailureKind};
-use crate::upstream::{Upstream, Upstreams};
+use crate::upstream::{Upstream, UpstreamState, Upstreams};
 
 /// Per-upstream counters that have no backend (retries, the retry budget, "no backend" answers).
 #[derive(Debug)]
@@ -173,171 +173,27 @@ impl Metrics {
     /// Everything, in the Prometheus text exposition format 0.0.4
     /// (`Content-Type: text/plain; version=0.0.4`).
     pub fn render(&self, upstreams: &Upstreams) -> String {
-        let now = now_nanos();
         // One snapshot per upstream, so every family below describes the same backend list even if an
         // operator adds a backend halfway through the scrape.
-        let all = upstreams.all();
-        let snapshots: Vec<_> = all.iter().map(|u| (u, u.load())).collect();
+        let snapshots: Vec<Snapshot> = upstreams.all().iter().map(|u| (Arc::clone(u), u.load())).collect();
         let mut out = String::with_capacity(4096);
         let mut w = Writer { out: &mut out };
+        render_requests(&mut w, &snapshots);
+        render_durations(&mut w, &snapshots);
+        render_backend_gauges(&mut w, &snapshots, now_nanos());
+        self.render_upstreams(&mut w, &snapshots);
+        self.render_process(&mut w);
+        out
+    }
 
-        // For every backend of every upstream: its labels, the upstream, the state and the stats.
-        let each = || {
-            snapshots.iter().flat_map(|(u, state)| {
-                state.set.backends().iter().zip(&state.stats).map(move |(b, s)| (u.as_ref(), state, b, s))
-            })
-        };
-
-        w.family("lb_requests_total", "counter", "Responses received from backends, by status code.");
-        for (u, _, b, s) in each() {
-            for (i, code) in COMMON_CODES.iter().enumerate() {
-                let n = s.by_code[i].load(Relaxed);
-                if n > 0 {
-                    w.sample(
-                        "lb_requests_total",
-                        &[("upstream", &u.name), ("backend", b.addr())],
-                        Some(("code", &code.to_string())),
-                        n as f64,
-                    );
-                }
-            }
-            for class in 1..=5u8 {
-                let in_class = s.by_class[usize::from(class)].load(Relaxed);
-                let common: u64 = COMMON_CODES
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| **c / 100 == u16::from(class))
-                    .map(|(i, _)| s.by_code[i].load(Relaxed))
-                    .sum();
-                // Concurrent increments can make `common` overtake `in_class` for an instant.
-                let other = in_class.saturating_sub(common);
-                if other > 0 {
-                    w.sample(
-                        "lb_requests_total",
-                        &[("upstream", &u.name), ("backend", b.addr())],
-                        Some(("code", &format!("{class}xx"))),
-                        other as f64,
-                    );
-                }
-            }
-        }
-
-        w.family(
-            "lb_request_duration_seconds",
-            "histogram",
-            "Time from sending a request to a backend to receiving its response headers.",
-        );
-        for (u, _, b, s) in each() {
-            let labels = [("upstream", u.name.as_str()), ("backend", b.addr())];
-            let mut cumulative = 0u64;
-            for (i, le) in BUCKETS_SECONDS.iter().enumerate() {
-                cumulative += s.buckets[i].load(Relaxed);
-                w.sample(
-                    "lb_request_duration_seconds_bucket",
-                    &labels,
-                    Some(("le", &le.to_string())),
-                    cumulative as f64,
-                );
-            }
-            cumulative += s.buckets[BUCKETS_NANOS.len()].load(Relaxed);
-            w.sample("lb_request_duration_seconds_bucket", &labels, Some(("le", "+Inf")), cumulative as f64);
-            w.sample("lb_request_duration_seconds_sum", &labels, None, s.latency_sum().as_secs_f64());
-            w.sample("lb_request_duration_seconds_count", &labels, None, cumulative as f64);
-        }
-
-        w.family("lb_backend_failures_total", "counter", "Attempts that got no response, by kind.");
-        for (u, _, b, s) in each() {
-            for kind in FailureKind::ALL {
-                w.sample(
-                    "lb_backend_failures_total",
-                    &[("upstream", &u.name), ("backend", b.addr())],
-                    Some(("kind", kind.as_str())),
-                    s.failures(kind) as f64,
-                );
-            }
-        }
-
-        w.family(
-            "lb_backend_in_flight",
-            "gauge",
-            "Requests sent to the backend whose response has not finished.",
-        );
-        for (u, _, b, _) in each() {
-            w.sample(
-                "lb_backend_in_flight",
-                &[("upstream", &u.name), ("backend", b.addr())],
-                None,
-                b.in_flight() as f64,
-            );
-        }
-
-        w.family(
-            "lb_backend_healthy",
-            "gauge",
-            "1 if the backend is healthy (may be picked outside panic mode).",
-        );
-        for (u, _, b, _) in each() {
-            let healthy = b.health() == Health::Healthy;
-            w.sample(
-                "lb_backend_healthy",
-                &[("upstream", &u.name), ("backend", b.addr())],
-                None,
-                f64::from(u8::from(healthy)),
-            );
-        }
-
-        w.family(
-            "lb_backend_state",
-            "gauge",
-            "The backend's current state: 1 for the state it is in, 0 for the others.",
-        );
-        for (u, _, b, _) in each() {
-            for h in [Health::Healthy, Health::Unhealthy, Health::Ejected, Health::Draining] {
-                w.sample(
-                    "lb_backend_state",
-                    &[("upstream", &u.name), ("backend", b.addr())],
-                    Some(("state", h.as_str())),
-                    f64::from(u8::from(b.health() == h)),
-                );
-            }
-        }
-
-        w.family("lb_backend_weight", "gauge", "Configured weight times the slow-start factor.");
-        for (u, state, b, _) in each() {
-            let weight = b.effective_weight(now, state.set.options().slow_start);
-            w.sample("lb_backend_weight", &[("upstream", &u.name), ("backend", b.addr())], None, weight);
-        }
-
-        w.family("lb_backend_ejections_total", "counter", "Times outlier detection ejected the backend.");
-        for (u, _, b, s) in each() {
-            w.sample(
-                "lb_backend_ejections_total",
-                &[("upstream", &u.name), ("backend", b.addr())],
-                None,
-                s.ejections() as f64,
-            );
-        }
-
-        w.family(
-            "lb_backend_consecutive_failures",
-            "gauge",
-            "Failed attempts in a row, as outlier detection counts them.",
-        );
-        for (u, _, b, s) in each() {
-            w.sample(
-                "lb_backend_consecutive_failures",
-                &[("upstream", &u.name), ("backend", b.addr())],
-                None,
-                f64::from(s.consecutive_failures()),
-            );
-        }
-
+    /// The families per upstream: panic mode, retries, the retry budget, "no backend" answers.
+    fn render_upstreams(&self, w: &mut Writer<'_>, snapshots: &[Snapshot]) {
         w.family(
             "lb_upstream_panic",
             "gauge",
             "1 while the group is in panic mode (too few healthy backends).",
         );
-        for (u, state) in &snapshots {
+        for (u, state) in snapshots {
             w.sample(
                 "lb_upstream_panic",
                 &[("upstream", &u.name)],
@@ -345,7 +201,6 @@ impl Metrics {
                 f64::from(u8::from(state.set.in_panic())),
             );
         }
-
         let per_upstream: [(&str, &str, CounterField); 3] = [
             ("lb_retries_total", "Retries: second and later attempts of a request.", |c| &c.retries),
             (
@@ -367,7 +222,10 @@ impl Metrics {
                 w.sample(name, &[("upstream", "")], None, stray as f64);
             }
         }
+    }
 
+    /// The families of the process: client connections, memory, start time.
+    fn render_process(&self, w: &mut Writer<'_>) {
         w.family("lb_client_connections", "gauge", "Client connections open now.");
         w.sample("lb_client_connections", &[], None, self.connections.open() as f64);
         w.family(
@@ -376,7 +234,6 @@ impl Metrics {
             "Client connections closed at once because server.limits.max_connections were open.",
         );
         w.sample("lb_client_connections_refused_total", &[], None, self.connections.refused() as f64);
-
         if let Some(rss) = resident_memory_bytes() {
             w.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
             w.sample("process_resident_memory_bytes", &[], None, rss as f64);
@@ -389,11 +246,153 @@ impl Metrics {
             );
             w.sample("process_start_time_seconds", &[], None, since_epoch.as_secs() as f64);
         }
-        out
     }
 }
 
 /// Which counter of an upstream a family renders.
+/// An upstream and its state, read once per scrape.
+type Snapshot = (Arc<Upstream>, Arc<UpstreamState>);
+
+/// One backend of one upstream, as a scrape sees it.
+struct Row<'a> {
+    upstream: &'a Upstream,
+    state: &'a UpstreamState,
+    backend: &'a Backend,
+    stats: &'a BackendStats,
+}
+
+impl<'a> Row<'a> {
+    /// The labels every per-backend sample carries.
+    fn labels(&self) -> [(&'static str, &'a str); 2] {
+        [("upstream", self.upstream.name.as_str()), ("backend", self.backend.addr())]
+    }
+}
+
+/// Every backend of every upstream, in order.
+fn rows(snapshots: &[Snapshot]) -> impl Iterator<Item = Row<'_>> {
+    snapshots.iter().flat_map(|(u, state)| {
+        state.set.backends().iter().zip(&state.stats).map(move |(b, s)| Row {
+            upstream: u,
+            state,
+            backend: b,
+            stats: s,
+        })
+    })
+}
+
+/// `lb_requests_total`: responses by status code, the common ones one by one, the rest by class.
+fn render_requests(w: &mut Writer<'_>, snapshots: &[Snapshot]) {
+    w.family("lb_requests_total", "counter", "Responses received from backends, by status code.");
+    for row in rows(snapshots) {
+        let (labels, s) = (row.labels(), row.stats);
+        for (i, code) in COMMON_CODES.iter().enumerate() {
+            let n = s.by_code[i].load(Relaxed);
+            if n > 0 {
+                w.sample("lb_requests_total", &labels, Some(("code", &code.to_string())), n as f64);
+            }
+        }
+        for class in 1..=5u8 {
+            let in_class = s.by_class[usize::from(class)].load(Relaxed);
+            let common: u64 = COMMON_CODES
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c / 100 == u16::from(class))
+                .map(|(i, _)| s.by_code[i].load(Relaxed))
+                .sum();
+            // Concurrent increments can make `common` overtake `in_class` for an instant.
+            let other = in_class.saturating_sub(common);
+            if other > 0 {
+                w.sample("lb_requests_total", &labels, Some(("code", &format!("{class}xx"))), other as f64);
+            }
+        }
+    }
+}
+
+/// `lb_request_duration_seconds`: the latency histogram, its buckets summed into the cumulative counts
+/// Prometheus expects.
+fn render_durations(w: &mut Writer<'_>, snapshots: &[Snapshot]) {
+    w.family(
+        "lb_request_duration_seconds",
+        "histogram",
+        "Time from sending a request to a backend to receiving its response headers.",
+    );
+    for row in rows(snapshots) {
+        let (labels, s) = (row.labels(), row.stats);
+        let mut cumulative = 0u64;
+        for (i, le) in BUCKETS_SECONDS.iter().enumerate() {
+            cumulative += s.buckets[i].load(Relaxed);
+            w.sample(
+                "lb_request_duration_seconds_bucket",
+                &labels,
+                Some(("le", &le.to_string())),
+                cumulative as f64,
+            );
+        }
+        cumulative += s.buckets[BUCKETS_NANOS.len()].load(Relaxed);
+        w.sample("lb_request_duration_seconds_bucket", &labels, Some(("le", "+Inf")), cumulative as f64);
+        w.sample("lb_request_duration_seconds_sum", &labels, None, s.latency_sum().as_secs_f64());
+        w.sample("lb_request_duration_seconds_count", &labels, None, cumulative as f64);
+    }
+}
+
+/// The per-backend families read live from the sets: failures, in flight, health and state, weight,
+/// ejections, consecutive failures.
+fn render_backend_gauges(w: &mut Writer<'_>, snapshots: &[Snapshot], now: Nanos) {
+    w.family("lb_backend_failures_total", "counter", "Attempts that got no response, by kind.");
+    for row in rows(snapshots) {
+        for kind in FailureKind::ALL {
+            let n = row.stats.failures(kind) as f64;
+            w.sample("lb_backend_failures_total", &row.labels(), Some(("kind", kind.as_str())), n);
+        }
+    }
+    w.family(
+        "lb_backend_in_flight",
+        "gauge",
+        "Requests sent to the backend whose response has not finished.",
+    );
+    for row in rows(snapshots) {
+        w.sample("lb_backend_in_flight", &row.labels(), None, row.backend.in_flight() as f64);
+    }
+    w.family(
+        "lb_backend_healthy",
+        "gauge",
+        "1 if the backend is healthy (may be picked outside panic mode).",
+    );
+    for row in rows(snapshots) {
+        let healthy = row.backend.health() == Health::Healthy;
+        w.sample("lb_backend_healthy", &row.labels(), None, f64::from(u8::from(healthy)));
+    }
+    w.family(
+        "lb_backend_state",
+        "gauge",
+        "The backend's current state: 1 for the state it is in, 0 for the others.",
+    );
+    for row in rows(snapshots) {
+        for h in [Health::Healthy, Health::Unhealthy, Health::Ejected, Health::Draining] {
+            let is = f64::from(u8::from(row.backend.health() == h));
+            w.sample("lb_backend_state", &row.labels(), Some(("state", h.as_str())), is);
+        }
+    }
+    w.family("lb_backend_weight", "gauge", "Configured weight times the slow-start factor.");
+    for row in rows(snapshots) {
+        let weight = row.backend.effective_weight(now, row.state.set.options().slow_start);
+        w.sample("lb_backend_weight", &row.labels(), None, weight);
+    }
+    w.family("lb_backend_ejections_total", "counter", "Times outlier detection ejected the backend.");
+    for row in rows(snapshots) {
+        w.sample("lb_backend_ejections_total", &row.labels(), None, row.stats.ejections() as f64);
+    }
+    w.family(
+        "lb_backend_consecutive_failures",
+        "gauge",
+        "Failed attempts in a row, as outlier detection counts them.",
+    );
+    for row in rows(snapshots) {
+        let n = f64::from(row.stats.consecutive_failures());
+        w.sample("lb_backend_consecutive_failures", &row.labels(), None, n);
+    }
+}
+
 type CounterField = fn(&UpstreamCounters) -> &AtomicU64;
 
 /// Resident set size from `/proc/self/statm` (Linux only; `None` elsewhere). The second field is in

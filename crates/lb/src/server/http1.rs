@@ -22,10 +22,10 @@ use crate::config::ServerLimits;
 use crate::forward::{ProxyBody, Worker};
 use crate::http::ClientInfo;
 use crate::http::forwarding::X_REQUEST_ID;
-use crate::http::h1::client::{parse_length, put_field, write_hex};
 use crate::http::h1::server::{
     BodyState, ClientConn, DATE, LINGER, MAX_QUEUED, Parsed, Refusal, SharedConn, Upgraded, lock, parse,
 };
+use crate::http::h1::{parse_length, put_field, write_hex};
 use crate::net::io::ClientIo;
 
 /// What a connection does after an exchange.
@@ -304,7 +304,7 @@ async fn read_head(
 
 /// How the response body is delimited on the client connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Out {
+enum ResponseFraming {
     None,
     Length(u64),
     Chunked,
@@ -330,7 +330,7 @@ async fn write_response(
     let out = encode_head(wbuf, &parts, &body, version, keep_alive, head_method);
     let mut sender = Sender::new(wbuf.split().freeze(), out, body.is_end_stream());
     poll_fn(|cx| sender.poll_send(conn, &mut body, cx)).await?;
-    if out == Out::Close {
+    if out == ResponseFraming::Close {
         // Close-delimited: the end of the connection is the end of the body.
         return Err(Unusable);
     }
@@ -347,7 +347,7 @@ fn encode_head(
     version: Version,
     keep_alive: bool,
     head_method: bool,
-) -> Out {
+) -> ResponseFraming {
     let status = parts.status;
     let no_body = head_method
         || status.is_informational()
@@ -367,20 +367,20 @@ fn encode_head(
     }
     let mut keep_alive = keep_alive;
     let out = if no_body {
-        Out::None
+        ResponseFraming::None
     } else if let Some(n) = declared {
-        Out::Length(n)
+        ResponseFraming::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
         wbuf.put_slice(b"content-length: ");
         wbuf.put_slice(n.to_string().as_bytes());
         wbuf.put_slice(b"\r\n");
-        Out::Length(n)
+        ResponseFraming::Length(n)
     } else if version == Version::HTTP_11 {
         wbuf.put_slice(b"transfer-encoding: chunked\r\n");
-        Out::Chunked
+        ResponseFraming::Chunked
     } else {
         keep_alive = false;
-        Out::Close
+        ResponseFraming::Close
     };
     if status != StatusCode::SWITCHING_PROTOCOLS {
         if !keep_alive {
@@ -430,22 +430,22 @@ struct Sender {
     body_done: bool,
     /// Bytes the declared length still expects.
     left: u64,
-    out: Out,
+    out: ResponseFraming,
 }
 
 impl Sender {
-    fn new(head: Bytes, out: Out, end_stream: bool) -> Self {
+    fn new(head: Bytes, out: ResponseFraming, end_stream: bool) -> Self {
         let mut sender = Sender {
             queued: head.len(),
             queue: smallvec::smallvec![head],
-            body_done: out == Out::None || end_stream,
+            body_done: out == ResponseFraming::None || end_stream,
             left: match out {
-                Out::Length(n) => n,
+                ResponseFraming::Length(n) => n,
                 _ => u64::MAX,
             },
             out,
         };
-        if sender.body_done && out == Out::Chunked {
+        if sender.body_done && out == ResponseFraming::Chunked {
             sender.push(Bytes::from_static(b"0\r\n\r\n"));
         }
         sender
@@ -484,9 +484,9 @@ impl Sender {
                 Poll::Ready(None) => {
                     self.body_done = true;
                     match self.out {
-                        Out::Chunked => self.push(Bytes::from_static(b"0\r\n\r\n")),
+                        ResponseFraming::Chunked => self.push(Bytes::from_static(b"0\r\n\r\n")),
                         // Shorter than it said: the client would wait for the rest forever.
-                        Out::Length(_) if self.left > 0 => return Err(Unusable),
+                        ResponseFraming::Length(_) if self.left > 0 => return Err(Unusable),
                         _ => {}
                     }
                 }
@@ -510,22 +510,22 @@ impl Sender {
     #[inline]
     fn push_data(&mut self, data: Bytes) -> Result<(), Unusable> {
         match self.out {
-            Out::Chunked => {
+            ResponseFraming::Chunked => {
                 let mut size = BytesMut::with_capacity(18);
                 write_hex(&mut size, data.len());
                 self.push(size.freeze());
                 self.push(data);
                 self.push(Bytes::from_static(b"\r\n"));
             }
-            Out::Length(_) => {
+            ResponseFraming::Length(_) => {
                 if data.len() as u64 > self.left {
                     return Err(Unusable);
                 }
                 self.left -= data.len() as u64;
                 self.push(data);
             }
-            Out::Close => self.push(data),
-            Out::None => {}
+            ResponseFraming::Close => self.push(data),
+            ResponseFraming::None => {}
         }
         Ok(())
     }

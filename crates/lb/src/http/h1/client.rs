@@ -58,9 +58,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
 use crate::http::ClientBody;
-use crate::http::forwarding::{
-    HOP_BY_HOP, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_LB_EXPLAIN,
-};
+use crate::http::forwarding::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_LB_EXPLAIN};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
@@ -69,6 +67,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::http::h1::{
+    Chunk, ChunkStep, chunk_step, is_hop_by_hop, parse_length, put_field, tokens, write_hex,
+};
 use crate::net::backend_tls::BackendStream;
 
 /// The body sent upstream: the client's body streamed as it arrives, or none (which lets a request be
@@ -85,8 +86,6 @@ const READ_BUF: usize = 16 * 1024;
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields in a response head.
 const MAX_HEADERS: usize = 128;
-/// The longest chunk-size or trailer line, and all trailers together.
-const MAX_LINE: usize = 8 * 1024;
 
 /// What can go wrong talking to a backend.
 #[derive(Debug, thiserror::Error)]
@@ -284,7 +283,7 @@ impl Conn {
 
 /// How the request body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Out {
+pub(crate) enum RequestFraming {
     /// As the request's `Content-Length` says (or no body at all).
     Length,
     /// Chunked: the client gave no length.
@@ -294,7 +293,7 @@ pub(crate) enum Out {
 /// The request side of an exchange: what is left of the body to send.
 struct Sending<B> {
     body: UpstreamBody<B>,
-    out: Out,
+    out: RequestFraming,
     /// Everything, body included, has been written.
     done: bool,
     /// Writing failed or was abandoned: the connection cannot be reused.
@@ -323,7 +322,7 @@ where
             };
             match ready!(Pin::new(body).poll_frame(cx)) {
                 None => {
-                    if self.out == Out::Chunked {
+                    if self.out == RequestFraming::Chunked {
                         conn.queue.push_back(Bytes::from_static(b"0\r\n\r\n"));
                     }
                     self.body = None;
@@ -335,7 +334,7 @@ where
                     if data.is_empty() {
                         continue;
                     }
-                    if self.out == Out::Chunked {
+                    if self.out == RequestFraming::Chunked {
                         write_hex(&mut conn.wbuf, data.len());
                         conn.queue_wbuf();
                         conn.queue.push_back(data);
@@ -351,15 +350,6 @@ where
             }
         }
     }
-}
-
-/// A chunk-size line: `n` in lower-case hex, then CRLF (shared with `h1_server.rs`).
-pub(crate) fn write_hex(buf: &mut BytesMut, n: usize) {
-    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
-    for i in (0..digits).rev() {
-        buf.put_u8(b"0123456789abcdef"[(n >> (i * 4)) & 15]);
-    }
-    buf.put_slice(b"\r\n");
 }
 
 /// The fields a proxy adds to a request on its way to the backend, written by `encode_head` after the
@@ -436,14 +426,6 @@ impl Forwarding<'_> {
             || *name == X_FORWARDED_HOST
             || *name == X_LB_EXPLAIN
     }
-}
-
-/// One `name: value` line (shared with the server, `h1_server.rs`).
-pub(crate) fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
-    buf.put_slice(name);
-    buf.put_slice(b": ");
-    buf.put_slice(value);
-    buf.put_slice(b"\r\n");
 }
 
 /// Send `request` on `conn` and wait for the response head; with `forwarding`, the proxy's fields go
@@ -530,7 +512,7 @@ pub(crate) fn encode_head<B>(
     buf: &mut BytesMut,
     request: &Request<UpstreamBody<B>>,
     forwarding: Option<&Forwarding<'_>>,
-) -> Out {
+) -> RequestFraming {
     buf.put_slice(request.method().as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(request.uri().path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
@@ -556,10 +538,10 @@ pub(crate) fn encode_head<B>(
         forwarding.write(buf, prior_for, host);
     }
     let out = if has_length || request.body().is_none() {
-        Out::Length
+        RequestFraming::Length
     } else {
         buf.put_slice(b"transfer-encoding: chunked\r\n");
-        Out::Chunked
+        RequestFraming::Chunked
     };
     buf.put_slice(b"\r\n");
     out
@@ -645,77 +627,121 @@ pub fn parse_head(bytes: &[u8], head_request: bool) -> Result<ParsedHead, Error>
         return Ok(ParsedHead::Interim(len));
     }
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    // First pass: the framing, and what this connection is told. Nothing is copied yet.
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
-    // Any Transfer-Encoding at all; with `chunked` last the body is chunked, otherwise it runs to the close.
-    let mut other_coding = false;
-    let mut close = version == Version::HTTP_10;
-    // A `Connection` line that names other fields (they are this connection's too, and left out).
-    let mut names_others = false;
-    for h in parsed.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let n = parse_length(h.value).ok_or(Error::Framing("bad content-length"))?;
-            if content_length.is_some_and(|prior| prior != n) {
-                return Err(Error::Framing("conflicting content-length"));
-            }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Only the last coding decides; `chunked` anywhere but last means read to the close.
-            for coding in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
-                chunked = coding.eq_ignore_ascii_case(b"chunked");
-                other_coding = true;
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    close &= version != Version::HTTP_10;
-                } else if !token.is_empty() {
-                    names_others = true;
+    let declared = Declared::scan(parsed.headers, version)?;
+    let no_body = head_request || code == 204 || code == 304 || code == 101;
+    let (framing, close, drop_length) = declared.framing(no_body);
+    let fields = message_fields(parsed.headers, len, &declared, drop_length);
+    // A 101 hands the connection to another protocol; it is never reused for HTTP.
+    let keep_alive = !close && code != 101;
+    Ok(ParsedHead::Final(len, Head { status, version, fields, framing, keep_alive }))
+}
+
+/// What a response's fields say about its framing and its connection: the first pass over them, in
+/// which nothing is copied.
+#[derive(Debug, Clone, Copy)]
+struct Declared {
+    content_length: Option<u64>,
+    /// The last coding of the last `Transfer-Encoding` line is `chunked`.
+    chunked: bool,
+    /// Any Transfer-Encoding at all; with `chunked` last the body is chunked, otherwise it runs to the
+    /// close.
+    other_coding: bool,
+    close: bool,
+    /// A `Connection` line that names other fields (they are this connection's too, and left out).
+    names_others: bool,
+}
+
+impl Declared {
+    #[inline]
+    fn scan(headers: &[httparse::Header<'_>], version: Version) -> Result<Declared, Error> {
+        let mut d = Declared {
+            content_length: None,
+            chunked: false,
+            other_coding: false,
+            close: version == Version::HTTP_10,
+            names_others: false,
+        };
+        for h in headers {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"content-length") {
+                let n = parse_length(h.value).ok_or(Error::Framing("bad content-length"))?;
+                if d.content_length.is_some_and(|prior| prior != n) {
+                    return Err(Error::Framing("conflicting content-length"));
+                }
+                d.content_length = Some(n);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                // Only the last coding decides; `chunked` anywhere but last means read to the close.
+                for coding in tokens(h.value) {
+                    d.chunked = coding.eq_ignore_ascii_case(b"chunked");
+                    d.other_coding = true;
+                }
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for token in tokens(h.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        d.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        d.close &= version != Version::HTTP_10;
+                    } else {
+                        d.names_others = true;
+                    }
                 }
             }
         }
+        Ok(d)
     }
-    let no_body = head_request || code == 204 || code == 304 || code == 101;
-    // Transfer-Encoding wins over Content-Length, which must not reach the client beside it (RFC 9112
-    // 6.3); a sender of both is suspect, so its connection is not reused either.
-    let drop_length = !no_body && other_coding && content_length.is_some();
-    let framing = if no_body {
-        Framing::Length(0)
-    } else if chunked || other_coding {
-        close |= content_length.is_some();
-        if chunked {
-            // `chunked` last (`gzip, chunked` too): chunked framing; other codings are the client's.
-            Framing::Chunked(Chunk::Size)
+
+    /// How the body is delimited, whether the connection closes after it, and whether `Content-Length`
+    /// is left out of what the client gets. Transfer-Encoding wins over Content-Length, which must not
+    /// reach the client beside it (RFC 9112 6.3); a sender of both is suspect, so its connection is not
+    /// reused either.
+    #[inline]
+    fn framing(&self, no_body: bool) -> (Framing, bool, bool) {
+        let mut close = self.close;
+        let drop_length = !no_body && self.other_coding && self.content_length.is_some();
+        let framing = if no_body {
+            Framing::Length(0)
+        } else if self.chunked || self.other_coding {
+            close |= self.content_length.is_some();
+            if self.chunked {
+                // `chunked` last (`gzip, chunked` too): chunked framing; other codings are the client's.
+                Framing::Chunked(Chunk::Size)
+            } else {
+                close = true;
+                Framing::Eof
+            }
+        } else if let Some(n) = self.content_length {
+            Framing::Length(n)
         } else {
             close = true;
             Framing::Eof
-        }
-    } else if let Some(n) = content_length {
-        Framing::Length(n)
-    } else {
-        close = true;
-        Framing::Eof
-    };
-    // Second pass: the fields that are the message's, as lines for the client. The hop-by-hop ones
-    // (RFC 9110 7.6.1) and the framing are this connection's: the proxy frames the body again for its
-    // client. This is the whole of what the proxy does with a response head: no map of fields is
-    // built, and the lines are written out as they are here (see `h1_server.rs`).
+        };
+        (framing, close, drop_length)
+    }
+}
+
+/// The second pass: the fields that are the message's, as lines for the client. The hop-by-hop ones
+/// (RFC 9110 7.6.1) and the framing are this connection's: the proxy frames the body again for its
+/// client. This is the whole of what the proxy does with a response head: no map of fields is built,
+/// and the lines are written out as they are here (see `server/http1.rs`).
+#[inline]
+fn message_fields(
+    headers: &[httparse::Header<'_>],
+    len: usize,
+    declared: &Declared,
+    drop_length: bool,
+) -> Fields {
     let mut lines = BytesMut::with_capacity(len);
     let mut fields = Fields::default();
-    for h in parsed.headers.iter() {
+    for h in headers {
         let name = h.name.as_bytes();
         if is_hop_by_hop(name)
             || (drop_length && name.eq_ignore_ascii_case(b"content-length"))
-            || (names_others && named_in_connection(parsed.headers, name))
+            || (declared.names_others && named_in_connection(headers, name))
         {
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-length") {
-            fields.content_length = content_length;
+            fields.content_length = declared.content_length;
         } else if name.eq_ignore_ascii_case(b"date") {
             fields.has_date = true;
         } else if name.eq_ignore_ascii_case(b"x-request-id") {
@@ -724,29 +750,7 @@ pub fn parse_head(bytes: &[u8], head_request: bool) -> Result<ParsedHead, Error>
         put_field(&mut lines, name, h.value);
     }
     fields.lines = lines.freeze();
-    // A 101 hands the connection to another protocol; it is never reused for HTTP.
-    let keep_alive = !close && code != 101;
-    Ok(ParsedHead::Final(len, Head { status, version, fields, framing, keep_alive }))
-}
-
-/// The lengths of the [`HOP_BY_HOP`] names, as bits: most field names are ruled out by their length
-/// alone, with no comparison.
-const HOP_LENGTHS: u32 = {
-    let mut mask = 0;
-    let mut i = 0;
-    while i < HOP_BY_HOP.len() {
-        mask |= 1 << HOP_BY_HOP[i].len();
-        i += 1;
-    }
-    mask
-};
-
-/// Is `name` (as the parser gave it, any case) one of the fields that describe one connection, not the
-/// message ([`HOP_BY_HOP`], the one list both directions use)? Never forwarded.
-pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    name.len() < 32
-        && HOP_LENGTHS & (1 << name.len()) != 0
-        && HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+    fields
 }
 
 /// Is `name` one of the tokens of a `Connection` field among `headers`?
@@ -754,7 +758,7 @@ fn named_in_connection(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
     headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .any(|h| h.value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(name)))
+        .any(|h| tokens(h.value).any(|token| token.eq_ignore_ascii_case(name)))
 }
 
 /// A backend response's header fields as they go on to the client: `name: value` lines (CRLF after
@@ -794,14 +798,6 @@ impl Fields {
     }
 }
 
-pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 20 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-}
-
 /// How the rest of the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -813,18 +809,6 @@ enum Framing {
     Eof,
     /// Read completely.
     Done,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// Inside a chunk's data, with this many bytes left.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one; bytes of trailers seen so far.
-    Trailers(usize),
 }
 
 /// The response body: reads the backend's socket when polled, keeps sending the request body, and
@@ -917,25 +901,27 @@ where
                         return Poll::Ready(Some(Ok(data)));
                     }
                 }
-                Framing::Chunked(state) => match chunk_step(conn.buffered(), state)? {
-                    ChunkStep::Data(n, next) => {
-                        let data = Bytes::copy_from_slice(&conn.buffered()[..n]);
-                        conn.pos += n;
-                        self.framing = Framing::Chunked(next);
-                        return Poll::Ready(Some(Ok(data)));
+                Framing::Chunked(state) => {
+                    match chunk_step(conn.buffered(), state).map_err(Error::Framing)? {
+                        ChunkStep::Data(n, next) => {
+                            let data = Bytes::copy_from_slice(&conn.buffered()[..n]);
+                            conn.pos += n;
+                            self.framing = Framing::Chunked(next);
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                        ChunkStep::Skip(n, Some(next)) => {
+                            conn.pos += n;
+                            self.framing = Framing::Chunked(next);
+                            continue;
+                        }
+                        ChunkStep::Skip(n, None) => {
+                            conn.pos += n;
+                            self.framing = Framing::Done;
+                            return Poll::Ready(None);
+                        }
+                        ChunkStep::NeedMore => {}
                     }
-                    ChunkStep::Skip(n, Some(next)) => {
-                        conn.pos += n;
-                        self.framing = Framing::Chunked(next);
-                        continue;
-                    }
-                    ChunkStep::Skip(n, None) => {
-                        conn.pos += n;
-                        self.framing = Framing::Done;
-                        return Poll::Ready(None);
-                    }
-                    ChunkStep::NeedMore => {}
-                },
+                }
             }
             let n = match ready!(conn.poll_fill(cx)) {
                 Ok(n) => n,
@@ -947,80 +933,6 @@ where
                     return Poll::Ready(None);
                 }
                 return Poll::Ready(Some(Err(Error::Incomplete)));
-            }
-        }
-    }
-}
-
-/// What one step of the chunked decoder found at the front of a buffer.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum ChunkStep {
-    /// The first `n` bytes are body data; then the decoder is in this state.
-    Data(usize, Chunk),
-    /// The first `n` bytes are framing (a size line, a CRLF, a trailer line); then this state
-    /// (`None`: the body is complete).
-    Skip(usize, Option<Chunk>),
-    /// Not enough bytes yet.
-    NeedMore,
-}
-
-/// One step of the chunked decoder over `buf`, the unread bytes. Shared by the upstream client (response
-/// bodies) and the client-facing server (`h1_server.rs`, request bodies): one set of rules for sizes,
-/// extensions and trailers in both directions.
-pub(crate) fn chunk_step(buf: &[u8], state: Chunk) -> Result<ChunkStep, Error> {
-    match state {
-        Chunk::Size => {
-            let Some(end) = buf.iter().position(|&b| b == b'\n') else {
-                return if buf.len() > MAX_LINE {
-                    Err(Error::Framing("chunk size line too long"))
-                } else {
-                    Ok(ChunkStep::NeedMore)
-                };
-            };
-            let line = buf[..end].strip_suffix(b"\r").ok_or(Error::Framing("chunk size line"))?;
-            let digits = line.split(|&b| b == b';').next().unwrap_or(&[]).trim_ascii();
-            if digits.is_empty() || digits.len() > 15 {
-                return Err(Error::Framing("chunk size"));
-            }
-            let mut size = 0u64;
-            for &d in digits {
-                let v = (d as char).to_digit(16).ok_or(Error::Framing("chunk size"))?;
-                size = size * 16 + u64::from(v);
-            }
-            Ok(ChunkStep::Skip(end + 1, Some(if size == 0 { Chunk::Trailers(0) } else { Chunk::Data(size) })))
-        }
-        Chunk::Data(left) => {
-            if buf.is_empty() {
-                return Ok(ChunkStep::NeedMore);
-            }
-            let take = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let left = left - take as u64;
-            Ok(ChunkStep::Data(take, if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) }))
-        }
-        Chunk::DataEnd => {
-            if buf.len() < 2 {
-                return Ok(ChunkStep::NeedMore);
-            }
-            if &buf[..2] != b"\r\n" {
-                return Err(Error::Framing("missing CRLF after chunk data"));
-            }
-            Ok(ChunkStep::Skip(2, Some(Chunk::Size)))
-        }
-        Chunk::Trailers(seen) => {
-            let Some(end) = buf.iter().position(|&b| b == b'\n') else {
-                return if seen + buf.len() > MAX_LINE {
-                    Err(Error::Framing("trailers too long"))
-                } else {
-                    Ok(ChunkStep::NeedMore)
-                };
-            };
-            let line = buf[..end].strip_suffix(b"\r").ok_or(Error::Framing("trailer line"))?;
-            if line.is_empty() {
-                Ok(ChunkStep::Skip(end + 1, None))
-            } else if seen + end + 1 > MAX_LINE {
-                Err(Error::Framing("trailers too long"))
-            } else {
-                Ok(ChunkStep::Skip(end + 1, Some(Chunk::Trailers(seen + end + 1))))
             }
         }
     }
@@ -1502,7 +1414,7 @@ mod tests {
             r.headers_mut().append(name, value);
         }
         let mut buf = BytesMut::new();
-        assert_eq!(encode_head(&mut buf, &r, forwarding), Out::Length);
+        assert_eq!(encode_head(&mut buf, &r, forwarding), RequestFraming::Length);
         String::from_utf8_lossy(&buf).into_owned()
     }
 
@@ -1595,8 +1507,8 @@ mod tests {
         r.headers_mut().insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("203.0.113.9"));
         let before = r.headers().clone();
         let (mut first, mut second) = (BytesMut::new(), BytesMut::new());
-        assert_eq!(encode_head(&mut first, &r, Some(&ours(true))), Out::Chunked);
-        assert_eq!(encode_head(&mut second, &r, Some(&ours(true))), Out::Chunked);
+        assert_eq!(encode_head(&mut first, &r, Some(&ours(true))), RequestFraming::Chunked);
+        assert_eq!(encode_head(&mut second, &r, Some(&ours(true))), RequestFraming::Chunked);
         assert_eq!(first, second);
         assert_eq!(r.headers(), &before, "encoding leaves the request as it was");
         assert!(String::from_utf8_lossy(&first).ends_with(

@@ -65,7 +65,7 @@ use tokio::time::Sleep;
 
 use crate::config::ServerLimits;
 use crate::http::ClientBody;
-use crate::http::h1::client::{Chunk, ChunkStep, chunk_step};
+use crate::http::h1::{Chunk, ChunkStep, chunk_step, parse_length, tokens};
 use crate::net::io::ClientIo;
 
 /// Header lines a request may have (hyper's default is 100; nginx has no count, only bytes).
@@ -297,13 +297,7 @@ impl Body for RequestBody {
                     }
                 }
                 BodyState::Chunked(state) => match chunk_step(&conn.rbuf, state) {
-                    Err(e) => {
-                        let why = match e {
-                            crate::http::h1::client::Error::Framing(why) => why,
-                            _ => "framing",
-                        };
-                        return this.fail(conn, BodyError::Framing(why));
-                    }
+                    Err(why) => return this.fail(conn, BodyError::Framing(why)),
                     Ok(ChunkStep::Data(n, next)) => {
                         let bytes = conn.rbuf.split_to(n).freeze();
                         conn.body = BodyState::Chunked(next);
@@ -453,110 +447,22 @@ pub(crate) fn parse_into(
     c: &mut ClientConn,
     limits: &ServerLimits,
 ) -> Result<Option<Parsed>, Refusal> {
-    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut []);
-    spans.clear();
-    let (len, count, method, path, minor) = match req.parse_with_uninit_headers(&c.rbuf, &mut headers) {
-        Ok(httparse::Status::Complete(len)) => {
-            if len > limits.max_header_bytes {
-                return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
-            }
-            spans.extend(req.headers.iter().map(|h| Span {
-                name: offset_in(&c.rbuf, h.name.as_bytes()),
-                value: offset_in(&c.rbuf, h.value),
-            }));
-            let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
-                .map_err(|_| (StatusCode::BAD_REQUEST, "invalid method"))?;
-            let path = offset_in(&c.rbuf, req.path.unwrap_or("").as_bytes());
-            (len, req.headers.len(), method, path, req.version.unwrap_or(1))
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header lines"));
-        }
-        Err(_) => return Err((StatusCode::BAD_REQUEST, "malformed request head")),
-    };
-    let head = c.rbuf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(path.0..path.1))
+    let Some(line) = scan_head(spans, &c.rbuf, limits)? else { return Ok(None) };
+    let head = c.rbuf.split_to(line.len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(line.path.0..line.path.1))
         .map_err(|_| (StatusCode::BAD_REQUEST, "invalid request target"))?;
-    let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-
-    // Room for what the proxy may add (request id, X-Forwarded-*: on the HTTP/2 and upgrade paths, which
-    // hand hyper a map; the pooled path writes them as bytes), so the map is not grown and rehashed on
-    // the way.
-    let mut map = HeaderMap::with_capacity(count + 6);
-    let mut length: Option<u64> = None;
-    let mut te_seen = false;
-    let mut chunked_last = false;
-    let mut close = false;
-    let mut keep_alive_token = false;
-    let mut expect_continue = false;
-    let mut wants_upgrade = false;
-    for span in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
-            .map_err(|_| (StatusCode::BAD_REQUEST, "invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
-            .map_err(|_| (StatusCode::BAD_REQUEST, "invalid header value"))?;
-        if name == header::CONTENT_LENGTH {
-            let n = crate::http::h1::client::parse_length(value.as_bytes())
-                .ok_or((StatusCode::BAD_REQUEST, "invalid Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err((StatusCode::BAD_REQUEST, "conflicting Content-Length headers"));
-            }
-            length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
-            te_seen = true;
-            // The last coding of the last line decides; anything after `chunked` undoes it.
-            for coding in value.as_bytes().split(|&b| b == b',') {
-                let coding = coding.trim_ascii();
-                if !coding.is_empty() {
-                    chunked_last = coding.eq_ignore_ascii_case(b"chunked");
-                }
-            }
-        } else if name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-                wants_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
-            }
-        } else if name == header::EXPECT {
-            expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
-        }
-        map.append(name, value);
-    }
-    let mut keep_alive = match version {
-        Version::HTTP_10 => keep_alive_token && !close,
-        _ => !close,
-    };
-    let body = if te_seen {
-        if version == Version::HTTP_10 {
-            return Err((StatusCode::BAD_REQUEST, "Transfer-Encoding in an HTTP/1.0 request"));
-        }
-        if !chunked_last {
-            return Err((StatusCode::BAD_REQUEST, "Transfer-Encoding whose final coding is not chunked"));
-        }
-        if length.take().is_some() {
-            // RFC 9112 6.1: chunked wins, the length goes, and the connection closes afterwards.
-            map.remove(header::CONTENT_LENGTH);
-            keep_alive = false;
-        }
-        BodyState::Chunked(Chunk::Size)
-    } else {
-        match length {
-            Some(n) if n > 0 => BodyState::Length(n),
-            _ => BodyState::Done,
-        }
-    };
+    let version = if line.minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+    let (mut map, declared) = read_fields(&head, &spans[..line.count])?;
+    let (body, keep_alive) = declared.body(version, &mut map)?;
     let mut request = Request::new(ClientBody::Empty);
-    *request.method_mut() = method;
+    *request.method_mut() = line.method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = map;
     c.body = body;
     c.continue_at = None;
     if body != BodyState::Done {
-        if expect_continue && version == Version::HTTP_11 {
+        if declared.expect_continue && version == Version::HTTP_11 {
             c.continue_at = Some(0);
         }
         *request.body_mut() = ClientBody::H1(RequestBody {
@@ -566,18 +472,164 @@ pub(crate) fn parse_into(
             read_timeout: limits.body_read_timeout,
             timer: None,
             ended: false,
-            length: if te_seen { None } else { length },
+            length: if declared.te_seen { None } else { declared.length },
         });
     }
-    let upgrade =
-        (wants_upgrade && version == Version::HTTP_11 && request.headers().contains_key(header::UPGRADE))
-            .then(|| {
-                let (tx, rx) = oneshot::channel();
-                request.extensions_mut().insert(PendingUpgrade(Arc::new(Mutex::new(Some(rx)))));
-                tx
-            });
+    let upgrade = (declared.wants_upgrade
+        && version == Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE))
+    .then(|| {
+        let (tx, rx) = oneshot::channel();
+        request.extensions_mut().insert(PendingUpgrade(Arc::new(Mutex::new(Some(rx)))));
+        tx
+    });
     let head_method = request.method() == Method::HEAD;
     Ok(Some(Parsed { request, keep_alive, head_method, upgrade }))
+}
+
+/// The request line and where the head's pieces lie, as `httparse` found them.
+struct RequestLine {
+    /// Bytes of the whole head.
+    len: usize,
+    /// Header lines (their offsets are the first `count` of the spans).
+    count: usize,
+    method: Method,
+    /// The request target's offsets.
+    path: (usize, usize),
+    /// `1` for HTTP/1.1, `0` for HTTP/1.0.
+    minor: u8,
+}
+
+/// Parse the head at the start of `buf`, leaving its fields' offsets in `spans`. `Ok(None)`: incomplete.
+#[inline]
+fn scan_head(
+    spans: &mut Vec<Span>,
+    buf: &[u8],
+    limits: &ServerLimits,
+) -> Result<Option<RequestLine>, Refusal> {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    spans.clear();
+    match req.parse_with_uninit_headers(buf, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => {
+            if len > limits.max_header_bytes {
+                return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large"));
+            }
+            spans.extend(
+                req.headers.iter().map(|h| Span {
+                    name: offset_in(buf, h.name.as_bytes()),
+                    value: offset_in(buf, h.value),
+                }),
+            );
+            let method = Method::from_bytes(req.method.unwrap_or("").as_bytes())
+                .map_err(|_| (StatusCode::BAD_REQUEST, "invalid method"))?;
+            let path = offset_in(buf, req.path.unwrap_or("").as_bytes());
+            Ok(Some(RequestLine {
+                len,
+                count: req.headers.len(),
+                method,
+                path,
+                minor: req.version.unwrap_or(1),
+            }))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header lines"))
+        }
+        Err(_) => Err((StatusCode::BAD_REQUEST, "malformed request head")),
+    }
+}
+
+/// What a request's fields say about its framing and its connection (RFC 9112 sections 6 and 9).
+#[derive(Debug, Default, Clone, Copy)]
+struct Declared {
+    length: Option<u64>,
+    te_seen: bool,
+    /// The last coding of the last `Transfer-Encoding` line is `chunked`.
+    chunked_last: bool,
+    close: bool,
+    keep_alive_token: bool,
+    expect_continue: bool,
+    wants_upgrade: bool,
+}
+
+impl Declared {
+    /// Note one field.
+    #[inline]
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), Refusal> {
+        if name == header::CONTENT_LENGTH {
+            let n =
+                parse_length(value.as_bytes()).ok_or((StatusCode::BAD_REQUEST, "invalid Content-Length"))?;
+            if self.length.is_some_and(|l| l != n) {
+                return Err((StatusCode::BAD_REQUEST, "conflicting Content-Length headers"));
+            }
+            self.length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            self.te_seen = true;
+            // The last coding of the last line decides; anything after `chunked` undoes it.
+            for coding in tokens(value.as_bytes()) {
+                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name == header::CONNECTION {
+            for token in tokens(value.as_bytes()) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                self.wants_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            }
+        } else if name == header::EXPECT {
+            self.expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        }
+        Ok(())
+    }
+
+    /// How the body is framed, and whether the connection may carry another request: the smuggling
+    /// defences. With both `Transfer-Encoding` and `Content-Length`, chunked wins, the length goes from
+    /// `map`, and the connection closes afterwards (RFC 9112 section 6.1).
+    #[inline]
+    fn body(&self, version: Version, map: &mut HeaderMap) -> Result<(BodyState, bool), Refusal> {
+        let mut keep_alive = match version {
+            Version::HTTP_10 => self.keep_alive_token && !self.close,
+            _ => !self.close,
+        };
+        let body = if self.te_seen {
+            if version == Version::HTTP_10 {
+                return Err((StatusCode::BAD_REQUEST, "Transfer-Encoding in an HTTP/1.0 request"));
+            }
+            if !self.chunked_last {
+                return Err((StatusCode::BAD_REQUEST, "Transfer-Encoding whose final coding is not chunked"));
+            }
+            if self.length.is_some() {
+                map.remove(header::CONTENT_LENGTH);
+                keep_alive = false;
+            }
+            BodyState::Chunked(Chunk::Size)
+        } else {
+            match self.length {
+                Some(n) if n > 0 => BodyState::Length(n),
+                _ => BodyState::Done,
+            }
+        };
+        Ok((body, keep_alive))
+    }
+}
+
+/// The head's fields as a map (values sliced out of `head`, not copied), and what they declare.
+#[inline]
+fn read_fields(head: &Bytes, spans: &[Span]) -> Result<(HeaderMap, Declared), Refusal> {
+    // Room for what the proxy may add (request id, X-Forwarded-*: on the HTTP/2 and upgrade paths, which
+    // hand hyper a map; the pooled path writes them as bytes), so the map is not grown and rehashed on
+    // the way.
+    let mut map = HeaderMap::with_capacity(spans.len() + 6);
+    let mut declared = Declared::default();
+    for span in spans {
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
+            .map_err(|_| (StatusCode::BAD_REQUEST, "invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+            .map_err(|_| (StatusCode::BAD_REQUEST, "invalid header value"))?;
+        declared.note(&name, &value)?;
+        map.append(name, value);
+    }
+    Ok((map, declared))
 }
 
 /// The `Date` header, formatted once per second per thread.
