@@ -189,7 +189,6 @@ fn hash_ring() -> String {
     svg.circle(centre, radius, "none", FAINT);
     svg.text(530.0, 45.0, "start", r#"font-weight="bold""#, "Ring hash: 3 backends,");
     svg.text(530.0, 63.0, "start", r#"font-weight="bold""#, "4 points each, 5 keys");
-    svg.text(centre.0, centre.1 - radius - 8.0, "middle", &format!(r#"fill="{FAINT}""#), "0");
     for colour in COLOURS {
         svg.arrow_marker(colour);
     }
