@@ -40,6 +40,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal};
 use thiserror::Error;
 
 use crate::console::{Command, ConsoleBlock};
@@ -281,7 +282,14 @@ fn left_listening(report: &mut FileReport, services: &[Background]) {
                 line = line.max(service.line);
                 held.push(format!("{listener}, started at line {}: `{}`", service.line, service.text));
             }
-            None => held.push(listener.to_string()),
+            None => {
+                // Not one of the lesson's jobs: a process that moved to a group of its own. Nobody else
+                // will stop it, so stop it here.
+                held.push(format!("{listener}, outside the lesson's jobs"));
+                if let Some(group) = i32::try_from(listener.process_group).ok().and_then(Pid::from_raw) {
+                    let _ = rustix::process::kill_process_group(group, Signal::TERM);
+                }
+            }
         }
     }
     report.failed += 1;
