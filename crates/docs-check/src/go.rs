@@ -42,7 +42,7 @@ pub fn programs_in(file: &str, markdown: &str) -> Vec<GoProgram> {
         .into_iter()
         .filter(|fence| fence.info.split([',', ' ']).next() == Some("go"))
         .filter_map(|fence| {
-            let lines: Vec<&str> = fence.content.iter().map(|(_, line)| line.as_str()).collect();
+            let lines: Vec<&str> = fence.content.iter().map(|line| line.text.as_str()).collect();
             let first_code =
                 lines.iter().map(|l| l.trim()).find(|l| !l.is_empty() && !l.starts_with("//"))?;
             first_code.starts_with("package ").then(|| GoProgram {

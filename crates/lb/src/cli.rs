@@ -19,8 +19,8 @@ use clap::{Parser, Subcommand};
 use lb_algorithms::{Algorithm, BackendSpec, HashKey};
 use toy_backend::{Backend, BackendConfig};
 
+use crate::config::HealthCheckConfig;
 use crate::config::{AdminConfig, Config, UpstreamConfig, parse_backend};
-use crate::health::HealthCheckConfig;
 use crate::server::{Running, start};
 
 /// An HTTP load balancer you can read. With no arguments, a self-contained demo.
@@ -241,7 +241,7 @@ async fn serve(running: Running) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(Err(e)) => {
-                for line in crate::reload::describe(&e) {
+                for line in crate::control::reload::describe(&e) {
                     eprintln!("reload refused, still serving the previous configuration: {line}");
                 }
             }
