@@ -784,10 +784,10 @@ pub async fn run(spec: BalancersSpec, mut progress: impl FnMut(&str)) -> Result<
     }
     let saturation = bench.saturation(&targets, &mut progress)?;
     let syscalls = bench.syscalls(&targets, &mut progress)?;
-    let rates = FixedRates::below_saturation(&bench.spec, &targets, &saturation);
-    let latency = bench.latency(&targets, &rates.rates, &mut progress)?;
+    let fixed_rates = FixedRates::below_saturation(&bench.spec, &targets, &saturation);
+    let fixed_rate_runs = bench.fixed_rate_runs(&targets, &fixed_rates.rates, &mut progress)?;
     let memory = bench.memory(&targets, &mut progress).await?;
-    let measured = Measurements { targets, saturation, syscalls, rates, latency, memory };
+    let measured = Measurements { targets, saturation, syscalls, fixed_rates, fixed_rate_runs, memory };
     Ok(measured.report(&bench, missing))
 }
 
@@ -954,7 +954,7 @@ impl Bench {
     }
 
     /// 3. Latency at fixed rates, by target and index into `rates`, in alternating order.
-    fn latency(
+    fn fixed_rate_runs(
         &self,
         targets: &[Target],
         rates: &[f64],
@@ -1016,8 +1016,9 @@ struct Measurements {
     targets: Vec<Target>,
     saturation: HashMap<Target, Vec<SaturationRun>>,
     syscalls: HashMap<Target, Option<f64>>,
-    rates: FixedRates,
-    latency: HashMap<(Target, usize), Vec<LoadSummary>>,
+    fixed_rates: FixedRates,
+    /// By target and index into the rates.
+    fixed_rate_runs: HashMap<(Target, usize), Vec<LoadSummary>>,
     memory: HashMap<Target, u64>,
 }
 
@@ -1031,13 +1032,13 @@ impl Measurements {
             connections: spec.connections,
             backends: spec.backends,
             clk_tck: bench.clk_tck,
-            rates: self.rates.rates.clone(),
+            rates: self.fixed_rates.rates.clone(),
             results: self.targets.iter().map(|&t| self.result(t)).collect(),
             missing,
             checks: Vec::new(),
             notes: Vec::new(),
         };
-        report.checks = checks(&report, self.rates.half_haproxy);
+        report.checks = checks(&report, self.fixed_rates.half_haproxy);
         report.notes.extend(direct_note(&report));
         report
     }
@@ -1064,7 +1065,7 @@ impl Measurements {
             errors,
             syscalls_per_req: self.syscalls.get(&t).copied().flatten(),
             latency: self
-                .rates
+                .fixed_rates
                 .rates
                 .iter()
                 .enumerate()
@@ -1079,7 +1080,7 @@ impl Measurements {
         let own = self.latency_spreads(t, ri);
         let direct = (t != Target::Direct && self.targets.contains(&Target::Direct))
             .then(|| self.latency_spreads(Target::Direct, ri));
-        let runs = self.latency.get(&(t, ri)).map(Vec::as_slice).unwrap_or_default();
+        let runs = self.fixed_rate_runs.get(&(t, ri)).map(Vec::as_slice).unwrap_or_default();
         RateLatency {
             rate,
             p50_us: own.p50,
@@ -1094,7 +1095,7 @@ impl Measurements {
     }
 
     fn latency_spreads(&self, t: Target, ri: usize) -> LatencySpreads {
-        let runs = self.latency.get(&(t, ri)).map(Vec::as_slice).unwrap_or_default();
+        let runs = self.fixed_rate_runs.get(&(t, ri)).map(Vec::as_slice).unwrap_or_default();
         let spread =
             |f: fn(&LoadSummary) -> u64| Spread::of(&runs.iter().map(|s| f(s) as f64).collect::<Vec<_>>());
         LatencySpreads { p50: spread(|s| s.p50_us), p99: spread(|s| s.p99_us), p999: spread(|s| s.p999_us) }

@@ -228,7 +228,7 @@ async fn run_one(
     for b in backends.iter() {
         b.kill();
     }
-    Ok(report(algorithm, Counts::of(&main, &extras), retries, per_backend, options))
+    Ok(report(algorithm, Totals::of(&main, &extras), retries, per_backend, options))
 }
 
 /// The group of each backend, in index order: a group of `count` backends appears `count` times.
@@ -376,7 +376,7 @@ fn dist_of(latency: Latency) -> Dist {
 
 /// The main load and the extra loads of rate events, added up.
 #[derive(Debug)]
-struct Counts {
+struct Totals {
     /// Latencies of the answered requests, µs.
     histogram: Histogram<u64>,
     /// Requests due: answered, failed or never sent.
@@ -385,8 +385,8 @@ struct Counts {
     errors: u64,
 }
 
-impl Counts {
-    fn of(main: &loadgen::Report, extras: &[loadgen::Report]) -> Counts {
+impl Totals {
+    fn of(main: &loadgen::Report, extras: &[loadgen::Report]) -> Totals {
         let mut histogram = main.histogram.clone();
         let (mut answered, mut failed, mut bad_status, mut missed) =
             (main.requests, main.errors, 0, main.missed);
@@ -401,18 +401,19 @@ impl Counts {
             bad_status +=
                 r.status_counts.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(_, n)| n).sum::<u64>();
         }
-        Counts { histogram, requests: answered + failed + missed, errors: failed + bad_status + missed }
+        Totals { histogram, requests: answered + failed + missed, errors: failed + bad_status + missed }
     }
 }
 
+/// One algorithm's live run in the simulator's terms.
 fn report(
     algorithm: Algorithm,
-    counts: Counts,
+    totals: Totals,
     retries: u64,
     per_backend: Vec<u64>,
     options: LiveOptions,
 ) -> AlgorithmReport {
-    let h = &counts.histogram;
+    let h = &totals.histogram;
     let ms = |us: u64| us as f64 / 1e3;
     let q = |x: f64| if h.is_empty() { 0.0 } else { ms(h.value_at_quantile(x)) };
     let threshold_us = options.threshold / 1_000;
@@ -423,8 +424,8 @@ fn report(
         if mean > 0.0 { per_backend.iter().copied().max().unwrap_or(0) as f64 / mean } else { 0.0 };
     AlgorithmReport {
         algorithm: algorithm.name().to_string(),
-        requests: counts.requests,
-        errors: counts.errors,
+        requests: totals.requests,
+        errors: totals.errors,
         retries,
         p50_ms: q(0.5),
         p90_ms: q(0.9),
