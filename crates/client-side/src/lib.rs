@@ -82,11 +82,6 @@ impl BalancedClient {
         BalancedClient { balancer, urls, http: reqwest::Client::new(), retries: 1 }
     }
 
-    /// The balancer (and through it the backends with their live in-flight counts and EWMAs).
-    pub fn balancer(&self) -> &Arc<dyn Balancer> {
-        &self.balancer
-    }
-
     /// `GET path` on an instance picked for `key` (hashing algorithms use it; `None` for the others).
     pub async fn get(&self, path: &str, key: Option<u64>) -> Result<Answer, CallError> {
         let set = self.balancer.backends();

@@ -63,6 +63,18 @@ fn mix(ticket: u64, index: usize) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The best backend of a scan so far.
+#[derive(Debug, Clone, Copy)]
+struct Best {
+    index: usize,
+    /// `in_flight + 1`.
+    load: f64,
+    /// Its effective weight.
+    weight: f64,
+    /// Breaks ties between equal loads: the lowest wins.
+    tie_break: u64,
+}
+
 impl Balancer for LeastConnections {
     fn algorithm(&self) -> Algorithm {
         Algorithm::LeastConnections
@@ -81,8 +93,7 @@ impl Balancer for LeastConnections {
         let panic = self.set.in_panic();
         let ramping = self.set.options().slow_start.is_some();
         let backends = self.set.backends();
-        // (index, in_flight + 1, effective weight, tie-break hash) of the best so far.
-        let mut best: Option<(usize, f64, f64, u64)> = None;
+        let mut best: Option<Best> = None;
         let mut ties = 0usize;
         for (i, backend) in backends.iter().enumerate() {
             if let Some(why) = unavailable(&self.set, panic, i, req) {
@@ -93,26 +104,27 @@ impl Balancer for LeastConnections {
                 let load = backend.in_flight() as f64 + 1.0;
                 let weight =
                     if ramping { self.set.effective_weight(i, req.now) } else { f64::from(backend.weight()) };
+                let this = |tie_break| Best { index: i, load, weight, tie_break };
                 match best {
-                    None => best = Some((i, load, weight, mix(ticket, i))),
-                    Some((_, bl, bw, bh)) => {
-                        // Cross-multiplied `load / weight < best_load / best_weight`.
-                        let (lhs, rhs) = (load * bw, bl * weight);
+                    None => best = Some(this(mix(ticket, i))),
+                    Some(b) => {
+                        // Cross-multiplied `load / weight < b.load / b.weight`.
+                        let (lhs, rhs) = (load * b.weight, b.load * weight);
                         if lhs < rhs {
-                            best = Some((i, load, weight, mix(ticket, i)));
+                            best = Some(this(mix(ticket, i)));
                             ties = 0;
                         } else if lhs == rhs {
                             ties += 1;
                             let h = mix(ticket, i);
-                            if h < bh {
-                                best = Some((i, load, weight, h));
+                            if h < b.tie_break {
+                                best = Some(this(h));
                             }
                         }
                     }
                 }
             }
         }
-        let (picked, load, weight, _) = best?;
+        let Best { index: picked, load, weight, .. } = best?;
         if let Some(e) = explain {
             e.reason = format!(
                 "least-connections: {} has {} in flight at weight {weight} ({} tied)",

@@ -5,15 +5,21 @@
 //!
 //! # Layout
 //!
-//! - [`backend`]: the state every algorithm reads: weight, health, in-flight count (through an RAII
+//! The modules are private; what other crates use is re-exported here.
+//!
+//! - `backend.rs`: the state every algorithm reads: weight, health, in-flight count (through an RAII
 //!   [`InFlightGuard`]), latency EWMA, slow start, and the [`BackendSet`] with its panic threshold.
-//! - [`ewma`]: the lock-free peak-EWMA latency estimate.
-//! - [`hash_key`]: which part of a request the hashing algorithms hash (ip, header, cookie, path, query).
-//! - [`rng`]: a seedable, lock-free random generator for the randomised algorithms.
+//! - `ewma.rs`: the lock-free peak-EWMA latency estimate.
+//! - `hash_key.rs`: which part of a request the hashing algorithms hash ([`HashKey`]: ip, header,
+//!   cookie, path, query).
+//! - `rng.rs`: wyrand, a seedable random generator: lock-free for the randomised algorithms, and as
+//!   [`Wyrand`] for one owner (the simulator's).
 //! - One file per algorithm, each opening with an essay (idea, cost, when to use it, sources, the same
-//!   option in nginx, HAProxy and Envoy): [`round_robin`], [`weighted_round_robin`], [`random`],
-//!   [`least_connections`], [`power_of_two`], [`peak_ewma`], [`ring_hash`], [`maglev`],
-//!   [`bounded_load`], [`rendezvous`].
+//!   option in nginx, HAProxy and Envoy): `round_robin.rs`, `weighted_round_robin.rs`, `random.rs`,
+//!   `least_connections.rs`, `power_of_two.rs`, `peak_ewma.rs`, `ring_hash.rs`, `maglev.rs`,
+//!   `bounded_load.rs`, `rendezvous.rs`. [`build`] makes any of them from an [`Algorithm`]; [`Maglev`]
+//!   and [`BoundedLoad`] are also exported for the tests that look inside them.
+//! - This file: the [`Balancer`] trait, [`Algorithm`], [`build`], and the helpers the algorithms share.
 //!
 //! # How a pick works
 //!
@@ -38,22 +44,22 @@
 //! `Arc` across all its threads with no lock on the request path. When the backend list changes, build a
 //! new set with [`BackendSet::rebuild`] and a new balancer over it, and swap them in.
 
-pub mod backend;
-pub mod ewma;
-pub mod hash_key;
-pub mod rng;
+mod backend;
+mod ewma;
+mod hash_key;
+mod rng;
 
 // One module per algorithm (keep alphabetical).
-pub mod bounded_load;
-pub mod least_connections;
-pub mod maglev;
-pub mod peak_ewma;
-pub mod power_of_two;
-pub mod random;
-pub mod rendezvous;
-pub mod ring_hash;
-pub mod round_robin;
-pub mod weighted_round_robin;
+mod bounded_load;
+mod least_connections;
+mod maglev;
+mod peak_ewma;
+mod power_of_two;
+mod random;
+mod rendezvous;
+mod ring_hash;
+mod round_robin;
+mod weighted_round_robin;
 
 use std::fmt;
 use std::str::FromStr;
@@ -61,7 +67,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 pub use backend::{Backend, BackendSet, BackendSpec, Health, InFlightGuard, SetOptions};
+pub use bounded_load::BoundedLoad;
 pub use hash_key::{HashKey, KeySource, hash_bytes};
+pub use maglev::Maglev;
+pub use rng::Wyrand;
 
 /// Time in nanoseconds on a monotonic clock. Everything time-dependent takes `now` as an argument, so
 /// tests drive time by hand and never sleep.
@@ -173,25 +182,25 @@ pub trait Balancer: Send + Sync + fmt::Debug {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
-    /// [`round_robin`]
+    /// Each backend in turn (`src/round_robin.rs`).
     RoundRobin,
-    /// [`weighted_round_robin`]
+    /// nginx's smooth weighted round robin (`src/weighted_round_robin.rs`).
     WeightedRoundRobin,
-    /// [`random`]
+    /// A random backend, by weight (`src/random.rs`).
     Random,
-    /// [`least_connections`]
+    /// The fewest requests in flight per unit of weight (`src/least_connections.rs`).
     LeastConnections,
-    /// [`power_of_two`]
+    /// The less loaded of two random backends (`src/power_of_two.rs`).
     PowerOfTwo,
-    /// [`peak_ewma`]
+    /// The lowest expected wait from a latency estimate (`src/peak_ewma.rs`).
     PeakEwma,
-    /// [`ring_hash`]
+    /// Consistent hashing on a ring (`src/ring_hash.rs`).
     RingHash,
-    /// [`maglev`]
+    /// Google Maglev's lookup table (`src/maglev.rs`).
     Maglev,
-    /// [`bounded_load`]
+    /// Ring hash with a cap on any backend's load (`src/bounded_load.rs`).
     BoundedLoad,
-    /// [`rendezvous`]
+    /// Highest random weight (`src/rendezvous.rs`).
     Rendezvous,
 }
 

@@ -76,8 +76,9 @@ impl WeightedRoundRobin {
         WeightedRoundRobin { set, cycle, next: AtomicUsize::new(0), rng: Rng::seeded(0x5eed_0001) }
     }
 
-    /// The precomputed cycle (backend indices), for lessons and tests.
-    pub fn cycle(&self) -> &[u32] {
+    /// The precomputed cycle (backend indices), for the tests.
+    #[cfg(test)]
+    fn cycle(&self) -> &[u32] {
         &self.cycle
     }
 }
@@ -115,32 +116,52 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 /// O(sum x distinct weights), with exactly nginx's sequence (`matches_the_naive_procedure` checks it).
 fn smooth_cycle(weights: &[u64]) -> Vec<u32> {
     let total: u64 = weights.iter().sum();
-    // Classes of equal weight, each with its members in index order and how many turns it has had.
-    let mut classes: Vec<(u64, Vec<u32>, u64)> = Vec::new();
+    let mut classes: Vec<WeightClass> = Vec::new();
     for (i, &w) in weights.iter().enumerate() {
-        match classes.iter_mut().find(|c| c.0 == w) {
-            Some(c) => c.1.push(i as u32),
-            None => classes.push((w, vec![i as u32], 0)),
+        match classes.iter_mut().find(|c| c.weight == w) {
+            Some(c) => c.members.push(i as u32),
+            None => classes.push(WeightClass { weight: w, members: vec![i as u32], turns: 0 }),
         }
     }
     let mut cycle = Vec::with_capacity(total as usize);
     for t in 1..=total {
         // The best of each class: score t x w - total x (its wins), and its wins are turns / size.
-        let mut best: Option<(i128, u32, usize)> = None;
-        for (k, (w, members, turns)) in classes.iter().enumerate() {
-            let size = members.len() as u64;
-            let score = i128::from(t) * i128::from(*w) - i128::from(total) * i128::from(turns / size);
-            let index = members[(turns % size) as usize];
+        let mut best: Option<Turn> = None;
+        for (class, c) in classes.iter().enumerate() {
+            let size = c.members.len() as u64;
+            let score = i128::from(t) * i128::from(c.weight) - i128::from(total) * i128::from(c.turns / size);
+            let index = c.members[(c.turns % size) as usize];
             // Highest score; on a tie the lowest backend index, as nginx's first-wins scan.
-            if best.is_none_or(|(s, i, _)| score > s || (score == s && index < i)) {
-                best = Some((score, index, k));
+            if best.is_none_or(|b| score > b.score || (score == b.score && index < b.index)) {
+                best = Some(Turn { score, index, class });
             }
         }
-        let Some((_, index, k)) = best else { break };
-        classes[k].2 += 1;
+        let Some(Turn { index, class, .. }) = best else { break };
+        classes[class].turns += 1;
         cycle.push(index);
     }
     cycle
+}
+
+/// Backends of equal weight in [`smooth_cycle`]: they take their turns in index order.
+#[derive(Debug)]
+struct WeightClass {
+    weight: u64,
+    /// Backend indices, in order.
+    members: Vec<u32>,
+    /// Turns the class has had so far.
+    turns: u64,
+}
+
+/// A class's candidate for one turn of [`smooth_cycle`].
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    /// nginx's current weight of the backend.
+    score: i128,
+    /// The backend.
+    index: u32,
+    /// Its class, an index into the classes.
+    class: usize,
 }
 
 impl Balancer for WeightedRoundRobin {

@@ -8,11 +8,9 @@
 
 use std::sync::Arc;
 
-use lb_algorithms::bounded_load::BoundedLoad;
-use lb_algorithms::maglev::Maglev;
 use lb_algorithms::{
-    Algorithm, AlgorithmOptions, BackendSet, BackendSpec, Balancer, PickRequest, SetOptions, build,
-    hash_bytes,
+    Algorithm, AlgorithmOptions, BackendSet, BackendSpec, Balancer, BoundedLoad, Maglev, PickRequest,
+    SetOptions, build, hash_bytes,
 };
 
 const BACKENDS: usize = 100;

@@ -212,7 +212,7 @@ pub struct Spread {
 
 impl Spread {
     /// Of these values (all zero when empty).
-    pub fn of(values: &[f64]) -> Spread {
+    pub(crate) fn of(values: &[f64]) -> Spread {
         if values.is_empty() {
             return Spread::default();
         }
@@ -309,16 +309,32 @@ pub struct BalancersReport {
     /// Per target, in the order asked.
     pub results: Vec<TargetResult>,
     /// Targets skipped, with the reason.
-    pub missing: Vec<(String, String)>,
+    pub missing: Vec<MissingTarget>,
     /// lb against the others.
     pub checks: Vec<Check>,
     /// Things the reader should know (e.g. direct is not well above the proxies).
     pub notes: Vec<String>,
 }
 
+/// A target that was not measured: its program is not installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingTarget {
+    /// `nginx`, `haproxy`, ...
+    pub target: String,
+    /// How to install it.
+    pub reason: String,
+}
+
+/// In JSON, a `[target, reason]` pair.
+impl Serialize for MissingTarget {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (&self.target, &self.reason).serialize(serializer)
+    }
+}
+
 impl BalancersReport {
     /// The result of one target.
-    pub fn get(&self, name: &str) -> Option<&TargetResult> {
+    pub(crate) fn get(&self, name: &str) -> Option<&TargetResult> {
         self.results.iter().find(|r| r.name == name)
     }
 }
@@ -381,7 +397,7 @@ fn wait_port(port: u16, timeout: Duration) -> bool {
 }
 
 /// Kernel ticks per second (`getconf CLK_TCK`, almost always 100).
-pub fn clk_tck() -> u64 {
+fn clk_tck() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -391,7 +407,7 @@ pub fn clk_tck() -> u64 {
 }
 
 /// `pid` and every process below it.
-pub fn process_tree(pid: u32) -> Vec<u32> {
+fn process_tree(pid: u32) -> Vec<u32> {
     let mut parent: HashMap<u32, u32> = HashMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for e in entries.flatten() {
@@ -422,23 +438,32 @@ fn read_stat(path: &str) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
+/// CPU time, in ticks of `CLK_TCK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuTicks {
+    /// In user space.
+    user: u64,
+    /// In the kernel.
+    system: u64,
+}
+
 /// User and system ticks of every thread of these processes.
-pub fn cpu_ticks(pids: &[u32]) -> (u64, u64) {
-    let (mut user, mut sys) = (0, 0);
+fn cpu_ticks(pids: &[u32]) -> CpuTicks {
+    let (mut user, mut system) = (0, 0);
     for pid in pids {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
         for t in tasks.flatten() {
             if let Some(f) = read_stat(&format!("{}/stat", t.path().display())) {
                 user += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                sys += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                system += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             }
         }
     }
-    (user, sys)
+    CpuTicks { user, system }
 }
 
 /// `VmHWM` in KiB, summed over these processes.
-pub fn vmhwm_kib(pids: &[u32]) -> u64 {
+fn vmhwm_kib(pids: &[u32]) -> u64 {
     pids.iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
         .filter_map(|s| {
@@ -450,30 +475,54 @@ pub fn vmhwm_kib(pids: &[u32]) -> u64 {
 }
 
 /// The `calls` of the `total` line of `strace -c` output.
-pub fn parse_strace_total(text: &str) -> Option<u64> {
+fn parse_strace_total(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.split_whitespace().last() == Some("total"))?;
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// What `loadgen --json` prints (the fields used here).
 #[derive(Debug, Clone, Deserialize)]
-pub struct LoadSummary {
+struct LoadSummary {
     /// Answered.
-    pub requests: u64,
+    requests: u64,
     /// Transport errors.
-    pub errors: u64,
+    errors: u64,
     /// Due but not sent (open loop).
-    pub missed: u64,
+    missed: u64,
     /// Answered per second.
-    pub rps: f64,
+    rps: f64,
     /// By status.
-    pub status_counts: BTreeMap<u16, u64>,
+    status_counts: BTreeMap<u16, u64>,
     /// Percentiles, µs.
-    pub p50_us: u64,
+    p50_us: u64,
     /// 99th.
-    pub p99_us: u64,
+    p99_us: u64,
     /// 99.9th.
-    pub p999_us: u64,
+    p999_us: u64,
+}
+
+/// A target to measure, and the program that runs it (none for `direct`).
+#[derive(Debug)]
+struct Wanted {
+    target: Target,
+    program: Option<PathBuf>,
+}
+
+/// The backends' process, stopped when dropped, and the scratch folder of their config (nginx).
+#[derive(Debug)]
+struct BackendProcess {
+    _process: Guard,
+    _scratch: Option<lab::tempdir::TempDir>,
+}
+
+/// A balancer running on core 1.
+#[derive(Debug)]
+struct StartedBalancer {
+    target: Target,
+    /// Stopped when dropped.
+    _running: Running,
+    /// Every process of the balancer (nginx's master and worker...).
+    pids: Vec<u32>,
 }
 
 /// Everything running for one benchmark.
@@ -481,9 +530,8 @@ struct Bench {
     spec: BalancersSpec,
     loadgen: PathBuf,
     clk_tck: u64,
-    _backends: Vec<Guard>,
-    _scratch: Option<lab::tempdir::TempDir>,
-    balancers: Vec<(Target, Running, Vec<u32>)>,
+    _backends: BackendProcess,
+    balancers: Vec<StartedBalancer>,
 }
 
 impl Bench {
@@ -495,7 +543,7 @@ impl Bench {
     }
 
     fn pids(&self, t: Target) -> &[u32] {
-        self.balancers.iter().find(|(x, _, _)| *x == t).map_or(&[], |(_, _, p)| p.as_slice())
+        self.balancers.iter().find(|b| b.target == t).map_or(&[], |b| b.pids.as_slice())
     }
 
     /// Runs loadgen on core 0 against `t`: closed loop, or open loop at `rate`.
@@ -521,10 +569,7 @@ impl Bench {
     }
 }
 
-fn start_backends(
-    spec: &BalancersSpec,
-    bench_dir: Option<&Path>,
-) -> Result<(Vec<Guard>, Option<lab::tempdir::TempDir>), BenchError> {
+fn start_backends(spec: &BalancersSpec, bench_dir: Option<&Path>) -> Result<BackendProcess, BenchError> {
     let p = spec.base_port;
     let (mut cmd, scratch) = match spec.backends {
         Backends::Toy => {
@@ -569,7 +614,7 @@ fn start_backends(
         .stderr(Stdio::null())
         .spawn()
         .map_err(io_err("starting the backends"))?;
-    let guard = Guard(child);
+    let backends = BackendProcess { _process: Guard(child), _scratch: scratch };
     for port in [p, p + 1, p + 2] {
         if !wait_port(port, Duration::from_secs(10)) {
             return Err(BenchError::Unexpected(format!(
@@ -577,7 +622,7 @@ fn start_backends(
             )));
         }
     }
-    Ok((vec![guard], scratch))
+    Ok(backends)
 }
 
 /// Replace `from` by `to` in a rendered config, which must contain it.
@@ -605,7 +650,7 @@ async fn start_balancer(
     spec: &BalancersSpec,
     b: Balancer,
     program: &Path,
-) -> Result<(Running, Vec<u32>), BenchError> {
+) -> Result<StartedBalancer, BenchError> {
     let committed =
         b.config_path(&spec.root, if b == Balancer::Lb { "lab.toml" } else { b.default_config() });
     let ports = lab::Ports::shifted(b, spec.base_port).map_err(|e| BenchError::Unexpected(e.to_string()))?;
@@ -648,7 +693,7 @@ async fn start_balancer(
             )));
         }
     }
-    Ok((running, pids))
+    Ok(StartedBalancer { target: Target::Balancer(b), _running: running, pids })
 }
 
 /// Opens `n` keep-alive connections to `port`, makes one request on each, and keeps them open while
@@ -723,38 +768,63 @@ fn strace_run(bench: &Bench, t: Target) -> Result<Option<f64>, BenchError> {
 
 /// Run the benchmark. `progress` gets a line per step (for stderr).
 pub async fn run(spec: BalancersSpec, mut progress: impl FnMut(&str)) -> Result<BalancersReport, BenchError> {
-    let bin_dir = spec.bin_dir.clone();
-    let loadgen = find_program(bin_dir.as_deref(), "loadgen")
+    let loadgen = find_program(spec.bin_dir.as_deref(), "loadgen")
         .ok_or_else(|| BenchError::Missing("no loadgen binary: cargo build --release -p loadgen".into()))?;
     if lab::programs::find_on_path("taskset").is_none() {
         return Err(BenchError::Missing("taskset (util-linux) is needed to pin processes to cores".into()));
     }
+    let (wanted, missing) = wanted_targets(&spec);
+    check_ports_free(&spec, &wanted)?;
+    let bench = Bench::start(spec, loadgen, &wanted, &mut progress).await?;
+    let targets: Vec<Target> = wanted.iter().map(|w| w.target).collect();
+
+    // Warm-up: connections pooled, caches and allocators settled.
+    for &t in &targets {
+        bench.load(t, Duration::from_secs(1), None)?;
+    }
+    let saturation = bench.saturation(&targets, &mut progress)?;
+    let syscalls = bench.syscalls(&targets, &mut progress)?;
+    let fixed_rates = FixedRates::below_saturation(&bench.spec, &targets, &saturation);
+    let fixed_rate_runs = bench.fixed_rate_runs(&targets, &fixed_rates.rates, &mut progress)?;
+    let memory = bench.memory(&targets, &mut progress).await?;
+    let measured = Measurements { targets, saturation, syscalls, fixed_rates, fixed_rate_runs, memory };
+    Ok(measured.report(&bench, missing))
+}
+
+/// The targets asked for whose programs are installed, and the others with the reason.
+fn wanted_targets(spec: &BalancersSpec) -> (Vec<Wanted>, Vec<MissingTarget>) {
     let mut missing = Vec::new();
     let mut wanted = Vec::new();
-    for t in Target::ALL.into_iter().filter(|t| spec.only.contains(t)) {
-        match t {
-            Target::Direct => wanted.push((t, None)),
+    for target in Target::ALL.into_iter().filter(|t| spec.only.contains(t)) {
+        match target {
+            Target::Direct => wanted.push(Wanted { target, program: None }),
             Target::Balancer(b) => {
                 let program = if b == Balancer::Lb {
-                    find_program(bin_dir.as_deref(), "lb")
+                    find_program(spec.bin_dir.as_deref(), "lb")
                 } else {
                     lab::programs::find(b)
                 };
                 match program {
-                    Some(p) => wanted.push((t, Some(p))),
-                    None => missing.push((t.name().to_string(), lab::programs::missing_message(b))),
+                    Some(p) => wanted.push(Wanted { target, program: Some(p) }),
+                    None => missing.push(MissingTarget {
+                        target: target.name().to_string(),
+                        reason: lab::programs::missing_message(b),
+                    }),
                 }
             }
         }
     }
+    (wanted, missing)
+}
 
-    // Another benchmark or lab on the same ports would be measured instead of ours (a proxy that cannot
-    // bind exits, and the port still answers): refuse to start rather than report someone else's numbers.
+/// Another benchmark or lab on the same ports would be measured instead of ours (a proxy that cannot
+/// bind exits, and the port still answers): refuse to start rather than report someone else's numbers.
+fn check_ports_free(spec: &BalancersSpec, wanted: &[Wanted]) -> Result<(), BenchError> {
     let mut ports = vec![spec.base_port, spec.base_port + 1, spec.base_port + 2];
-    for (t, _) in &wanted {
-        if let Target::Balancer(b) = t {
+    for w in wanted {
+        if let Target::Balancer(b) = w.target {
             let p =
-                lab::Ports::shifted(*b, spec.base_port).map_err(|e| BenchError::Unexpected(e.to_string()))?;
+                lab::Ports::shifted(b, spec.base_port).map_err(|e| BenchError::Unexpected(e.to_string()))?;
             ports.extend([p.listen, p.admin].into_iter().filter(|&x| x != 0));
         }
     }
@@ -765,184 +835,288 @@ pub async fn run(spec: BalancersSpec, mut progress: impl FnMut(&str)) -> Result<
             "port {busy} is already in use (another benchmark or lab?): choose other ports with --base-port"
         )));
     }
-    progress(&format!("starting the backends ({:?}) on core 0", spec.backends));
-    let (backend_guards, scratch) = start_backends(&spec, bin_dir.as_deref())?;
-    let mut balancers = Vec::new();
-    for (t, program) in &wanted {
-        if let (Target::Balancer(b), Some(program)) = (t, program) {
-            progress(&format!("starting {b} on core 1"));
-            let (running, pids) = start_balancer(&spec, *b, program).await?;
-            balancers.push((*t, running, pids));
+    Ok(())
+}
+
+/// `targets` in round `round`'s order: forwards in even rounds, backwards in odd ones.
+fn alternating(targets: &[Target], round: usize) -> Vec<Target> {
+    if round.is_multiple_of(2) { targets.to_vec() } else { targets.iter().rev().copied().collect() }
+}
+
+/// One saturation run through one target.
+#[derive(Debug)]
+struct SaturationRun {
+    /// User CPU µs per request.
+    user_us_per_req: f64,
+    /// System CPU µs per request.
+    sys_us_per_req: f64,
+    /// What loadgen measured: requests/s, status codes, errors.
+    load: LoadSummary,
+}
+
+/// The rates of the fixed-rate runs.
+#[derive(Debug)]
+struct FixedRates {
+    /// Requests per second, in the order run.
+    rates: Vec<f64>,
+    /// Half of HAProxy's saturation rate, when HAProxy ran (one of `rates`, for lb's target).
+    half_haproxy: Option<f64>,
+}
+
+impl FixedRates {
+    /// The spec's fractions of the slowest balancer's median saturation rate, and half of HAProxy's.
+    fn below_saturation(
+        spec: &BalancersSpec,
+        targets: &[Target],
+        saturation: &HashMap<Target, Vec<SaturationRun>>,
+    ) -> FixedRates {
+        let median_rps = |t: Target| {
+            let rps: Vec<f64> =
+                saturation.get(&t).map(|v| v.iter().map(|r| r.load.rps).collect()).unwrap_or_default();
+            Spread::of(&rps).median
+        };
+        let proxies = targets.iter().copied().filter(|t| *t != Target::Direct);
+        let slowest = proxies.map(median_rps).fold(f64::INFINITY, f64::min);
+        let slowest = if slowest.is_finite() { slowest } else { median_rps(Target::Direct) };
+        let mut rates: Vec<f64> = spec.rate_fractions.iter().map(|f| (f * slowest).round()).collect();
+        let haproxy = Target::Balancer(Balancer::Haproxy);
+        let half_haproxy = targets.contains(&haproxy).then(|| (median_rps(haproxy) / 2.0).round());
+        if let Some(h) = half_haproxy
+            && !rates.iter().any(|r| (r - h).abs() <= 0.01 * h)
+        {
+            rates.push(h);
         }
+        rates.retain(|r| *r >= 1.0);
+        FixedRates { rates, half_haproxy }
     }
-    let targets: Vec<Target> = wanted.iter().map(|(t, _)| *t).collect();
-    let bench =
-        Bench { spec, loadgen, clk_tck: clk_tck(), _backends: backend_guards, _scratch: scratch, balancers };
-    let spec = &bench.spec;
+}
 
-    // Warm-up: connections pooled, caches and allocators settled.
-    for &t in &targets {
-        bench.load(t, Duration::from_secs(1), None)?;
-    }
-
-    // 1. Saturation, with CPU, in alternating order.
-    let mut sat: HashMap<Target, Vec<(f64, f64, f64, LoadSummary)>> = HashMap::new();
-    for round in 0..spec.rounds {
-        let order: Vec<Target> =
-            if round % 2 == 0 { targets.clone() } else { targets.iter().rev().copied().collect() };
-        for t in order {
-            progress(&format!("round {}/{}: saturation through {t}", round + 1, spec.rounds));
-            let pids = bench.pids(t);
-            let before = cpu_ticks(pids);
-            let s = bench.load(t, spec.duration, None)?;
-            let after = cpu_ticks(pids);
-            let per_req = |ticks: u64| ticks as f64 / bench.clk_tck as f64 * 1e6 / s.requests.max(1) as f64;
-            let (u, sy) =
-                (per_req(after.0.saturating_sub(before.0)), per_req(after.1.saturating_sub(before.1)));
-            sat.entry(t).or_default().push((u, sy, s.rps, s));
-        }
-    }
-
-    // 2. System calls per request.
-    let mut syscalls = HashMap::new();
-    for &t in targets.iter().filter(|t| **t != Target::Direct) {
-        progress(&format!("strace -c through {t}"));
-        syscalls.insert(t, strace_run(&bench, t)?);
-    }
-
-    // 3. Latency at fixed rates below the slowest balancer's saturation.
-    let median_rps = |t: Target| {
-        Spread::of(&sat.get(&t).map(|v| v.iter().map(|x| x.2).collect::<Vec<_>>()).unwrap_or_default()).median
-    };
-    let proxies: Vec<Target> = targets.iter().copied().filter(|t| *t != Target::Direct).collect();
-    let slowest = proxies.iter().map(|&t| median_rps(t)).fold(f64::INFINITY, f64::min);
-    let slowest = if slowest.is_finite() { slowest } else { median_rps(Target::Direct) };
-    let mut rates: Vec<f64> = spec.rate_fractions.iter().map(|f| (f * slowest).round()).collect();
-    let haproxy = Target::Balancer(Balancer::Haproxy);
-    let half_haproxy = targets.contains(&haproxy).then(|| (median_rps(haproxy) / 2.0).round());
-    if let Some(h) = half_haproxy
-        && !rates.iter().any(|r| (r - h).abs() <= 0.01 * h)
-    {
-        rates.push(h);
-    }
-    rates.retain(|r| *r >= 1.0);
-    let mut lat: HashMap<(Target, usize), Vec<LoadSummary>> = HashMap::new();
-    for (ri, &rate) in rates.iter().enumerate() {
-        for round in 0..spec.rounds {
-            let order: Vec<Target> =
-                if round % 2 == 0 { targets.clone() } else { targets.iter().rev().copied().collect() };
-            for t in order {
-                progress(&format!("round {}/{}: {rate:.0} requests/s through {t}", round + 1, spec.rounds));
-                let s = bench.load(t, spec.duration, Some(rate))?;
-                lat.entry((t, ri)).or_default().push(s);
+impl Bench {
+    /// Starts the backends on core 0 and each wanted balancer on core 1.
+    async fn start(
+        spec: BalancersSpec,
+        loadgen: PathBuf,
+        wanted: &[Wanted],
+        progress: &mut impl FnMut(&str),
+    ) -> Result<Bench, BenchError> {
+        progress(&format!("starting the backends ({:?}) on core 0", spec.backends));
+        let backends = start_backends(&spec, spec.bin_dir.as_deref())?;
+        let mut balancers = Vec::new();
+        for w in wanted {
+            if let (Target::Balancer(b), Some(program)) = (w.target, &w.program) {
+                progress(&format!("starting {b} on core 1"));
+                balancers.push(start_balancer(&spec, b, program).await?);
             }
         }
+        Ok(Bench { spec, loadgen, clk_tck: clk_tck(), _backends: backends, balancers })
     }
 
-    // 4. Peak memory with idle connections.
-    let mut memory = HashMap::new();
-    if spec.idle_connections > 0 {
-        for &t in &proxies {
-            progress(&format!("{} idle connections through {t}", spec.idle_connections));
-            let pids = bench.pids(t).to_vec();
-            let (kib, open) =
-                with_idle_connections(bench.port(t), spec.idle_connections, || vmhwm_kib(&pids)).await?;
-            if open < spec.idle_connections {
-                progress(&format!("{t}: only {open} of {} connections stayed open", spec.idle_connections));
+    /// 1. Saturation, with CPU, in alternating order.
+    fn saturation(
+        &self,
+        targets: &[Target],
+        progress: &mut impl FnMut(&str),
+    ) -> Result<HashMap<Target, Vec<SaturationRun>>, BenchError> {
+        let spec = &self.spec;
+        let mut runs: HashMap<Target, Vec<SaturationRun>> = HashMap::new();
+        for round in 0..spec.rounds {
+            for t in alternating(targets, round) {
+                progress(&format!("round {}/{}: saturation through {t}", round + 1, spec.rounds));
+                let pids = self.pids(t);
+                let before = cpu_ticks(pids);
+                let load = self.load(t, spec.duration, None)?;
+                let after = cpu_ticks(pids);
+                let per_req =
+                    |ticks: u64| ticks as f64 / self.clk_tck as f64 * 1e6 / load.requests.max(1) as f64;
+                let run = SaturationRun {
+                    user_us_per_req: per_req(after.user.saturating_sub(before.user)),
+                    sys_us_per_req: per_req(after.system.saturating_sub(before.system)),
+                    load,
+                };
+                runs.entry(t).or_default().push(run);
+            }
+        }
+        Ok(runs)
+    }
+
+    /// 2. System calls per request, through each balancer.
+    fn syscalls(
+        &self,
+        targets: &[Target],
+        progress: &mut impl FnMut(&str),
+    ) -> Result<HashMap<Target, Option<f64>>, BenchError> {
+        let mut syscalls = HashMap::new();
+        for &t in targets.iter().filter(|t| **t != Target::Direct) {
+            progress(&format!("strace -c through {t}"));
+            syscalls.insert(t, strace_run(self, t)?);
+        }
+        Ok(syscalls)
+    }
+
+    /// 3. Latency at fixed rates, by target and index into `rates`, in alternating order.
+    fn fixed_rate_runs(
+        &self,
+        targets: &[Target],
+        rates: &[f64],
+        progress: &mut impl FnMut(&str),
+    ) -> Result<HashMap<(Target, usize), Vec<LoadSummary>>, BenchError> {
+        let spec = &self.spec;
+        let mut runs: HashMap<(Target, usize), Vec<LoadSummary>> = HashMap::new();
+        for (ri, &rate) in rates.iter().enumerate() {
+            for round in 0..spec.rounds {
+                for t in alternating(targets, round) {
+                    progress(&format!(
+                        "round {}/{}: {rate:.0} requests/s through {t}",
+                        round + 1,
+                        spec.rounds
+                    ));
+                    let s = self.load(t, spec.duration, Some(rate))?;
+                    runs.entry((t, ri)).or_default().push(s);
+                }
+            }
+        }
+        Ok(runs)
+    }
+
+    /// 4. Peak memory (KiB) of each balancer with idle connections held open through it.
+    async fn memory(
+        &self,
+        targets: &[Target],
+        progress: &mut impl FnMut(&str),
+    ) -> Result<HashMap<Target, u64>, BenchError> {
+        let idle = self.spec.idle_connections;
+        let mut memory = HashMap::new();
+        if idle == 0 {
+            return Ok(memory);
+        }
+        for &t in targets.iter().filter(|t| **t != Target::Direct) {
+            progress(&format!("{idle} idle connections through {t}"));
+            let pids = self.pids(t).to_vec();
+            let (kib, open) = with_idle_connections(self.port(t), idle, || vmhwm_kib(&pids)).await?;
+            if open < idle {
+                progress(&format!("{t}: only {open} of {idle} connections stayed open"));
             }
             memory.insert(t, kib);
         }
+        Ok(memory)
+    }
+}
+
+/// p50, p99 and p99.9 of the fixed-rate runs of one target at one rate, µs.
+#[derive(Debug, Clone, Copy)]
+struct LatencySpreads {
+    p50: Spread,
+    p99: Spread,
+    p999: Spread,
+}
+
+/// Everything measured, before it is summed up per target.
+#[derive(Debug)]
+struct Measurements {
+    targets: Vec<Target>,
+    saturation: HashMap<Target, Vec<SaturationRun>>,
+    syscalls: HashMap<Target, Option<f64>>,
+    fixed_rates: FixedRates,
+    /// By target and index into the rates.
+    fixed_rate_runs: HashMap<(Target, usize), Vec<LoadSummary>>,
+    memory: HashMap<Target, u64>,
+}
+
+impl Measurements {
+    /// Assemble: a result per target, lb's checks, and the notes.
+    fn report(self, bench: &Bench, missing: Vec<MissingTarget>) -> BalancersReport {
+        let spec = &bench.spec;
+        let mut report = BalancersReport {
+            rounds: spec.rounds,
+            duration_s: spec.duration.as_secs_f64(),
+            connections: spec.connections,
+            backends: spec.backends,
+            clk_tck: bench.clk_tck,
+            rates: self.fixed_rates.rates.clone(),
+            results: self.targets.iter().map(|&t| self.result(t)).collect(),
+            missing,
+            checks: Vec::new(),
+            notes: Vec::new(),
+        };
+        report.checks = checks(&report, self.fixed_rates.half_haproxy);
+        report.notes.extend(direct_note(&report));
+        report
     }
 
-    // Assemble.
-    let lat_spread = |t: Target, ri: usize, f: fn(&LoadSummary) -> u64| {
-        Spread::of(
-            &lat.get(&(t, ri)).map(|v| v.iter().map(|s| f(s) as f64).collect::<Vec<_>>()).unwrap_or_default(),
-        )
-    };
-    let mut results = Vec::new();
-    for &t in &targets {
-        let runs = sat.get(&t).map(Vec::as_slice).unwrap_or_default();
-        let col = |i: usize| -> Vec<f64> { runs.iter().map(|r| [r.0, r.1, r.0 + r.1, r.2][i]).collect() };
+    /// Everything measured for `t`.
+    fn result(&self, t: Target) -> TargetResult {
+        let runs = self.saturation.get(&t).map(Vec::as_slice).unwrap_or_default();
+        let spread = |f: fn(&SaturationRun) -> f64| Spread::of(&runs.iter().map(f).collect::<Vec<_>>());
         let mut status_counts = BTreeMap::new();
         let mut errors = 0;
         for r in runs {
-            errors += r.3.errors;
-            for (k, v) in &r.3.status_counts {
+            errors += r.load.errors;
+            for (k, v) in &r.load.status_counts {
                 *status_counts.entry(*k).or_default() += v;
             }
         }
-        let latency = rates
-            .iter()
-            .enumerate()
-            .map(|(ri, &rate)| {
-                let (p50, p99, p999) = (
-                    lat_spread(t, ri, |s| s.p50_us),
-                    lat_spread(t, ri, |s| s.p99_us),
-                    lat_spread(t, ri, |s| s.p999_us),
-                );
-                let direct = (t != Target::Direct && targets.contains(&Target::Direct)).then(|| {
-                    (
-                        lat_spread(Target::Direct, ri, |s| s.p50_us),
-                        lat_spread(Target::Direct, ri, |s| s.p99_us),
-                        lat_spread(Target::Direct, ri, |s| s.p999_us),
-                    )
-                });
-                let runs = lat.get(&(t, ri)).map(Vec::as_slice).unwrap_or_default();
-                RateLatency {
-                    rate,
-                    p50_us: p50,
-                    p99_us: p99,
-                    p999_us: p999,
-                    added_p50_us: direct.map(|d| p50.median - d.0.median),
-                    added_p99_us: direct.map(|d| p99.median - d.1.median),
-                    added_p999_us: direct.map(|d| p999.median - d.2.median),
-                    missed: runs.iter().map(|s| s.missed).sum(),
-                    errors: runs.iter().map(|s| s.errors).sum(),
-                }
-            })
-            .collect();
-        results.push(TargetResult {
+        TargetResult {
             name: t.name().to_string(),
-            user_us_per_req: Spread::of(&col(0)),
-            sys_us_per_req: Spread::of(&col(1)),
-            total_us_per_req: Spread::of(&col(2)),
-            rps: Spread::of(&col(3)),
+            user_us_per_req: spread(|r| r.user_us_per_req),
+            sys_us_per_req: spread(|r| r.sys_us_per_req),
+            total_us_per_req: spread(|r| r.user_us_per_req + r.sys_us_per_req),
+            rps: spread(|r| r.load.rps),
             status_counts,
             errors,
-            syscalls_per_req: syscalls.get(&t).copied().flatten(),
-            latency,
-            vmhwm_kib: memory.get(&t).copied(),
-        });
-    }
-    let mut report = BalancersReport {
-        rounds: spec.rounds,
-        duration_s: spec.duration.as_secs_f64(),
-        connections: spec.connections,
-        backends: spec.backends,
-        clk_tck: bench.clk_tck,
-        rates: rates.clone(),
-        results,
-        missing,
-        checks: Vec::new(),
-        notes: Vec::new(),
-    };
-    report.checks = checks(&report, half_haproxy);
-    if let Some(direct) = report.get("direct") {
-        let best =
-            report.results.iter().filter(|r| r.name != "direct").map(|r| r.rps.median).fold(0.0, f64::max);
-        if best > 0.0 && direct.rps.median < 1.5 * best {
-            report.notes.push(format!(
-                "direct ({:.0} requests/s) is not well above the best balancer ({best:.0}): the backends and the load generator share core 0, so the backend limits direct; try --backends nginx",
-                direct.rps.median
-            ));
+            syscalls_per_req: self.syscalls.get(&t).copied().flatten(),
+            latency: self
+                .fixed_rates
+                .rates
+                .iter()
+                .enumerate()
+                .map(|(ri, &rate)| self.rate_latency(t, ri, rate))
+                .collect(),
+            vmhwm_kib: self.memory.get(&t).copied(),
         }
     }
-    Ok(report)
+
+    /// `t`'s latency at the `ri`-th rate, and what it adds over direct's.
+    fn rate_latency(&self, t: Target, ri: usize, rate: f64) -> RateLatency {
+        let own = self.latency_spreads(t, ri);
+        let direct = (t != Target::Direct && self.targets.contains(&Target::Direct))
+            .then(|| self.latency_spreads(Target::Direct, ri));
+        let runs = self.fixed_rate_runs.get(&(t, ri)).map(Vec::as_slice).unwrap_or_default();
+        RateLatency {
+            rate,
+            p50_us: own.p50,
+            p99_us: own.p99,
+            p999_us: own.p999,
+            added_p50_us: direct.map(|d| own.p50.median - d.p50.median),
+            added_p99_us: direct.map(|d| own.p99.median - d.p99.median),
+            added_p999_us: direct.map(|d| own.p999.median - d.p999.median),
+            missed: runs.iter().map(|s| s.missed).sum(),
+            errors: runs.iter().map(|s| s.errors).sum(),
+        }
+    }
+
+    fn latency_spreads(&self, t: Target, ri: usize) -> LatencySpreads {
+        let runs = self.fixed_rate_runs.get(&(t, ri)).map(Vec::as_slice).unwrap_or_default();
+        let spread =
+            |f: fn(&LoadSummary) -> u64| Spread::of(&runs.iter().map(|s| f(s) as f64).collect::<Vec<_>>());
+        LatencySpreads { p50: spread(|s| s.p50_us), p99: spread(|s| s.p99_us), p999: spread(|s| s.p999_us) }
+    }
+}
+
+/// A note when direct is not well above the best balancer: then the backends, not the balancers, set
+/// the pace.
+fn direct_note(report: &BalancersReport) -> Option<String> {
+    let direct = report.get("direct")?;
+    let best = report.results.iter().filter(|r| r.name != "direct").map(|r| r.rps.median).fold(0.0, f64::max);
+    (best > 0.0 && direct.rps.median < 1.5 * best).then(|| {
+        format!(
+            "direct ({:.0} requests/s) is not well above the best balancer ({best:.0}): the backends and the load generator share core 0, so the backend limits direct; try --backends nginx",
+            direct.rps.median
+        )
+    })
 }
 
 /// The proxy issue's targets for lb, from a report's medians.
-pub fn checks(r: &BalancersReport, half_haproxy_rate: Option<f64>) -> Vec<Check> {
+fn checks(r: &BalancersReport, half_haproxy_rate: Option<f64>) -> Vec<Check> {
     let (Some(lb), nginx, haproxy) = (r.get("lb"), r.get("nginx"), r.get("haproxy")) else {
         return Vec::new();
     };
@@ -1019,13 +1193,6 @@ pub fn checks(r: &BalancersReport, half_haproxy_rate: Option<f64>) -> Vec<Check>
 
 /// The report as plain-text tables: CPU, throughput and memory; latency at the fixed rates; lb's targets.
 pub fn text(r: &BalancersReport) -> String {
-    let spread = |s: &Spread, digits: usize| {
-        if s.min == s.max {
-            format!("{:.*}", digits, s.median)
-        } else {
-            format!("{:.*} ({:.*}-{:.*})", digits, s.median, digits, s.min, digits, s.max)
-        }
-    };
     let mut out = format!(
         "per-core benchmark: {} round(s) of {} s, {} connections, {} backends on core 0, each balancer on core 1; medians (min-max)\n",
         r.rounds,
@@ -1036,6 +1203,30 @@ pub fn text(r: &BalancersReport) -> String {
             Backends::Nginx => "nginx return-200",
         }
     );
+    out += &figures_table(r);
+    out += "\nlatency at fixed rates (open loop, from the intended send time), us; + = added over direct\n";
+    out += &latency_table(r);
+    out += &checks_text(&r.checks);
+    for m in &r.missing {
+        out += &format!("skipped {}: {}\n", m.target, m.reason);
+    }
+    for n in &r.notes {
+        out += &format!("note: {n}\n");
+    }
+    out
+}
+
+/// A spread as `median`, or `median (min-max)` when the rounds differ.
+fn spread_text(s: &Spread, digits: usize) -> String {
+    if s.min == s.max {
+        format!("{:.*}", digits, s.median)
+    } else {
+        format!("{:.*} ({:.*}-{:.*})", digits, s.median, digits, s.min, digits, s.max)
+    }
+}
+
+/// One row per target: CPU, system calls, throughput, status codes, memory.
+fn figures_table(r: &BalancersReport) -> String {
     let rows: Vec<Vec<String>> = r
         .results
         .iter()
@@ -1046,20 +1237,20 @@ pub fn text(r: &BalancersReport) -> String {
             } else {
                 status.join(" ")
             };
-            let cpu = |s: &Spread| if t.name == "direct" { "-".to_string() } else { spread(s, 1) };
+            let cpu = |s: &Spread| if t.name == "direct" { "-".to_string() } else { spread_text(s, 1) };
             vec![
                 t.name.clone(),
                 cpu(&t.user_us_per_req),
                 cpu(&t.sys_us_per_req),
                 cpu(&t.total_us_per_req),
                 t.syscalls_per_req.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
-                spread(&t.rps, 0),
+                spread_text(&t.rps, 0),
                 status,
                 t.vmhwm_kib.map_or_else(|| "-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
             ]
         })
         .collect();
-    out += &table(
+    table(
         &[
             "target",
             "user us/req",
@@ -1071,8 +1262,11 @@ pub fn text(r: &BalancersReport) -> String {
             "VmHWM MiB",
         ],
         &rows,
-    );
-    out += "\nlatency at fixed rates (open loop, from the intended send time), us; + = added over direct\n";
+    )
+}
+
+/// One row per rate and target: percentiles and what each adds over direct.
+fn latency_table(r: &BalancersReport) -> String {
     let mut rows = Vec::new();
     for (ri, rate) in r.rates.iter().enumerate() {
         for t in &r.results {
@@ -1081,9 +1275,9 @@ pub fn text(r: &BalancersReport) -> String {
             rows.push(vec![
                 format!("{rate:.0}"),
                 t.name.clone(),
-                spread(&l.p50_us, 0),
-                spread(&l.p99_us, 0),
-                spread(&l.p999_us, 0),
+                spread_text(&l.p50_us, 0),
+                spread_text(&l.p99_us, 0),
+                spread_text(&l.p999_us, 0),
                 added(l.added_p50_us),
                 added(l.added_p99_us),
                 added(l.added_p999_us),
@@ -1095,27 +1289,26 @@ pub fn text(r: &BalancersReport) -> String {
             ]);
         }
     }
-    out += &table(&["rate/s", "target", "p50", "p99", "p99.9", "+p50", "+p99", "+p99.9", ""], &rows);
-    if !r.checks.is_empty() {
-        out += "\nlb against the proxy issue's targets (medians):\n";
-        for c in &r.checks {
-            out += &format!(
-                "  {:<58} lb {:>9.2}  other {:>9.2}  ratio {:.2} ({} {:.2}): {}\n",
-                c.what,
-                c.lb,
-                c.other,
-                c.ratio,
-                if c.higher_is_better { ">=" } else { "<=" },
-                c.limit,
-                if c.met { "met" } else { "NOT met" }
-            );
-        }
+    table(&["rate/s", "target", "p50", "p99", "p99.9", "+p50", "+p99", "+p99.9", ""], &rows)
+}
+
+/// lb against the proxy issue's targets, a line each (nothing when there are none).
+fn checks_text(checks: &[Check]) -> String {
+    if checks.is_empty() {
+        return String::new();
     }
-    for (name, why) in &r.missing {
-        out += &format!("skipped {name}: {why}\n");
-    }
-    for n in &r.notes {
-        out += &format!("note: {n}\n");
+    let mut out = "\nlb against the proxy issue's targets (medians):\n".to_string();
+    for c in checks {
+        out += &format!(
+            "  {:<58} lb {:>9.2}  other {:>9.2}  ratio {:.2} ({} {:.2}): {}\n",
+            c.what,
+            c.lb,
+            c.other,
+            c.ratio,
+            if c.higher_is_better { ">=" } else { "<=" },
+            c.limit,
+            if c.met { "met" } else { "NOT met" }
+        );
     }
     out
 }
@@ -1149,7 +1342,7 @@ mod tests {
         let spin: u64 =
             (0..20_000_000u64).fold(0, |a, x| std::hint::black_box(a ^ x.wrapping_mul(2654435761)));
         assert!(std::hint::black_box(spin) != 1);
-        let (u, s) = cpu_ticks(&[me]);
+        let CpuTicks { user: u, system: s } = cpu_ticks(&[me]);
         assert!(u + s > 0);
         assert!(vmhwm_kib(&[me]) > 1024);
     }

@@ -85,14 +85,38 @@ fn one_trial(loads: &mut [u32], balls: usize, choices: usize, rng: &mut SimRng) 
 }
 
 /// `ln n / ln ln n`, the first-order max load with one choice and `m = n`.
-pub fn one_choice_estimate(n: usize) -> f64 {
+fn one_choice_estimate(n: usize) -> f64 {
     let ln = (n as f64).ln();
     ln / ln.ln()
 }
 
 /// `ln ln n / ln d`, the max load with `d >= 2` choices and `m = n`, up to an additive constant.
-pub fn d_choice_estimate(n: usize, d: usize) -> f64 {
+fn d_choice_estimate(n: usize, d: usize) -> f64 {
     (n as f64).ln().ln() / (d as f64).ln()
+}
+
+/// The first-order theory's max load for `n` bins, `n` balls and `d` choices, with its formula.
+pub(crate) fn theory_text(n: usize, d: usize) -> String {
+    if d == 1 {
+        format!("ln n / ln ln n = {:.2}", one_choice_estimate(n))
+    } else {
+        format!("ln ln n / ln d = {:.2} (+ a constant)", d_choice_estimate(n, d))
+    }
+}
+
+/// The result as `lb-compare balls` prints it: the max load of each trial, their mean, and the theory.
+pub fn text(spec: &BallsSpec, r: &BallsReport) -> String {
+    let BallsSpec { bins, balls, choices, trials, seed } = *spec;
+    let loads: Vec<String> = r.max_load.iter().map(u32::to_string).collect();
+    format!(
+        "balls into bins: n={bins} bins, m={balls} balls, d={choices}, {trials} trials, seed {seed}\n\
+         max load per trial: {}\n\
+         mean max load: {:.2}\n\
+         first-order theory (m = n): {}\n",
+        loads.join(" "),
+        r.mean_max_load,
+        theory_text(bins, choices)
+    )
 }
 
 #[cfg(test)]

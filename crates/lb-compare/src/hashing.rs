@@ -26,6 +26,8 @@ use lb_algorithms::{
 };
 use serde::Serialize;
 
+use crate::output::table;
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct HashingSpec {
@@ -93,7 +95,7 @@ fn assign(
 
 /// Which backends a removal of fraction `f` of `n` takes out: evenly spaced, so the result does not
 /// depend on a seed and the survivors are not all neighbours in index order.
-pub fn removed_backends(n: usize, f: f64) -> Vec<usize> {
+fn removed_backends(n: usize, f: f64) -> Vec<usize> {
     let count = ((n as f64 * f).round() as usize).min(n.saturating_sub(1));
     (0..count).map(|j| j * n / count.max(1)).collect()
 }
@@ -157,6 +159,25 @@ pub fn run(spec: &HashingSpec, mut on_key: impl FnMut()) -> Result<HashingReport
         report.moved_among_survivors = Some(moved_anyway as f64 / stayed_backend.max(1) as f64);
     }
     Ok(report)
+}
+
+/// The result as `lb-compare hashing` prints it: keys per backend, and the keys that moved.
+pub fn text(spec: &HashingSpec, r: &HashingReport) -> String {
+    let mut rows = vec![
+        vec!["keys per backend min".to_string(), r.min.to_string()],
+        vec!["keys per backend max".to_string(), r.max.to_string()],
+        vec!["max / mean".to_string(), format!("{:.3}", r.max_over_mean)],
+        vec!["coefficient of variation".to_string(), format!("{:.4}", r.cv)],
+    ];
+    if let (Some(removed), Some(moved), Some(survivors)) =
+        (r.removed, r.moved_fraction, r.moved_among_survivors)
+    {
+        rows.push(vec!["backends removed".to_string(), removed.to_string()]);
+        rows.push(vec!["keys moved (fraction of all)".to_string(), format!("{moved:.4}")]);
+        rows.push(vec!["moved although backend stayed".to_string(), format!("{survivors:.4}")]);
+    }
+    format!("{}: {} keys over {} backends\n", r.algorithm, spec.keys, spec.backends)
+        + &table(&["measure", "value"], &rows)
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //!
-//! - [`rng`]: the simulator's seeded generator and distributions.
+//! One module per experiment, each with its spec, its `run`, its report and the `text` that prints it:
+//!
 //! - [`sequence`]: the first N picks of an algorithm, as letters (`lb-compare sequence`).
 //! - [`balls`]: balls into bins with `d` choices, Azar et al. 1994 (`lb-compare balls`).
 //! - [`supermarket`]: Mitzenmacher's supermarket model and its fixed point (`lb-compare supermarket`).
@@ -20,18 +21,24 @@
 //! - [`balancers`]: the per-core benchmark of `lb`, nginx, HAProxy and Envoy against a direct
 //!   connection (`lb-compare balancers`).
 //! - [`report`]: a standard set of experiments written out as Markdown with SVG charts
-//!   (`lb-compare report`); [`charts`] draws them.
-//! - [`output`]: plain-text tables and the progress bar the command prints.
-//! - `main.rs`: the `lb-compare` command (argument parsing and printing only).
+//!   (`lb-compare report`).
+//!
+//! And, private to the crate:
+//!
+//! - `rng.rs`: the simulator's seeded distributions, on `lb-algorithms`'s wyrand.
+//! - `output.rs`: the plain-text tables every experiment prints.
+//! - `charts.rs`: the report's SVG charts.
+//! - `main.rs`: the `lb-compare` command: reads the arguments, runs an experiment, prints its `text` or
+//!   its JSON, with a progress bar on long runs.
 
 pub mod balancers;
 pub mod balls;
-pub mod charts;
+mod charts;
 pub mod hashing;
 pub mod live;
-pub mod output;
+mod output;
 pub mod report;
-pub mod rng;
+mod rng;
 pub mod scenario;
 pub mod sequence;
 pub mod sim;

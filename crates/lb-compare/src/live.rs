@@ -13,7 +13,7 @@
 //!
 //! **Why scaled.** A 60 s scenario times ten algorithms is ten minutes, and this machine has two cores
 //! shared with everything else. By default the time line (duration, event times and lengths) is
-//! squeezed so that each algorithm runs about [`DEFAULT_SECONDS_PER_ALGORITHM`] seconds; service times
+//! squeezed so that each algorithm runs about `DEFAULT_SECONDS_PER_ALGORITHM` seconds; service times
 //! are *not* scaled, since they are what queueing is made of. `--rate-scale` divides the traffic when a
 //! rate is too much for the machine. The command prints both factors, and `--compare` simulates the
 //! same scaled scenario, so simulation and reality sit side by side on equal terms.
@@ -35,13 +35,14 @@ use lb::config::{Config, RetryConfig, UpstreamConfig};
 use lb_algorithms::{Algorithm, BackendSpec, Health};
 use loadgen::{LoadSpec, Mode};
 use serde::Serialize;
+use tokio::task::JoinHandle;
 use toy_backend::{Backend, BackendConfig, Knobs, Latency};
 
-use crate::scenario::{Dist, Dur, Nanos, Scenario};
-use crate::sim::{AlgorithmReport, ScenarioReport, Skipped};
+use crate::scenario::{BackendGroup, Dist, Dur, Event, Nanos, Scenario};
+use crate::sim::{self, AlgorithmReport, ScenarioReport, Skipped};
 
 /// Each algorithm's share of a default live run, in seconds of wall time.
-pub const DEFAULT_SECONDS_PER_ALGORITHM: f64 = 6.0;
+const DEFAULT_SECONDS_PER_ALGORITHM: f64 = 6.0;
 
 /// The upstream's name inside the proxy.
 const UPSTREAM: &str = "live";
@@ -98,7 +99,7 @@ pub struct LiveReport {
     pub rate_scale: f64,
 }
 
-/// The time scale that makes one algorithm's run last about [`DEFAULT_SECONDS_PER_ALGORITHM`] (never
+/// The time scale that makes one algorithm's run last about `DEFAULT_SECONDS_PER_ALGORITHM` (never
 /// stretched above 1).
 pub fn default_duration_scale(scenario: &Scenario) -> f64 {
     let secs = scenario.duration.0 as f64 / 1e9;
@@ -164,7 +165,7 @@ fn check(s: &Scenario) -> Result<(), LiveError> {
 }
 
 /// The toy backend's latency knob for a scenario distribution.
-pub fn to_latency(d: Dist) -> Latency {
+fn to_latency(d: Dist) -> Latency {
     let ns = |v: f64| Duration::from_nanos(v.max(0.0).round() as u64);
     match d {
         Dist::Fixed(v) if v <= 0.0 => Latency::None,
@@ -194,104 +195,21 @@ async fn run_one(
     algorithm: Algorithm,
     options: LiveOptions,
 ) -> Result<AlgorithmReport, LiveError> {
-    // One entry per backend: (distribution, capacity, weight), counting through the groups in order.
-    let fleet: Vec<(Dist, usize, u32)> = s
-        .backends
+    let fleet = fleet(s);
+    let backends = Arc::new(start_backends(&fleet, options.seed).await?);
+    let specs = backends
         .iter()
-        .flat_map(|g| std::iter::repeat_n((g.latency, g.capacity, g.weight), g.count))
+        .zip(&fleet)
+        .map(|(b, g)| BackendSpec::weighted(b.addr().to_string(), g.weight))
         .collect();
-    let mut backends = Vec::with_capacity(fleet.len());
-    for (index, &(dist, capacity, _)) in fleet.iter().enumerate() {
-        let knobs = Knobs {
-            latency: to_latency(dist),
-            capacity: (capacity > 0).then_some(capacity),
-            ..Knobs::default()
-        };
-        let config =
-            BackendConfig { name: format!("backend-{index}"), knobs, seed: options.seed + index as u64 };
-        let backend = Backend::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), config)
-            .await
-            .map_err(|source| LiveError::Backend { index, source })?;
-        backends.push(backend);
-    }
-    let backends = Arc::new(backends);
-
-    let specs =
-        backends.iter().zip(&fleet).map(|(b, f)| BackendSpec::weighted(b.addr().to_string(), f.2)).collect();
-    let mut upstream = UpstreamConfig::new(UPSTREAM, algorithm, specs);
-    // The simulator retries while attempts remain, with no budget: a budget as large as the traffic
-    // gives the same behaviour.
-    upstream.retry = RetryConfig { attempts: s.attempts, budget_ratio: 1.0, budget_min_per_sec: 1_000_000 };
-    upstream.timeouts.connect = nanos(s.connect_timeout.0);
-    if let Some(t) = s.timeout {
-        upstream.timeouts.response_headers = nanos(t.0);
-    }
-    upstream.options.seed = Some(options.seed);
-    let mut config = Config { upstreams: vec![upstream], ..Config::default() };
-    config.server.listen = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))];
-    config.server.workers = 1;
-    config.server.shutdown_grace = Duration::from_secs(2);
-    let running = lb::start(config).await?;
+    let running = lb::start(proxy_config(s, algorithm, options, specs)).await?;
     let target = running.listen.first().copied().ok_or_else(|| LiveError::Unsupported {
         name: s.name.clone(),
         reason: "the proxy bound no listener".into(),
     })?;
 
-    let duration = nanos(s.duration.0);
-    let mut spec = LoadSpec::new(target);
-    spec.duration = duration;
-    spec.mode = match (s.load.rate, s.load.clients) {
-        (Some(rate_per_sec), _) => Mode::Open { rate_per_sec, connections: options.connections },
-        (None, Some(clients)) => Mode::Closed { connections: clients as usize },
-        (None, None) => Mode::Closed { connections: 1 },
-    };
-
-    // The script: one task per event, each sleeping to its start, acting, and undoing at its end.
-    let mut script = Vec::new();
-    for e in &s.events {
-        let e = e.clone();
-        let backends = Arc::clone(&backends);
-        let upstreams = Arc::clone(&running.upstreams);
-        let base_rate = s.load.rate.unwrap_or(0.0);
-        let (connections, end) = (options.connections, s.duration.0);
-        script.push(tokio::spawn(async move {
-            tokio::time::sleep(nanos(e.at.0)).await;
-            let until = e.duration.map_or(end, |d| (e.at.0 + d.0).min(end));
-            let Some(backend) = e.backend.and_then(|i| backends.get(i)) else {
-                // A rate event: the extra traffic comes from a second generator for the event's length.
-                let factor = e.rate.unwrap_or(1.0);
-                if factor <= 1.0 || until <= e.at.0 {
-                    return None;
-                }
-                let mut extra = LoadSpec::new(target);
-                extra.duration = nanos(until - e.at.0);
-                extra.mode = Mode::Open { rate_per_sec: base_rate * (factor - 1.0), connections };
-                return loadgen::run(extra).await.ok();
-            };
-            let original = backend.knobs().latency;
-            if let Some(f) = e.slowdown {
-                backend.set_latency(to_latency(slowed(dist_of(original), f)));
-            } else if let Some(d) = e.latency {
-                backend.set_latency(to_latency(d));
-            } else if e.dies {
-                backend.kill();
-                if let Some(after) = e.detect_after {
-                    tokio::time::sleep(nanos(after.0)).await;
-                    for u in upstreams.all() {
-                        u.set_health(&backend.addr().to_string(), Health::Unhealthy);
-                    }
-                }
-                return None;
-            }
-            if e.duration.is_some() {
-                tokio::time::sleep(nanos(until - e.at.0)).await;
-                backend.set_latency(original);
-            }
-            None
-        }));
-    }
-
-    let main = loadgen::run(spec).await;
+    let script = spawn_script(s, &backends, &running, target, options.connections);
+    let main = loadgen::run(main_load(s, target, options.connections)).await;
     let mut extras = Vec::new();
     for task in script {
         // The load is over; an event still waiting (it would fall after the end) has nothing to do.
@@ -310,29 +228,139 @@ async fn run_one(
     for b in backends.iter() {
         b.kill();
     }
+    Ok(report(algorithm, Totals::of(&main, &extras), retries, per_backend, options))
+}
 
-    let mut histogram = main.histogram.clone();
-    let (mut answered, mut failed, mut bad_status, mut missed) = (main.requests, main.errors, 0, main.missed);
-    for r in &extras {
-        // Same bounds on both sides, so adding cannot fail.
-        let _ = histogram.add(&r.histogram);
-        answered += r.requests;
-        failed += r.errors;
-        missed += r.missed;
+/// The group of each backend, in index order: a group of `count` backends appears `count` times.
+fn fleet(s: &Scenario) -> Vec<&BackendGroup> {
+    s.backends.iter().flat_map(|g| std::iter::repeat_n(g, g.count)).collect()
+}
+
+/// A toy backend per backend of the fleet, with its group's latency and capacity as knobs.
+async fn start_backends(fleet: &[&BackendGroup], seed: u64) -> Result<Vec<Backend>, LiveError> {
+    let mut backends = Vec::with_capacity(fleet.len());
+    for (index, group) in fleet.iter().enumerate() {
+        let knobs = Knobs {
+            latency: to_latency(group.latency),
+            capacity: (group.capacity > 0).then_some(group.capacity),
+            ..Knobs::default()
+        };
+        let config = BackendConfig { name: format!("backend-{index}"), knobs, seed: seed + index as u64 };
+        let backend = Backend::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), config)
+            .await
+            .map_err(|source| LiveError::Backend { index, source })?;
+        backends.push(backend);
     }
-    for r in std::iter::once(&main).chain(&extras) {
-        bad_status +=
-            r.status_counts.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(_, n)| n).sum::<u64>();
+    Ok(backends)
+}
+
+/// The proxy's configuration: one worker, one upstream of `backends` balanced by `algorithm`, with the
+/// scenario's attempts and timeouts.
+fn proxy_config(
+    s: &Scenario,
+    algorithm: Algorithm,
+    options: LiveOptions,
+    backends: Vec<BackendSpec>,
+) -> Config {
+    let mut upstream = UpstreamConfig::new(UPSTREAM, algorithm, backends);
+    // The simulator retries while attempts remain, with no budget: a budget as large as the traffic
+    // gives the same behaviour.
+    upstream.retry = RetryConfig { attempts: s.attempts, budget_ratio: 1.0, budget_min_per_sec: 1_000_000 };
+    upstream.timeouts.connect = nanos(s.connect_timeout.0);
+    if let Some(t) = s.timeout {
+        upstream.timeouts.response_headers = nanos(t.0);
     }
-    Ok(report(
-        algorithm,
-        &histogram,
-        answered + failed + missed,
-        failed + bad_status + missed,
-        retries,
-        per_backend,
-        options,
-    ))
+    upstream.options.seed = Some(options.seed);
+    let mut config = Config { upstreams: vec![upstream], ..Config::default() };
+    config.server.listen = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))];
+    config.server.workers = 1;
+    config.server.shutdown_grace = Duration::from_secs(2);
+    config
+}
+
+/// The scenario's load on `target`: open loop at its rate, or closed loop with its clients.
+fn main_load(s: &Scenario, target: SocketAddr, connections: usize) -> LoadSpec {
+    let mut spec = LoadSpec::new(target);
+    spec.duration = nanos(s.duration.0);
+    spec.mode = match (s.load.rate, s.load.clients) {
+        (Some(rate_per_sec), _) => Mode::Open { rate_per_sec, connections },
+        (None, Some(clients)) => Mode::Closed { connections: clients as usize },
+        (None, None) => Mode::Closed { connections: 1 },
+    };
+    spec
+}
+
+/// The script: one task per event, each sleeping to its start, acting, and undoing at its end. The task
+/// of a rate event returns the report of its extra load.
+fn spawn_script(
+    s: &Scenario,
+    backends: &Arc<Vec<Backend>>,
+    running: &lb::Running,
+    target: SocketAddr,
+    connections: usize,
+) -> Vec<JoinHandle<Option<loadgen::Report>>> {
+    let (base_rate, end) = (s.load.rate.unwrap_or(0.0), s.duration.0);
+    let mut script = Vec::new();
+    for e in &s.events {
+        let e = e.clone();
+        let backends = Arc::clone(backends);
+        let upstreams = Arc::clone(&running.upstreams);
+        script.push(tokio::spawn(async move {
+            tokio::time::sleep(nanos(e.at.0)).await;
+            let until = e.duration.map_or(end, |d| (e.at.0 + d.0).min(end));
+            let Some(backend) = e.backend.and_then(|i| backends.get(i)) else {
+                return extra_load(&e, target, base_rate, until, connections).await;
+            };
+            let mark_unhealthy = || {
+                for u in upstreams.all() {
+                    u.set_health(&backend.addr().to_string(), Health::Unhealthy);
+                }
+            };
+            change_backend(&e, backend, until, mark_unhealthy).await;
+            None
+        }));
+    }
+    script
+}
+
+/// A rate event: the extra traffic comes from a second generator for the event's length.
+async fn extra_load(
+    e: &Event,
+    target: SocketAddr,
+    base_rate: f64,
+    until: Nanos,
+    connections: usize,
+) -> Option<loadgen::Report> {
+    let factor = e.rate.unwrap_or(1.0);
+    if factor <= 1.0 || until <= e.at.0 {
+        return None;
+    }
+    let mut extra = LoadSpec::new(target);
+    extra.duration = nanos(until - e.at.0);
+    extra.mode = Mode::Open { rate_per_sec: base_rate * (factor - 1.0), connections };
+    loadgen::run(extra).await.ok()
+}
+
+/// A backend event, at its time: a slowdown or a latency change until `until`, or death (and, after
+/// `detect_after`, `mark_unhealthy`).
+async fn change_backend(e: &Event, backend: &Backend, until: Nanos, mark_unhealthy: impl FnOnce()) {
+    let original = backend.knobs().latency;
+    if let Some(f) = e.slowdown {
+        backend.set_latency(to_latency(slowed(dist_of(original), f)));
+    } else if let Some(d) = e.latency {
+        backend.set_latency(to_latency(d));
+    } else if e.dies {
+        backend.kill();
+        if let Some(after) = e.detect_after {
+            tokio::time::sleep(nanos(after.0)).await;
+            mark_unhealthy();
+        }
+        return;
+    }
+    if e.duration.is_some() {
+        tokio::time::sleep(nanos(until - e.at.0)).await;
+        backend.set_latency(original);
+    }
 }
 
 /// The scenario distribution of a toy backend's latency knob (a slowdown multiplies what it has now).
@@ -346,15 +374,46 @@ fn dist_of(latency: Latency) -> Dist {
     }
 }
 
+/// The main load and the extra loads of rate events, added up.
+#[derive(Debug)]
+struct Totals {
+    /// Latencies of the answered requests, µs.
+    histogram: Histogram<u64>,
+    /// Requests due: answered, failed or never sent.
+    requests: u64,
+    /// Requests failed, answered with a status outside 2xx, or never sent.
+    errors: u64,
+}
+
+impl Totals {
+    fn of(main: &loadgen::Report, extras: &[loadgen::Report]) -> Totals {
+        let mut histogram = main.histogram.clone();
+        let (mut answered, mut failed, mut bad_status, mut missed) =
+            (main.requests, main.errors, 0, main.missed);
+        for r in extras {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = histogram.add(&r.histogram);
+            answered += r.requests;
+            failed += r.errors;
+            missed += r.missed;
+        }
+        for r in std::iter::once(main).chain(extras) {
+            bad_status +=
+                r.status_counts.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(_, n)| n).sum::<u64>();
+        }
+        Totals { histogram, requests: answered + failed + missed, errors: failed + bad_status + missed }
+    }
+}
+
+/// One algorithm's live run in the simulator's terms.
 fn report(
     algorithm: Algorithm,
-    h: &Histogram<u64>,
-    requests: u64,
-    errors: u64,
+    totals: Totals,
     retries: u64,
     per_backend: Vec<u64>,
     options: LiveOptions,
 ) -> AlgorithmReport {
+    let h = &totals.histogram;
     let ms = |us: u64| us as f64 / 1e3;
     let q = |x: f64| if h.is_empty() { 0.0 } else { ms(h.value_at_quantile(x)) };
     let threshold_us = options.threshold / 1_000;
@@ -365,8 +424,8 @@ fn report(
         if mean > 0.0 { per_backend.iter().copied().max().unwrap_or(0) as f64 / mean } else { 0.0 };
     AlgorithmReport {
         algorithm: algorithm.name().to_string(),
-        requests,
-        errors,
+        requests: totals.requests,
+        errors: totals.errors,
         retries,
         p50_ms: q(0.5),
         p90_ms: q(0.9),
@@ -379,6 +438,35 @@ fn report(
         imbalance,
         in_flight_at_end: 0,
     }
+}
+
+/// The line that says how the file was scaled for a live run of `algorithms` algorithms.
+pub fn scaling_note(
+    original: &Scenario,
+    scaled: &Scenario,
+    duration_scale: f64,
+    rate_scale: f64,
+    algorithms: usize,
+) -> String {
+    let secs = scaled.duration.0 as f64 / 1e9;
+    format!(
+        "live run: the file's {:.0} s ran in {secs:.1} s per algorithm (--duration-scale {duration_scale:.3}; service times unscaled), rate x{rate_scale} (--rate-scale); about {:.0} s for {} algorithms",
+        original.duration.0 as f64 / 1e9,
+        secs * algorithms as f64 + algorithms as f64,
+        algorithms
+    )
+}
+
+/// A live run as `lb-compare live` prints it: the scenario, the scaling note, the simulation of the
+/// same scaled file when there is one (`--compare`), then the live tables.
+pub fn text(note: &str, live: &LiveReport, simulated: Option<&ScenarioReport>) -> String {
+    let mut out = sim::heading(&live.report) + note + "\n";
+    if let Some(simulated) = simulated {
+        out += "\nsimulated (same scaled scenario):\n";
+        out += &sim::text(simulated);
+        out += "\nlive (toy backends, lb, loadgen):\n";
+    }
+    out + &sim::text(&live.report)
 }
 
 #[cfg(test)]

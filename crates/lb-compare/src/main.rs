@@ -13,16 +13,20 @@
 //! cargo run --release -p lb-compare -- report --out docs/report --quick
 //! ```
 //!
-//! Each prints a table, or JSON with `--json`; a progress bar goes to stderr on long runs.
+//! Each prints a table, or JSON with `--json`; a progress bar goes to stderr on long runs. This file
+//! only reads the arguments, runs the experiment and prints what it returns: the experiments and their
+//! tables are in the library, one module each.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lb_algorithms::Algorithm;
-use lb_compare::output::{progress, scenario_text, table};
+use lb_compare::scenario::{Nanos, Scenario};
 use lb_compare::{balancers, balls, hashing, live, report, scenario, sequence, sim, supermarket};
+use serde::Serialize;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,186 +41,331 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The first N picks of an algorithm on an idle fleet, as backend letters.
-    Sequence {
-        /// Algorithm name (round-robin, weighted-round-robin, random, ...).
-        #[arg(long)]
-        algorithm: Algorithm,
-        /// One weight per backend; backends are named a, b, c...
-        #[arg(long, value_delimiter = ',', default_value = "1,1,1")]
-        weights: Vec<u32>,
-        /// Number of picks.
-        #[arg(long, default_value_t = 12)]
-        picks: usize,
-        /// Hashing algorithms get keys key-0 .. key-(K-1), cycled.
-        #[arg(long, default_value_t = 4)]
-        key_count: usize,
-        /// Seed of the randomised algorithms.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Sequence(SequenceArgs),
     /// Balls into bins with D random choices: the max load.
-    Balls {
-        /// Number of bins n.
-        #[arg(long, default_value_t = 10_000)]
-        bins: usize,
-        /// Number of balls m.
-        #[arg(long, default_value_t = 10_000)]
-        balls: usize,
-        /// Bins sampled per ball; the ball goes to the least loaded.
-        #[arg(long, default_value_t = 2)]
-        choices: usize,
-        /// Independent trials.
-        #[arg(long, default_value_t = 20)]
-        trials: usize,
-        /// Seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Balls(BallsArgs),
     /// Mitzenmacher's supermarket model: Poisson arrivals join the shortest of D random queues.
-    Supermarket {
-        /// Number of servers n.
-        #[arg(long, default_value_t = 500)]
-        servers: usize,
-        /// Arrival rate per server (0 < lambda < 1); service rate is 1.
-        #[arg(long, default_value_t = 0.9)]
-        lambda: f64,
-        /// Queues sampled per arrival.
-        #[arg(long, default_value_t = 2)]
-        choices: usize,
-        /// Arrivals to simulate, warm-up included.
-        #[arg(long, default_value_t = 10_000_000)]
-        arrivals: u64,
-        /// Fraction of arrivals at the start not measured.
-        #[arg(long, default_value_t = 0.1)]
-        warmup: f64,
-        /// Seed.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Supermarket(SupermarketArgs),
     /// Balance and disruption of a consistent-hashing algorithm.
-    Hashing {
-        /// ring-hash, maglev, bounded-load or rendezvous.
-        #[arg(long)]
-        algorithm: Algorithm,
-        /// Number of backends.
-        #[arg(long, default_value_t = 100)]
-        backends: usize,
-        /// Number of keys.
-        #[arg(long, default_value_t = 100_000)]
-        keys: usize,
-        /// Ring hash: points per backend.
-        #[arg(long)]
-        vnodes: Option<u32>,
-        /// Maglev: lookup table size (a prime).
-        #[arg(long)]
-        table_size: Option<usize>,
-        /// Remove this fraction of the backends and count the keys that move.
-        #[arg(long)]
-        remove: Option<f64>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Hashing(HashingArgs),
     /// Simulate a scenario file through every algorithm (the real balancers, in simulated time).
-    Scenario {
-        /// The scenario TOML (see crates/lb-compare/scenarios/).
-        file: PathBuf,
-        /// Only these algorithms (comma-separated); default all.
-        #[arg(long, value_delimiter = ',')]
-        algorithm: Vec<Algorithm>,
-        /// Seed (default: the file's, else 1).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Count requests slower than this.
-        #[arg(long, default_value = "1s")]
-        threshold: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Scenario(ScenarioArgs),
     /// Run a scenario file for real: toy backends, the real lb, open-loop load from loadgen.
-    Live {
-        /// The scenario TOML (see crates/lb-compare/scenarios/).
-        file: PathBuf,
-        /// Only these algorithms (comma-separated); default the file's, else all but the hashing ones.
-        #[arg(long, alias = "algorithm", value_delimiter = ',')]
-        algorithms: Vec<Algorithm>,
-        /// Multiply the file's time line by this (default: ~6 s per algorithm). Service times stay.
-        #[arg(long)]
-        duration_scale: Option<f64>,
-        /// Multiply the file's rate (or clients) by this, for a machine that cannot carry it.
-        #[arg(long, default_value_t = 1.0)]
-        rate_scale: f64,
-        /// Open-loop connections of the load generator.
-        #[arg(long, default_value_t = 256)]
-        connections: usize,
-        /// Seed (default: the file's, else 1).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Count requests slower than this.
-        #[arg(long, default_value = "1s")]
-        threshold: String,
-        /// Also simulate the same scaled scenario and print both.
-        #[arg(long)]
-        compare: bool,
-        /// Print JSON (with --compare: {"simulated": ..., "live": ...}).
-        #[arg(long)]
-        json: bool,
-    },
+    Live(LiveArgs),
     /// Per-core benchmark of direct, lb, nginx, HAProxy and Envoy (see BENCHMARKING.md).
-    Balancers {
-        /// Rounds, in alternating order; medians are reported with min-max.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Length of each run, e.g. 5s.
-        #[arg(long, default_value = "5s")]
-        duration: String,
-        /// Keep-alive connections of the load generator.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
-        /// Only these (comma-separated): direct, lb, nginx, haproxy, envoy.
-        #[arg(long, value_delimiter = ',', value_parser = parse_target)]
-        only: Vec<balancers::Target>,
-        /// What answers behind the balancers: toy (toy-backend) or nginx (`return 200`).
-        #[arg(long, default_value = "toy", value_parser = parse_backends)]
-        backends: balancers::Backends,
-        /// Port of backend-1 (below 32768); the balancers' ports move with it.
-        #[arg(long, default_value_t = 25001)]
-        base_port: u16,
-        /// Idle connections held for the memory figure (0: skip).
-        #[arg(long, default_value_t = 1000)]
-        idle_connections: usize,
-        /// Requests of the strace run (0: skip).
-        #[arg(long, default_value_t = 5000)]
-        strace_requests: u64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Balancers(BalancersArgs),
     /// Run a standard set of experiments and write a Markdown report with SVG charts.
-    Report {
-        /// Output folder (created).
-        #[arg(long)]
-        out: PathBuf,
-        /// Smaller runs (seconds instead of minutes).
-        #[arg(long)]
-        quick: bool,
-        /// Also run `balancers` (needs the release binaries of lb, toy-backend and loadgen).
-        #[arg(long)]
-        with_balancers: bool,
-        /// Also run the scenarios live (tens of seconds each).
-        #[arg(long)]
-        with_live: bool,
-    },
+    Report(ReportArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Sequence(args) => args.run(),
+        Command::Balls(args) => args.run(),
+        Command::Supermarket(args) => args.run(),
+        Command::Hashing(args) => args.run(),
+        Command::Scenario(args) => args.run(),
+        Command::Live(args) => args.run(),
+        Command::Balancers(args) => args.run(),
+        Command::Report(args) => args.run(),
+    }
+}
+
+// The arguments of each subcommand, and how it runs. (Plain comments: a doc comment on these structs
+// would become the subcommand's help, which the variants above give.)
+
+#[derive(Debug, Args)]
+struct SequenceArgs {
+    /// Algorithm name (round-robin, weighted-round-robin, random, ...).
+    #[arg(long)]
+    algorithm: Algorithm,
+    /// One weight per backend; backends are named a, b, c...
+    #[arg(long, value_delimiter = ',', default_value = "1,1,1")]
+    weights: Vec<u32>,
+    /// Number of picks.
+    #[arg(long, default_value_t = 12)]
+    picks: usize,
+    /// Hashing algorithms get keys key-0 .. key-(K-1), cycled.
+    #[arg(long, default_value_t = 4)]
+    key_count: usize,
+    /// Seed of the randomised algorithms.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl SequenceArgs {
+    fn run(self) -> Result<()> {
+        let SequenceArgs { algorithm, weights, picks, key_count, seed, json } = self;
+        let report = sequence::run(&sequence::SequenceSpec { algorithm, weights, picks, key_count, seed })?;
+        print_report(json, &report, sequence::text)
+    }
+}
+
+#[derive(Debug, Args)]
+struct BallsArgs {
+    /// Number of bins n.
+    #[arg(long, default_value_t = 10_000)]
+    bins: usize,
+    /// Number of balls m.
+    #[arg(long, default_value_t = 10_000)]
+    balls: usize,
+    /// Bins sampled per ball; the ball goes to the least loaded.
+    #[arg(long, default_value_t = 2)]
+    choices: usize,
+    /// Independent trials.
+    #[arg(long, default_value_t = 20)]
+    trials: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl BallsArgs {
+    fn run(self) -> Result<()> {
+        let BallsArgs { bins, balls, choices, trials, seed, json } = self;
+        if bins == 0 || choices == 0 {
+            bail!("--bins and --choices must be at least 1");
+        }
+        let bar = progress(trials as u64, "trials", json || trials < 10);
+        let spec = balls::BallsSpec { bins, balls, choices, trials, seed };
+        let report = balls::run(&spec, || bar.inc(1));
+        bar.finish_and_clear();
+        print_report(json, &report, |r| balls::text(&spec, r))
+    }
+}
+
+#[derive(Debug, Args)]
+struct SupermarketArgs {
+    /// Number of servers n.
+    #[arg(long, default_value_t = 500)]
+    servers: usize,
+    /// Arrival rate per server (0 < lambda < 1); service rate is 1.
+    #[arg(long, default_value_t = 0.9)]
+    lambda: f64,
+    /// Queues sampled per arrival.
+    #[arg(long, default_value_t = 2)]
+    choices: usize,
+    /// Arrivals to simulate, warm-up included.
+    #[arg(long, default_value_t = 10_000_000)]
+    arrivals: u64,
+    /// Fraction of arrivals at the start not measured.
+    #[arg(long, default_value_t = 0.1)]
+    warmup: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl SupermarketArgs {
+    fn run(self) -> Result<()> {
+        let SupermarketArgs { servers, lambda, choices, arrivals, warmup, seed, json } = self;
+        if !(lambda > 0.0 && lambda < 1.0) || servers == 0 || choices == 0 {
+            bail!("need 0 < --lambda < 1, --servers >= 1, --choices >= 1");
+        }
+        let bar = progress(arrivals, "arrivals", json || arrivals < 5_000_000);
+        let spec = supermarket::SupermarketSpec { servers, lambda, choices, arrivals, warmup, seed };
+        let started = Instant::now();
+        let report = supermarket::run(&spec, |a| bar.set_position(a));
+        let wall = started.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        // Speed goes to stderr: it changes from run to run, the results on stdout do not.
+        eprintln!(
+            "simulated {arrivals} requests in {wall:.2} s: {:.1} million requests/s",
+            arrivals as f64 / wall / 1e6
+        );
+        print_report(json, &report, |r| supermarket::text(&spec, r))
+    }
+}
+
+#[derive(Debug, Args)]
+struct HashingArgs {
+    /// ring-hash, maglev, bounded-load or rendezvous.
+    #[arg(long)]
+    algorithm: Algorithm,
+    /// Number of backends.
+    #[arg(long, default_value_t = 100)]
+    backends: usize,
+    /// Number of keys.
+    #[arg(long, default_value_t = 100_000)]
+    keys: usize,
+    /// Ring hash: points per backend.
+    #[arg(long)]
+    vnodes: Option<u32>,
+    /// Maglev: lookup table size (a prime).
+    #[arg(long)]
+    table_size: Option<usize>,
+    /// Remove this fraction of the backends and count the keys that move.
+    #[arg(long)]
+    remove: Option<f64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl HashingArgs {
+    fn run(self) -> Result<()> {
+        let HashingArgs { algorithm, backends, keys, vnodes, table_size, remove, json } = self;
+        if !algorithm.is_hashing() {
+            bail!("{algorithm} is not a hashing algorithm (ring-hash, maglev, bounded-load, rendezvous)");
+        }
+        if backends == 0 || keys == 0 {
+            bail!("--backends and --keys must be at least 1");
+        }
+        let lookups = keys as u64 * if remove.is_some() { 2 } else { 1 };
+        let bar = progress(lookups, "lookups", json || lookups < 2_000_000);
+        let spec = hashing::HashingSpec { algorithm, backends, keys, vnodes, table_size, remove };
+        let report = hashing::run(&spec, || bar.inc(1))?;
+        bar.finish_and_clear();
+        print_report(json, &report, |r| hashing::text(&spec, r))
+    }
+}
+
+#[derive(Debug, Args)]
+struct ScenarioArgs {
+    /// The scenario TOML (see crates/lb-compare/scenarios/).
+    file: PathBuf,
+    /// Only these algorithms (comma-separated); default all.
+    #[arg(long, value_delimiter = ',')]
+    algorithm: Vec<Algorithm>,
+    /// Seed (default: the file's, else 1).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Count requests slower than this.
+    #[arg(long, default_value = "1s")]
+    threshold: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ScenarioArgs {
+    fn run(self) -> Result<()> {
+        let sc = read_scenario(&self.file)?;
+        let threshold = parse_threshold(&self.threshold)?;
+        let algorithms = chosen_or(self.algorithm, &sc, || Algorithm::ALL.to_vec());
+        let seed = self.seed.or(sc.seed).unwrap_or(1);
+        let steps = sc.duration.0 / 1_000_000;
+        let bar = progress(steps * algorithms.len() as u64, "simulating", self.json);
+        let report = sim::run_all(&sc, &algorithms, sim::RunOptions { seed, threshold }, |i, t| {
+            bar.set_message(algorithms[i].name());
+            bar.set_position(i as u64 * steps + t / 1_000_000);
+        });
+        bar.finish_and_clear();
+        print_report(self.json, &report, |r| sim::heading(r) + &sim::text(r))
+    }
+}
+
+#[derive(Debug, Args)]
+struct LiveArgs {
+    /// The scenario TOML (see crates/lb-compare/scenarios/).
+    file: PathBuf,
+    /// Only these algorithms (comma-separated); default the file's, else all but the hashing ones.
+    #[arg(long, alias = "algorithm", value_delimiter = ',')]
+    algorithms: Vec<Algorithm>,
+    /// Multiply the file's time line by this (default: ~6 s per algorithm). Service times stay.
+    #[arg(long)]
+    duration_scale: Option<f64>,
+    /// Multiply the file's rate (or clients) by this, for a machine that cannot carry it.
+    #[arg(long, default_value_t = 1.0)]
+    rate_scale: f64,
+    /// Open-loop connections of the load generator.
+    #[arg(long, default_value_t = 256)]
+    connections: usize,
+    /// Seed (default: the file's, else 1).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Count requests slower than this.
+    #[arg(long, default_value = "1s")]
+    threshold: String,
+    /// Also simulate the same scaled scenario and print both.
+    #[arg(long)]
+    compare: bool,
+    /// Print JSON (with --compare: {"simulated": ..., "live": ...}).
+    #[arg(long)]
+    json: bool,
+}
+
+impl LiveArgs {
+    fn run(self) -> Result<()> {
+        let json = self.json;
+        let original = read_scenario(&self.file)?;
+        let threshold = parse_threshold(&self.threshold)?;
+        let rate_scale = self.rate_scale;
+        if !(rate_scale > 0.0 && rate_scale.is_finite()) {
+            bail!("--rate-scale must be a positive number");
+        }
+        let duration_scale = self.duration_scale.unwrap_or_else(|| live::default_duration_scale(&original));
+        if !(duration_scale > 0.0 && duration_scale.is_finite()) {
+            bail!("--duration-scale must be a positive number");
+        }
+        let sc = live::scale(&original, duration_scale, rate_scale);
+        let algorithms = chosen_or(self.algorithms, &sc, || {
+            Algorithm::ALL.iter().copied().filter(|a| !a.is_hashing()).collect()
+        });
+        let seed = self.seed.or(sc.seed).unwrap_or(1);
+        let options = live::LiveOptions { seed, threshold, connections: self.connections };
+        let note = live::scaling_note(&original, &sc, duration_scale, rate_scale, algorithms.len());
+        // With --json the note goes to stderr, so stdout stays one JSON document.
+        if json {
+            eprintln!("{note}");
+        }
+        let simulated = self
+            .compare
+            .then(|| sim::run_all(&sc, &algorithms, sim::RunOptions { seed, threshold }, |_, _| {}));
+        let secs = sc.duration.0 as f64 / 1e9;
+        let report = runtime()?.block_on(live::run_all(&sc, &algorithms, options, |i| {
+            if !json {
+                eprintln!("running {} for {secs:.1} s...", algorithms.get(i).map_or("?", |a| a.name()));
+            }
+        }))?;
+        let live_report = live::LiveReport { report, mode: "live", duration_scale, rate_scale };
+        match (json, simulated) {
+            (true, Some(sim)) => println!("{}", serde_json::json!({ "simulated": sim, "live": live_report })),
+            (true, None) => println!("{}", serde_json::to_string(&live_report)?),
+            (false, simulated) => print!("{}", live::text(&note, &live_report, simulated.as_ref())),
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+struct BalancersArgs {
+    /// Rounds, in alternating order; medians are reported with min-max.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Length of each run, e.g. 5s.
+    #[arg(long, default_value = "5s")]
+    duration: String,
+    /// Keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Only these (comma-separated): direct, lb, nginx, haproxy, envoy.
+    #[arg(long, value_delimiter = ',', value_parser = parse_target)]
+    only: Vec<balancers::Target>,
+    /// What answers behind the balancers: toy (toy-backend) or nginx (`return 200`).
+    #[arg(long, default_value = "toy", value_parser = parse_backends)]
+    backends: balancers::Backends,
+    /// Port of backend-1 (below 32768); the balancers' ports move with it.
+    #[arg(long, default_value_t = 25001)]
+    base_port: u16,
+    /// Idle connections held for the memory figure (0: skip).
+    #[arg(long, default_value_t = 1000)]
+    idle_connections: usize,
+    /// Requests of the strace run (0: skip).
+    #[arg(long, default_value_t = 5000)]
+    strace_requests: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_target(s: &str) -> Result<balancers::Target, String> {
@@ -225,6 +374,106 @@ fn parse_target(s: &str) -> Result<balancers::Target, String> {
 
 fn parse_backends(s: &str) -> Result<balancers::Backends, String> {
     s.parse()
+}
+
+impl BalancersArgs {
+    fn run(self) -> Result<()> {
+        let duration = scenario::parse_duration(&self.duration)
+            .with_context(|| format!("--duration {:?}: expected e.g. 5s", self.duration))?;
+        if self.rounds == 0 || self.connections == 0 || duration == 0 {
+            bail!("--rounds, --connections and --duration must be above 0");
+        }
+        let mut spec = balancers::BalancersSpec::new(repo_root());
+        spec.rounds = self.rounds;
+        spec.duration = std::time::Duration::from_nanos(duration);
+        spec.connections = self.connections;
+        if !self.only.is_empty() {
+            spec.only = self.only;
+        }
+        spec.backends = self.backends;
+        spec.base_port = self.base_port;
+        spec.idle_connections = self.idle_connections;
+        spec.strace_requests = self.strace_requests;
+        let report = runtime()?.block_on(balancers::run(spec, |line| eprintln!("{line}")))?;
+        print_report(self.json, &report, balancers::text)
+    }
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Output folder (created).
+    #[arg(long)]
+    out: PathBuf,
+    /// Smaller runs (seconds instead of minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Also run `balancers` (needs the release binaries of lb, toy-backend and loadgen).
+    #[arg(long)]
+    with_balancers: bool,
+    /// Also run the scenarios live (tens of seconds each).
+    #[arg(long)]
+    with_live: bool,
+}
+
+impl ReportArgs {
+    fn run(self) -> Result<()> {
+        let ReportArgs { out, quick, with_balancers, with_live } = self;
+        let options = report::ReportOptions { quick, with_balancers, with_live, root: repo_root() };
+        let written = runtime()?.block_on(report::write(&out, &options, |line| eprintln!("{line}")))?;
+        println!("wrote {} ({} charts)", out.join("README.md").display(), written.charts.len());
+        Ok(())
+    }
+}
+
+/// The report as one line of JSON, or as its text.
+fn print_report<R: Serialize>(json: bool, report: &R, text: impl FnOnce(&R) -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{}", text(report));
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr of `len` steps, or a hidden one when `hidden` (with `--json`); indicatif also
+/// hides it by itself when stderr is not a terminal, so piped output and tests stay clean.
+fn progress(len: u64, message: &str, hidden: bool) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>20} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message.to_string());
+    bar
+}
+
+/// A scenario file, named after the file.
+fn read_scenario(file: &Path) -> Result<Scenario> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = file.file_stem().map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned());
+    Ok(Scenario::parse(&name, &text)?)
+}
+
+fn parse_threshold(threshold: &str) -> Result<Nanos> {
+    scenario::parse_duration(threshold)
+        .with_context(|| format!("--threshold {threshold:?}: expected e.g. 1s or 500ms"))
+}
+
+/// The algorithms named on the command line, else the file's, else `default`.
+fn chosen_or(
+    chosen: Vec<Algorithm>,
+    sc: &Scenario,
+    default: impl FnOnce() -> Vec<Algorithm>,
+) -> Vec<Algorithm> {
+    match (chosen.is_empty(), sc.algorithms.is_empty()) {
+        (false, _) => chosen,
+        (true, false) => sc.algorithms.clone(),
+        (true, true) => default(),
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -238,275 +487,4 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn repo_root() -> PathBuf {
     let cwd = std::env::current_dir().unwrap_or_default();
     lab::repo::find_root(&cwd).unwrap_or(cwd)
-}
-
-fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Sequence { algorithm, weights, picks, key_count, seed, json } => {
-            let report =
-                sequence::run(&sequence::SequenceSpec { algorithm, weights, picks, key_count, seed })?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!("{}: {}", report.algorithm, report.letters);
-                let indices: Vec<String> =
-                    report.picks.iter().map(|p| p.map_or_else(|| "-".into(), |i| i.to_string())).collect();
-                println!("indices: {}", indices.join(" "));
-                let counts: Vec<String> = report
-                    .counts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{}={c}", sequence::backend_name(i)))
-                    .collect();
-                println!("counts: {}", counts.join(" "));
-            }
-        }
-        Command::Balls { bins, balls: m, choices, trials, seed, json } => {
-            if bins == 0 || choices == 0 {
-                bail!("--bins and --choices must be at least 1");
-            }
-            let bar = progress(trials as u64, "trials", json || trials < 10);
-            let spec = balls::BallsSpec { bins, balls: m, choices, trials, seed };
-            let report = balls::run(&spec, || bar.inc(1));
-            bar.finish_and_clear();
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "balls into bins: n={bins} bins, m={m} balls, d={choices}, {trials} trials, seed {seed}"
-                );
-                let loads: Vec<String> = report.max_load.iter().map(u32::to_string).collect();
-                println!("max load per trial: {}", loads.join(" "));
-                println!("mean max load: {:.2}", report.mean_max_load);
-                let estimate = if choices == 1 {
-                    format!("ln n / ln ln n = {:.2}", balls::one_choice_estimate(bins))
-                } else {
-                    format!("ln ln n / ln d = {:.2} (+ a constant)", balls::d_choice_estimate(bins, choices))
-                };
-                println!("first-order theory (m = n): {estimate}");
-            }
-        }
-        Command::Supermarket { servers, lambda, choices, arrivals, warmup, seed, json } => {
-            if !(lambda > 0.0 && lambda < 1.0) || servers == 0 || choices == 0 {
-                bail!("need 0 < --lambda < 1, --servers >= 1, --choices >= 1");
-            }
-            let bar = progress(arrivals, "arrivals", json || arrivals < 5_000_000);
-            let spec = supermarket::SupermarketSpec { servers, lambda, choices, arrivals, warmup, seed };
-            let started = Instant::now();
-            let report = supermarket::run(&spec, |a| bar.set_position(a));
-            let wall = started.elapsed().as_secs_f64();
-            bar.finish_and_clear();
-            // Speed goes to stderr: it changes from run to run, the results on stdout do not.
-            eprintln!(
-                "simulated {arrivals} requests in {wall:.2} s: {:.1} million requests/s",
-                arrivals as f64 / wall / 1e6
-            );
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print_supermarket(&spec, &report);
-            }
-        }
-        Command::Hashing { algorithm, backends, keys, vnodes, table_size, remove, json } => {
-            if !algorithm.is_hashing() {
-                bail!("{algorithm} is not a hashing algorithm (ring-hash, maglev, bounded-load, rendezvous)");
-            }
-            if backends == 0 || keys == 0 {
-                bail!("--backends and --keys must be at least 1");
-            }
-            let lookups = keys as u64 * if remove.is_some() { 2 } else { 1 };
-            let bar = progress(lookups, "lookups", json || lookups < 2_000_000);
-            let spec = hashing::HashingSpec { algorithm, backends, keys, vnodes, table_size, remove };
-            let report = hashing::run(&spec, || bar.inc(1))?;
-            bar.finish_and_clear();
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print_hashing(&spec, &report);
-            }
-        }
-        Command::Scenario { file, algorithm, seed, threshold, json } => {
-            let text =
-                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let name =
-                file.file_stem().map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned());
-            let sc = scenario::Scenario::parse(&name, &text)?;
-            let threshold = scenario::parse_duration(&threshold)
-                .with_context(|| format!("--threshold {threshold:?}: expected e.g. 1s or 500ms"))?;
-            let algorithms = match (algorithm.is_empty(), sc.algorithms.is_empty()) {
-                (false, _) => algorithm,
-                (true, false) => sc.algorithms.clone(),
-                (true, true) => Algorithm::ALL.to_vec(),
-            };
-            let seed = seed.or(sc.seed).unwrap_or(1);
-            let steps = sc.duration.0 / 1_000_000;
-            let bar = progress(steps * algorithms.len() as u64, "simulating", json);
-            let report = sim::run_all(&sc, &algorithms, sim::RunOptions { seed, threshold }, |i, t| {
-                bar.set_message(algorithms[i].name());
-                bar.set_position(i as u64 * steps + t / 1_000_000);
-            });
-            bar.finish_and_clear();
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print_scenario(&sc, &report);
-            }
-        }
-        Command::Live {
-            file,
-            algorithms,
-            duration_scale,
-            rate_scale,
-            connections,
-            seed,
-            threshold,
-            compare,
-            json,
-        } => {
-            let text =
-                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let name =
-                file.file_stem().map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned());
-            let original = scenario::Scenario::parse(&name, &text)?;
-            let threshold = scenario::parse_duration(&threshold)
-                .with_context(|| format!("--threshold {threshold:?}: expected e.g. 1s or 500ms"))?;
-            if !(rate_scale > 0.0 && rate_scale.is_finite()) {
-                bail!("--rate-scale must be a positive number");
-            }
-            let duration_scale = duration_scale.unwrap_or_else(|| live::default_duration_scale(&original));
-            if !(duration_scale > 0.0 && duration_scale.is_finite()) {
-                bail!("--duration-scale must be a positive number");
-            }
-            let sc = live::scale(&original, duration_scale, rate_scale);
-            let algorithms = match (algorithms.is_empty(), sc.algorithms.is_empty()) {
-                (false, _) => algorithms,
-                (true, false) => sc.algorithms.clone(),
-                (true, true) => Algorithm::ALL.iter().copied().filter(|a| !a.is_hashing()).collect(),
-            };
-            let seed = seed.or(sc.seed).unwrap_or(1);
-            let options = live::LiveOptions { seed, threshold, connections };
-            let secs = sc.duration.0 as f64 / 1e9;
-            // The scaling note goes to stderr with --json, so stdout stays one JSON document.
-            let note = format!(
-                "live run: the file's {:.0} s ran in {secs:.1} s per algorithm (--duration-scale {duration_scale:.3}; service times unscaled), rate x{rate_scale} (--rate-scale); about {:.0} s for {} algorithms",
-                original.duration.0 as f64 / 1e9,
-                secs * algorithms.len() as f64 + algorithms.len() as f64,
-                algorithms.len()
-            );
-            if json {
-                eprintln!("{note}");
-            }
-            let simulated = compare
-                .then(|| sim::run_all(&sc, &algorithms, sim::RunOptions { seed, threshold }, |_, _| {}));
-            let names: Vec<&str> = algorithms.iter().map(|a| a.name()).collect();
-            let report = runtime()?.block_on(live::run_all(&sc, &algorithms, options, |i| {
-                if !json {
-                    eprintln!("running {} for {secs:.1} s...", names.get(i).unwrap_or(&"?"));
-                }
-            }))?;
-            let live_report = live::LiveReport { report, mode: "live", duration_scale, rate_scale };
-            if json {
-                match simulated {
-                    Some(sim) => println!("{}", serde_json::json!({ "simulated": sim, "live": live_report })),
-                    None => println!("{}", serde_json::to_string(&live_report)?),
-                }
-            } else {
-                println!("scenario {}: {}", sc.name, sc.description.trim());
-                println!("{note}");
-                if let Some(sim) = simulated {
-                    println!("\nsimulated (same scaled scenario):");
-                    print!("{}", scenario_text(&sim));
-                    println!("\nlive (toy backends, lb, loadgen):");
-                }
-                print!("{}", scenario_text(&live_report.report));
-            }
-        }
-        Command::Balancers {
-            rounds,
-            duration,
-            connections,
-            only,
-            backends,
-            base_port,
-            idle_connections,
-            strace_requests,
-            json,
-        } => {
-            let duration = scenario::parse_duration(&duration)
-                .with_context(|| format!("--duration {duration:?}: expected e.g. 5s"))?;
-            if rounds == 0 || connections == 0 || duration == 0 {
-                bail!("--rounds, --connections and --duration must be above 0");
-            }
-            let mut spec = balancers::BalancersSpec::new(repo_root());
-            spec.rounds = rounds;
-            spec.duration = std::time::Duration::from_nanos(duration);
-            spec.connections = connections;
-            if !only.is_empty() {
-                spec.only = only;
-            }
-            spec.backends = backends;
-            spec.base_port = base_port;
-            spec.idle_connections = idle_connections;
-            spec.strace_requests = strace_requests;
-            let report = runtime()?.block_on(balancers::run(spec, |line| eprintln!("{line}")))?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", balancers::text(&report));
-            }
-        }
-        Command::Report { out, quick, with_balancers, with_live } => {
-            let options = report::ReportOptions { quick, with_balancers, with_live, root: repo_root() };
-            let written = runtime()?.block_on(report::write(&out, &options, |line| eprintln!("{line}")))?;
-            println!("wrote {} ({} charts)", out.join("README.md").display(), written.charts.len());
-        }
-    }
-    Ok(())
-}
-
-fn print_supermarket(spec: &supermarket::SupermarketSpec, r: &supermarket::SupermarketReport) {
-    println!(
-        "supermarket: n={} servers, lambda={}, d={}, {} arrivals ({}% warm-up), seed {}",
-        spec.servers,
-        spec.lambda,
-        spec.choices,
-        spec.arrivals,
-        (spec.warmup * 100.0).round(),
-        spec.seed
-    );
-    let off = (r.mean_sojourn / r.theory_mean_sojourn - 1.0) * 100.0;
-    println!("mean time in system: {:.4} (theory {:.4}, {off:+.1}%)", r.mean_sojourn, r.theory_mean_sojourn);
-    let rows: Vec<Vec<String>> = r
-        .tail
-        .iter()
-        .zip(&r.theory_tail)
-        .enumerate()
-        .take_while(|(i, (s, t))| *i < 3 || **s >= 1e-6 || **t >= 1e-6)
-        .take(16)
-        .map(|(i, (s, t))| vec![i.to_string(), format!("{s:.6}"), format!("{t:.6}")])
-        .collect();
-    print!("{}", table(&["i", "simulated s_i", "theory s_i"], &rows));
-}
-
-fn print_hashing(spec: &hashing::HashingSpec, r: &hashing::HashingReport) {
-    println!("{}: {} keys over {} backends", r.algorithm, spec.keys, spec.backends);
-    let mut rows = vec![
-        vec!["keys per backend min".to_string(), r.min.to_string()],
-        vec!["keys per backend max".to_string(), r.max.to_string()],
-        vec!["max / mean".to_string(), format!("{:.3}", r.max_over_mean)],
-        vec!["coefficient of variation".to_string(), format!("{:.4}", r.cv)],
-    ];
-    if let (Some(removed), Some(moved), Some(survivors)) =
-        (r.removed, r.moved_fraction, r.moved_among_survivors)
-    {
-        rows.push(vec!["backends removed".to_string(), removed.to_string()]);
-        rows.push(vec!["keys moved (fraction of all)".to_string(), format!("{moved:.4}")]);
-        rows.push(vec!["moved although backend stayed".to_string(), format!("{survivors:.4}")]);
-    }
-    print!("{}", table(&["measure", "value"], &rows));
-}
-
-fn print_scenario(sc: &scenario::Scenario, r: &sim::ScenarioReport) {
-    println!("scenario {}: {}", r.scenario, sc.description.trim());
-    print!("{}", scenario_text(r));
 }

@@ -1,62 +1,57 @@
-//! The simulator's random numbers: a plain (not atomic) wyrand, and the distributions the experiments draw.
+//! The simulator's random numbers: the distributions the experiments draw, on wyrand.
 //!
-//! Why not `lb_algorithms::rng::Rng`: that one is shared between threads through an `AtomicU64`, which
-//! the balancers need and a single-threaded event loop does not; the supermarket model draws several
-//! numbers per simulated request and has to do 5 million requests a second, so it keeps its state in a
-//! register. Same generator (wyrand), so the same quality.
+//! The generator itself is `lb-algorithms`'s [`Wyrand`]: the same wyrand the randomised balancers use,
+//! in its single-owner form, with no atomic. The supermarket model draws several numbers per simulated
+//! request and has to do 5 million requests a second, so its generator keeps its state in a register;
+//! the balancers' shared one, an `AtomicU64` that every thread can draw from, is for the proxy.
 //!
 //! Every experiment takes a seed and derives its generators from it, so a table in a lesson can be
 //! reproduced exactly from the command that printed it.
 
-const INCREMENT: u64 = 0xa076_1d64_78bd_642f;
-const MIX: u64 = 0xe703_7ed1_a0b4_28db;
+use lb_algorithms::Wyrand;
 
-/// A seedable wyrand generator.
+/// A seedable generator with the distributions the simulator draws.
 #[derive(Debug, Clone)]
-pub struct SimRng {
-    state: u64,
-}
+pub(crate) struct SimRng(Wyrand);
 
 impl SimRng {
     /// The same sequence for the same seed.
-    pub fn seeded(seed: u64) -> Self {
-        SimRng { state: seed }
+    pub(crate) fn seeded(seed: u64) -> Self {
+        SimRng(Wyrand::seeded(seed))
     }
 
     /// An independent generator for stream `stream` of the same seed (one per trial, per algorithm...).
-    pub fn fork(seed: u64, stream: u64) -> Self {
+    pub(crate) fn fork(seed: u64, stream: u64) -> Self {
         // Spread the stream number over all bits so that streams 0, 1, 2 do not start as neighbours.
         SimRng::seeded(seed ^ lb_algorithms::hash_bytes(&stream.to_le_bytes()))
     }
 
     /// The next 64 random bits.
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(INCREMENT);
-        let t = u128::from(self.state) * u128::from(self.state ^ MIX);
-        ((t >> 64) as u64) ^ (t as u64)
+    #[cfg(test)]
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
     }
 
     /// Uniform in `0..n` (Lemire's multiply-shift, no division).
     #[inline]
-    pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        self.0.below(n)
     }
 
     /// Uniform in `[0, 1)`.
     #[inline]
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    pub(crate) fn unit(&mut self) -> f64 {
+        self.0.unit()
     }
 
     /// Exponential with mean 1 (inversion: `-ln U` with `U` in `(0, 1]`, so never infinite).
     #[inline]
-    pub fn exp1(&mut self) -> f64 {
+    pub(crate) fn exp1(&mut self) -> f64 {
         -(1.0 - self.unit()).ln()
     }
 
     /// Standard normal (Box-Muller; one of the pair is thrown away, which is fine off the hot path).
-    pub fn normal(&mut self) -> f64 {
+    pub(crate) fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.unit();
         let u2 = self.unit();
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()

@@ -106,7 +106,7 @@ impl<'de> Deserialize<'de> for Dur {
 /// A latency distribution, in the syntax of `toy-backend --latency`. Samples are nanoseconds.
 ///
 /// The simulator has its own copy of the parser rather than depending on `toy-backend`, because it draws
-/// from its own seeded [`SimRng`] in nanoseconds and must not pull an HTTP server into a simulation.
+/// from its own seeded `SimRng` in nanoseconds and must not pull an HTTP server into a simulation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Dist {
     /// The same every time.
@@ -121,7 +121,7 @@ pub enum Dist {
 
 impl Dist {
     /// One draw, in nanoseconds.
-    pub fn sample(&self, rng: &mut SimRng) -> f64 {
+    pub(crate) fn sample(&self, rng: &mut SimRng) -> f64 {
         match *self {
             Dist::Fixed(v) => v,
             Dist::Uniform(lo, hi) => lo + (hi - lo) * rng.unit(),
@@ -131,7 +131,8 @@ impl Dist {
     }
 
     /// The mean, in nanoseconds.
-    pub fn mean(&self) -> f64 {
+    #[cfg(test)]
+    fn mean(&self) -> f64 {
         match *self {
             Dist::Fixed(v) | Dist::Exp(v) => v,
             Dist::Uniform(lo, hi) => (lo + hi) / 2.0,
@@ -322,7 +323,7 @@ impl Scenario {
     }
 
     /// Number of backends over all groups.
-    pub fn backend_count(&self) -> usize {
+    fn backend_count(&self) -> usize {
         self.backends.iter().map(|g| g.count).sum()
     }
 

@@ -44,7 +44,7 @@ pub struct SequenceReport {
 }
 
 /// `a`, `b`, ..., `z`, then `b26`, `b27`... (a fleet of more than 26 is not read letter by letter anyway).
-pub fn backend_name(i: usize) -> String {
+fn backend_name(i: usize) -> String {
     if i < 26 { char::from(b'a' + i as u8).to_string() } else { format!("b{i}") }
 }
 
@@ -73,6 +73,26 @@ pub fn run(spec: &SequenceSpec) -> Result<SequenceReport, BuildError> {
     let letters =
         picks.iter().map(|p| p.map_or_else(|| "-".to_string(), backend_name)).collect::<Vec<_>>().join(" ");
     Ok(SequenceReport { algorithm: spec.algorithm.name().to_string(), picks, letters, counts })
+}
+
+/// How many picks each backend got, as `a=5 b=1 c=1`.
+pub(crate) fn counts_text(counts: &[u64]) -> String {
+    let counts: Vec<String> =
+        counts.iter().enumerate().map(|(i, c)| format!("{}={c}", backend_name(i))).collect();
+    counts.join(" ")
+}
+
+/// The picks as `lb-compare sequence` prints them: as letters, as indices, and the counts.
+pub fn text(r: &SequenceReport) -> String {
+    let indices: Vec<String> =
+        r.picks.iter().map(|p| p.map_or_else(|| "-".into(), |i| i.to_string())).collect();
+    format!(
+        "{}: {}\nindices: {}\ncounts: {}\n",
+        r.algorithm,
+        r.letters,
+        indices.join(" "),
+        counts_text(&r.counts)
+    )
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ use lb_algorithms::{
 };
 use serde::Serialize;
 
+use crate::output::table;
 use crate::rng::SimRng;
 use crate::scenario::{Dist, Nanos, Scenario};
 
@@ -523,4 +524,46 @@ pub fn run_all(
         results,
         skipped,
     }
+}
+
+/// `scenario NAME: DESCRIPTION`, the line `lb-compare scenario` and `live` print above [`text`].
+pub fn heading(r: &ScenarioReport) -> String {
+    format!("scenario {}: {}\n", r.scenario, r.description.trim())
+}
+
+/// The tables of a scenario report (simulated or live): latency per algorithm, then requests per
+/// backend. `lb-compare scenario`, `live` and `report` all print this.
+pub fn text(r: &ScenarioReport) -> String {
+    let mut out = format!("seed {}, threshold {} ms; latencies in ms\n", r.seed, r.threshold_ms);
+    let rows: Vec<Vec<String>> = r
+        .results
+        .iter()
+        .map(|a| {
+            vec![
+                a.algorithm.clone(),
+                a.requests.to_string(),
+                a.errors.to_string(),
+                format!("{:.1}", a.p50_ms),
+                format!("{:.1}", a.p90_ms),
+                format!("{:.1}", a.p99_ms),
+                format!("{:.1}", a.p999_ms),
+                format!("{:.1}", a.max_ms),
+                format!("{:.2}%", a.above_threshold * 100.0),
+                format!("{:.2}", a.imbalance),
+            ]
+        })
+        .collect();
+    out += &table(
+        &["algorithm", "requests", "errors", "p50", "p90", "p99", "p99.9", "max", "above", "imbalance"],
+        &rows,
+    );
+    out += "requests per backend:\n";
+    for a in &r.results {
+        let counts: Vec<String> = a.per_backend.iter().map(u64::to_string).collect();
+        out += &format!("  {:<22} {}\n", a.algorithm, counts.join(" "));
+    }
+    for s in &r.skipped {
+        out += &format!("skipped {}: {}\n", s.algorithm, s.reason);
+    }
+    out
 }

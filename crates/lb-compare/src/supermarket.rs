@@ -30,6 +30,7 @@
 
 use serde::Serialize;
 
+use crate::output::table;
 use crate::rng::SimRng;
 
 /// What to simulate.
@@ -67,8 +68,15 @@ pub struct SupermarketReport {
     pub measured_time: f64,
 }
 
+impl SupermarketReport {
+    /// How far the simulated mean time in system is from the theory's, in percent.
+    pub(crate) fn off_theory_percent(&self) -> f64 {
+        (self.mean_sojourn / self.theory_mean_sojourn - 1.0) * 100.0
+    }
+}
+
 /// Mitzenmacher's fixed point: the fraction of queues with at least `i` customers as `n → ∞`.
-pub fn theory_tail(lambda: f64, d: usize, i: u32) -> f64 {
+fn theory_tail(lambda: f64, d: usize, i: u32) -> f64 {
     if d <= 1 {
         return lambda.powi(i as i32);
     }
@@ -79,7 +87,7 @@ pub fn theory_tail(lambda: f64, d: usize, i: u32) -> f64 {
 }
 
 /// Expected time in system as `n → ∞`: `1/(1-λ)` for one choice, `(1/λ) Σ_{i≥1} s_i` for more.
-pub fn theory_mean_sojourn(lambda: f64, d: usize) -> f64 {
+fn theory_mean_sojourn(lambda: f64, d: usize) -> f64 {
     if d <= 1 {
         return 1.0 / (1.0 - lambda);
     }
@@ -232,6 +240,36 @@ pub fn run(spec: &SupermarketSpec, mut on_progress: impl FnMut(u64)) -> Supermar
         arrivals,
         measured_time,
     }
+}
+
+/// The result as `lb-compare supermarket` prints it: the mean time in system, and the tail against the
+/// fixed point (the first levels, and on while either is at least 10^-6).
+pub fn text(spec: &SupermarketSpec, r: &SupermarketReport) -> String {
+    let mut out = format!(
+        "supermarket: n={} servers, lambda={}, d={}, {} arrivals ({}% warm-up), seed {}\n",
+        spec.servers,
+        spec.lambda,
+        spec.choices,
+        spec.arrivals,
+        (spec.warmup * 100.0).round(),
+        spec.seed
+    );
+    out += &format!(
+        "mean time in system: {:.4} (theory {:.4}, {:+.1}%)\n",
+        r.mean_sojourn,
+        r.theory_mean_sojourn,
+        r.off_theory_percent()
+    );
+    let rows: Vec<Vec<String>> = r
+        .tail
+        .iter()
+        .zip(&r.theory_tail)
+        .enumerate()
+        .take_while(|(i, (s, t))| *i < 3 || **s >= 1e-6 || **t >= 1e-6)
+        .take(16)
+        .map(|(i, (s, t))| vec![i.to_string(), format!("{s:.6}"), format!("{t:.6}")])
+        .collect();
+    out + &table(&["i", "simulated s_i", "theory s_i"], &rows)
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Highest latency the histograms hold, in microseconds (one hour); longer ones are clamped.
-pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+pub(crate) const MAX_LATENCY_US: u64 = 3_600_000_000;
 
 /// How requests are paced.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,7 +75,7 @@ pub enum Mode {
 
 impl Mode {
     /// Number of connections.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         match *self {
             Mode::Closed { connections } | Mode::Open { connections, .. } => connections,
         }

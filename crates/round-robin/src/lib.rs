@@ -42,7 +42,7 @@ pub enum ConfigError {
 }
 
 /// A response body: the backend's, streamed through, or a short one of our own (the 502).
-pub type Body = Either<Incoming, Full<Bytes>>;
+type Body = Either<Incoming, Full<Bytes>>;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), so a proxy must not
 /// pass them on.
@@ -94,13 +94,13 @@ impl RoundRobin {
     /// The next backend in turn. Go's `atomic.AddUint64` returns the *new* value, so its first
     /// request goes to `backends[1]`; `fetch_add` returns the old one, so ours starts at
     /// `backends[0]`. (`None` cannot happen: `new` refuses an empty list.)
-    pub fn pick(&self) -> Option<&Uri> {
+    fn pick(&self) -> Option<&Uri> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         self.backends.get(n.checked_rem(self.backends.len())?)
     }
 
     /// Forwards one request to the next backend and returns its response, streamed.
-    pub async fn proxy(&self, mut req: Request<Incoming>, client_ip: IpAddr) -> Response<Body> {
+    async fn proxy(&self, mut req: Request<Incoming>, client_ip: IpAddr) -> Response<Body> {
         let Some(backend) = self.pick() else {
             return text(StatusCode::SERVICE_UNAVAILABLE, "no backends\n".into());
         };
@@ -153,7 +153,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Appends the client's IP to `X-Forwarded-For`, joining any earlier values into one, as Go does.
-pub fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
+fn append_forwarded_for(headers: &mut HeaderMap, ip: IpAddr) {
     let mut chain: Vec<String> = headers
         .get_all("x-forwarded-for")
         .iter()

@@ -86,7 +86,7 @@ pub enum Latency {
 }
 
 impl Latency {
-    /// Draws one delay. Random tails are capped at [`MAX_RANDOM_LATENCY`].
+    /// Draws one delay. Random tails are capped at a minute (`MAX_RANDOM_LATENCY`).
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Duration {
         let secs = match *self {
             Latency::None => return Duration::ZERO,

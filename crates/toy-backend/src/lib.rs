@@ -19,9 +19,11 @@
 //!
 //! # Layout
 //!
+//! The modules are private; `lib.rs` re-exports what other crates use.
+//!
 //! - `lib.rs`: [`Backend`], the handle to a running backend, and [`start_many`].
 //! - `knobs.rs`: [`Knobs`] and [`Latency`] (flag syntax, sampling), and the lock-free live state.
-//! - `app.rs`: the routes ([`app`]) and the middleware that applies the knobs.
+//! - `app.rs`: the routes (`app`), the state they share, and the middleware that applies the knobs.
 //! - `server.rs`: the accept loop: fail mode at the TCP level, graceful shutdown and `kill`.
 //! - `body.rs`: the streamed `/bytes` body and the body that holds a request's in-flight slot.
 //! - `main.rs`: the `toy-backend` command.
@@ -38,13 +40,12 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use app::{BackendState, MAX_BYTES, MAX_DELAY_MS, app};
-pub use knobs::{Knobs, Latency, MAX_RANDOM_LATENCY, ParseLatencyError};
+pub use knobs::{Knobs, Latency, ParseLatencyError};
 
-use app::Phase;
+use app::{BackendState, Phase};
 
 /// How long [`Backend::shutdown`] waits for open requests before dropping them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// What a backend is called, how it behaves, and the seed for its random draws.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,11 +103,6 @@ impl Backend {
         format!("http://{addr}")
     }
 
-    /// The shared state, as handed to [`app`].
-    pub fn state(&self) -> &BackendState {
-        &self.state
-    }
-
     /// Requests served so far: every route except `/health` and `/admin/*`.
     pub fn requests(&self) -> u64 {
         self.state.requests()
@@ -147,7 +143,7 @@ impl Backend {
         self.state.knobs()
     }
 
-    /// Stops accepting and waits for open requests to finish, at most [`SHUTDOWN_GRACE`]; then
+    /// Stops accepting and waits for open requests to finish, at most `SHUTDOWN_GRACE` (10 s); then
     /// drops whatever is left.
     pub async fn shutdown(mut self) {
         self.state.set_phase(Phase::Draining);
