@@ -3,7 +3,7 @@
 # not move with the machine's noise, so two builds (or lb and nginx) can be compared a few percent apart.
 #
 #   scripts/instructions-per-request.sh lb [PATH]   # default target/release/lb (cargo build --release -p lb)
-#   scripts/instructions-per-request.sh nginx       # nginx 1 worker, keepalive upstream, as in bench-vs-anchors
+#   scripts/instructions-per-request.sh nginx       # nginx 1 worker, keepalive upstream, as lb-compare balancers runs it
 #
 # Three nginx `return 200` backends on 127.0.0.1:25001-25003 (core 0), the proxy under callgrind on
 # 127.0.0.1:25080 (core 1), wrk -c8 for 3 s of warm-up and 8 s counted. Needs valgrind, wrk, nginx

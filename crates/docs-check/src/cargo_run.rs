@@ -90,7 +90,7 @@ pub fn parse(command: &str) -> Option<Result<CargoRun, String>> {
     let words = split_words(&command);
     let mut index = 0;
     let mut env = Vec::new();
-    while let Some((_, word)) = words.get(index) {
+    while let Some(Word { text: word, .. }) = words.get(index) {
         if is_assignment(word) {
             env.push(word.to_string());
             index += 1;
@@ -98,7 +98,8 @@ pub fn parse(command: &str) -> Option<Result<CargoRun, String>> {
             break;
         }
     }
-    if words.get(index).map(|w| w.1) != Some("cargo") || words.get(index + 1).map(|w| w.1) != Some("run") {
+    let text = |i: usize| words.get(i).map(|w| w.text);
+    if text(index) != Some("cargo") || text(index + 1) != Some("run") {
         return None;
     }
     index += 2;
@@ -107,15 +108,14 @@ pub fn parse(command: &str) -> Option<Result<CargoRun, String>> {
     let mut bin = None;
     let mut example = None;
     let mut rest = String::new();
-    while let Some(&(start, word)) = words.get(index) {
-        // `--flag value` takes two words, `--flag=value` (and `-pNAME`) one; returns the value and how
-        // many words it took.
-        let value = |inline: Option<&str>| -> Result<(String, usize), String> {
+    while let Some(&Word { start, text: word }) = words.get(index) {
+        // `--flag value` takes two words, `--flag=value` (and `-pNAME`) one.
+        let value = |inline: Option<&str>| -> Result<OptionValue, String> {
             match inline {
-                Some(v) => Ok((v.to_string(), 1)),
+                Some(v) => Ok(OptionValue { value: v.to_string(), words: 1 }),
                 None => words
                     .get(index + 1)
-                    .map(|w| (w.1.to_string(), 2))
+                    .map(|w| OptionValue { value: w.text.to_string(), words: 2 })
                     .ok_or_else(|| format!("`{word}` needs a value")),
             }
         };
@@ -160,16 +160,23 @@ pub fn parse(command: &str) -> Option<Result<CargoRun, String>> {
     Some(Ok(CargoRun { env, package, release, example: example.is_some(), name, rest }))
 }
 
+/// A word of a command line and the byte offset it starts at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word<'a> {
+    start: usize,
+    text: &'a str,
+}
+
 /// Splits on whitespace, keeping each word's byte offset so the tail can be sliced out verbatim.
 /// Quotes are not interpreted: cargo's own options never need them, and the arguments after `--` are
 /// passed on untouched.
-fn split_words(command: &str) -> Vec<(usize, &str)> {
+fn split_words(command: &str) -> Vec<Word<'_>> {
     let mut words = Vec::new();
     let mut start = None;
     for (i, c) in command.char_indices() {
         match (c.is_whitespace(), start) {
             (true, Some(s)) => {
-                words.push((s, &command[s..i]));
+                words.push(Word { start: s, text: &command[s..i] });
                 start = None;
             }
             (false, None) => start = Some(i),
@@ -177,16 +184,23 @@ fn split_words(command: &str) -> Vec<(usize, &str)> {
         }
     }
     if let Some(s) = start {
-        words.push((s, &command[s..]));
+        words.push(Word { start: s, text: &command[s..] });
     }
     words
 }
 
+/// An option's value, and how many words of the command line it took (`-p lb` two, `-plb` one).
+#[derive(Debug)]
+struct OptionValue {
+    value: String,
+    words: usize,
+}
+
 /// Stores an option's value and passes on how many words it took.
-fn set(slot: &mut Option<String>, value: Result<(String, usize), String>) -> Result<usize, String> {
-    value.map(|(v, taken)| {
-        *slot = Some(v);
-        taken
+fn set(slot: &mut Option<String>, value: Result<OptionValue, String>) -> Result<usize, String> {
+    value.map(|OptionValue { value, words }| {
+        *slot = Some(value);
+        words
     })
 }
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::markdown::Fence;
+use crate::markdown::{Fence, Line};
 
 /// The per-command timeout when a block does not set one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -151,14 +151,14 @@ pub fn parse_block(fence: &Fence) -> Option<Result<ConsoleBlock, ParseError>> {
     Some(parse_commands(&fence.content).map(|commands| ConsoleBlock { line: fence.line, options, commands }))
 }
 
-fn parse_commands(content: &[(usize, String)]) -> Result<Vec<Command>, ParseError> {
+fn parse_commands(content: &[Line]) -> Result<Vec<Command>, ParseError> {
     let mut commands: Vec<Command> = Vec::new();
     let mut lines = content.iter();
-    while let Some((number, line)) = lines.next() {
+    while let Some(Line { number, text: line }) = lines.next() {
         if let Some(first) = line.strip_prefix("$ ") {
             let mut text = first.to_string();
             while text.ends_with('\\') {
-                let Some((_, next)) = lines.next() else {
+                let Some(Line { text: next, .. }) = lines.next() else {
                     return Err(ParseError {
                         line: *number,
                         message: "the command's last line ends in `\\` but nothing follows".to_string(),
@@ -208,7 +208,11 @@ mod tests {
         Fence {
             info: info.to_string(),
             line: 10,
-            content: lines.iter().enumerate().map(|(i, l)| (11 + i, l.to_string())).collect(),
+            content: lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| Line { number: 11 + i, text: l.to_string() })
+                .collect(),
         }
     }
 

@@ -93,6 +93,15 @@ impl fmt::Display for Failure {
     }
 }
 
+/// Where a file stopped being run because a block needs a program that is not on `PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    /// The line of the block that needs it.
+    pub line: usize,
+    /// What it needs and how to get it.
+    pub why: String,
+}
+
 /// The result for one Markdown file.
 #[derive(Debug, Clone, Default)]
 pub struct FileReport {
@@ -106,8 +115,8 @@ pub struct FileReport {
     /// Commands in `console,ignore` blocks, and every command from a block whose `requires=` program
     /// is missing to the end of the file.
     pub skipped: usize,
-    /// Why the rest of the file was skipped: the line of the block and what it needs.
-    pub skipped_from: Option<(usize, String)>,
+    /// Why the rest of the file was skipped, when a block needed a missing program.
+    pub skipped_from: Option<Skip>,
     pub broken_links: usize,
     pub links_only: bool,
     pub failures: Vec<Failure>,
@@ -144,7 +153,7 @@ impl FileReport {
             n => format!("{n} broken links"),
         });
         let mut line = format!("{}: {}", self.file, parts.join(", "));
-        if let Some((from, why)) = &self.skipped_from {
+        if let Some(Skip { line: from, why }) = &self.skipped_from {
             line.push_str(&format!("\n    skipped: {why} (line {from} to the end of the file)"));
         }
         line
@@ -243,23 +252,22 @@ fn check_file(
     options: &Options,
     anchors: &mut HashMap<PathBuf, Vec<String>>,
 ) -> FileReport {
-    let name = relative(&env.root, file);
-    let mut report =
-        FileReport { file: name.clone(), links_only: options.links_only, ..FileReport::default() };
-    let fail = |report: &mut FileReport, line: usize, message: String| {
-        report.failures.push(Failure { file: name.clone(), line, message });
+    let mut report = FileReport {
+        file: relative(&env.root, file),
+        links_only: options.links_only,
+        ..FileReport::default()
     };
     let text = match fs::read_to_string(file) {
         Ok(text) => text,
         Err(e) => {
-            fail(&mut report, 0, format!("cannot read: {e}"));
+            report.fail(0, format!("cannot read: {e}"));
             return report;
         }
     };
     let doc = Document::parse(&text);
     for broken in links::check(&env.root, file, &doc, anchors) {
         report.broken_links += 1;
-        fail(&mut report, broken.line, broken.message);
+        report.fail(broken.line, broken.message);
     }
     let mut blocks = Vec::new();
     let mut malformed = false;
@@ -269,26 +277,38 @@ fn check_file(
             Err(error) => {
                 malformed = true;
                 report.failed += 1;
-                fail(&mut report, error.line, format!("malformed console block: {}", error.message));
+                report.fail(error.line, format!("malformed console block: {}", error.message));
             }
         }
     }
-    let count = |block: &ConsoleBlock| block.commands.len();
-    report.skipped = blocks.iter().filter(|b| b.options.ignore).map(count).sum();
+    report.skipped = blocks.iter().filter(|b| b.options.ignore).map(|b| b.commands.len()).sum();
     let runnable: Vec<&ConsoleBlock> = blocks.iter().filter(|b| !b.options.ignore).collect();
     if options.links_only || malformed {
-        report.not_run = runnable.iter().map(|b| count(b)).sum();
+        report.not_run = runnable.iter().map(|b| b.commands.len()).sum();
         return report;
     }
+    run_blocks(env, &runnable, options, &mut report);
+    report
+}
+
+impl FileReport {
+    fn fail(&mut self, line: usize, message: String) {
+        self.failures.push(Failure { file: self.file.clone(), line, message });
+    }
+}
+
+/// Runs a file's blocks in order, counting into `report`, then stops the services they started.
+fn run_blocks(env: &Environment, blocks: &[&ConsoleBlock], options: &Options, report: &mut FileReport) {
     let mut services: Vec<Background> = Vec::new();
     let mut stopped = false;
-    for block in runnable {
+    for block in blocks {
+        let count = block.commands.len();
         if stopped || runner::interrupted() {
-            report.not_run += count(block);
+            report.not_run += count;
             continue;
         }
         if report.skipped_from.is_some() {
-            report.skipped += count(block);
+            report.skipped += count;
             continue;
         }
         let missing: Vec<&str> = block
@@ -303,9 +323,8 @@ fn check_file(
             let why = missing_programs(&missing);
             if options.require_external {
                 report.failed += 1;
-                report.not_run += count(block).saturating_sub(1);
-                fail(
-                    &mut report,
+                report.not_run += count.saturating_sub(1);
+                report.fail(
                     block.line,
                     format!(
                         "{why}\n({REQUIRE_EXTERNAL_VAR}=1 makes a missing program a failure, not a skip)"
@@ -313,18 +332,18 @@ fn check_file(
                 );
                 stopped = true;
             } else {
-                report.skipped += count(block);
-                report.skipped_from = Some((block.line, why));
+                report.skipped += count;
+                report.skipped_from = Some(Skip { line: block.line, why });
             }
             continue;
         }
         match run_block(env, block, options, &mut services) {
             Ok(passed) => report.passed += passed,
-            Err((passed, line, message)) => {
-                report.passed += passed;
+            Err(failure) => {
+                report.passed += failure.passed;
                 report.failed += 1;
-                report.not_run += count(block).saturating_sub(passed + 1);
-                fail(&mut report, line, message);
+                report.not_run += count.saturating_sub(failure.passed + 1);
+                report.fail(failure.line, failure.message);
                 stopped = true;
             }
         }
@@ -332,29 +351,41 @@ fn check_file(
     for service in services {
         service.stop();
     }
-    report
 }
 
-/// Runs one block; `Ok(commands passed)` or `Err((commands passed, line, why))` at the first failure.
+/// How a block failed: the commands that passed before, and the line and reason of the one that did
+/// not.
+#[derive(Debug)]
+struct BlockFailure {
+    passed: usize,
+    line: usize,
+    message: String,
+}
+
+/// Runs one block; the number of commands passed, or how it failed at its first failing command.
 fn run_block(
     env: &Environment,
     block: &ConsoleBlock,
     options: &Options,
     services: &mut Vec<Background>,
-) -> Result<usize, (usize, usize, String)> {
+) -> Result<usize, BlockFailure> {
     let last_background = block.commands.iter().rposition(|c| c.background);
-    let wait = |services: &mut Vec<Background>, line: usize| -> Result<(), (usize, usize, String)> {
+    let wait = |services: &mut Vec<Background>| -> Result<(), String> {
         if block.options.wait.is_empty() {
             return Ok(());
         }
         let deadline = options.deadline.unwrap_or_else(|| Instant::now() + runner::PORT_WAIT);
-        runner::wait_for_ports(&block.options.wait, services, deadline).map(|_| ()).map_err(|e| (0, line, e))
+        runner::wait_for_ports(&block.options.wait, services, deadline).map(|_| ())
     };
     if last_background.is_none() {
-        wait(services, block.line)?;
+        wait(services).map_err(|message| BlockFailure { passed: 0, line: block.line, message })?;
     }
     for (index, command) in block.commands.iter().enumerate() {
-        let at_failure = |message: String| (index, command.line, format!("`$ {}`\n{message}", command.text));
+        let at_failure = |message: String| BlockFailure {
+            passed: index,
+            line: command.line,
+            message: format!("`$ {}`\n{message}", command.text),
+        };
         if options.verbose {
             eprintln!("  line {}: $ {}", command.line, command.text);
         }
@@ -369,30 +400,36 @@ fn run_block(
         if command.background {
             services.push(Background::start(env, &command.text, command.line).map_err(at_failure)?);
             if Some(index) == last_background {
-                wait(services, command.line).map_err(|(_, _, e)| at_failure(e))?;
+                wait(services).map_err(at_failure)?;
             }
             continue;
         }
         let expected_status = if index + 1 == block.commands.len() { block.options.exit } else { 0 };
         let outcome = runner::run(env, &command.text, timeout).map_err(at_failure)?;
         if let Some(problem) = judge(command, &outcome, expected_status, timeout) {
-            let mut message = problem;
-            let stderr = outcome.stderr.trim_end();
-            if !stderr.is_empty() {
-                message.push_str(&format!("\nstderr:\n{}", runner::tail(stderr, STDERR_LINES)));
-            }
-            for service in services.iter_mut() {
-                if let Some(how) = service.exited() {
-                    message.push_str(&format!(
-                        "\nnote: the background command at line {} (`{}`) {how}",
-                        service.line, service.text
-                    ));
-                }
-            }
-            return Err(at_failure(message));
+            return Err(at_failure(explain(problem, &outcome, services)));
         }
     }
     Ok(block.commands.len())
+}
+
+/// A failed command's problem, with its stderr and any background service that has died (the usual
+/// reason a command cannot reach what it talks to).
+fn explain(problem: String, outcome: &runner::Outcome, services: &mut [Background]) -> String {
+    let mut message = problem;
+    let stderr = outcome.stderr.trim_end();
+    if !stderr.is_empty() {
+        message.push_str(&format!("\nstderr:\n{}", runner::tail(stderr, STDERR_LINES)));
+    }
+    for service in services.iter_mut() {
+        if let Some(how) = service.exited() {
+            message.push_str(&format!(
+                "\nnote: the background command at line {} (`{}`) {how}",
+                service.line, service.text
+            ));
+        }
+    }
+    message
 }
 
 /// `None` if the command did what the lesson says, else what differs.

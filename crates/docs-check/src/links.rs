@@ -6,7 +6,8 @@
 //!
 //! - `[text](path)` and `[text](path#anchor)`: `path` exists relative to the linking file (a leading
 //!   `/` means the repository root, as on GitHub); if it is a Markdown file, `anchor` is one of its
-//!   heading slugs ([`crate::markdown::slug`]). `[text](#anchor)` checks the file itself.
+//!   heading slugs ([`crate::markdown::slug`]). `[text](#anchor)` checks the file itself. The same
+//!   goes for a reference definition `[label]: path` and for `href="path"` and `src="path"` in HTML.
 //! - `` `crates/...` ``, `` `docs/...` `` and the other top-level folders, in backticks: the path exists
 //!   relative to the repository root, when it looks like a path (contains a `.` or ends with `/`), so
 //!   `` `crates/lb` `` in a sentence about the package is left alone. A `:42` line suffix is allowed;
@@ -40,7 +41,8 @@ pub fn check(
 ) -> Vec<BrokenLink> {
     let mut broken = Vec::new();
     let dir = file.parent().unwrap_or(root);
-    for (line, target) in doc.links() {
+    for link in doc.links() {
+        let (line, target) = (link.line, &link.target);
         let (path, anchor) = match target.split_once('#') {
             Some((path, anchor)) => (path, Some(anchor)),
             None => (target.as_str(), None),
@@ -68,9 +70,11 @@ pub fn check(
         }
         let known = anchors.entry(resolved.clone()).or_insert_with(|| {
             if resolved == file {
-                doc.anchors()
+                doc.anchors().to_vec()
             } else {
-                fs::read_to_string(&resolved).map(|text| Document::parse(&text).anchors()).unwrap_or_default()
+                fs::read_to_string(&resolved)
+                    .map(|text| Document::parse(&text).anchors().to_vec())
+                    .unwrap_or_default()
             }
         });
         let anchor = percent_decode(anchor);
@@ -91,12 +95,12 @@ pub fn check(
             });
         }
     }
-    for (line, span) in doc.code_spans() {
-        let Some(path) = repository_path(&span) else { continue };
+    for span in doc.code_spans() {
+        let Some(path) = repository_path(&span.text) else { continue };
         if !root.join(path).exists() {
             broken.push(BrokenLink {
-                line,
-                message: format!("path `{span}` does not exist in the repository"),
+                line: span.line,
+                message: format!("path `{}` does not exist in the repository", span.text),
             });
         }
     }
@@ -219,5 +223,33 @@ mod tests {
             ]
         );
         assert!(broken.iter().all(|b| b.line == 4 || b.line == 5), "{broken:?}");
+    }
+
+    #[test]
+    fn broken_links_over_two_lines_and_in_list_items_are_reported_at_their_line() {
+        let root = tempfile::tempdir().expect("temp dir");
+        fs::write(root.path().join("a.md"), "# Title\n").expect("write");
+        // What a line-by-line reader missed: a target on the line after its `](` (line 4), and a
+        // reference definition indented inside a nested list item (line 12). The link whose text
+        // goes over two lines (lines 7-8) is reported where its target is.
+        let text = "# Here\n\nSee [the missing lesson](\nmissing.md) and [fine](a.md).\n\n\
+                    - one\n  - two, see [a\n    heading](a.md#no-such-heading)\n\n\
+                    \x20   and [the third][third].\n\n\
+                    \x20   [third]: nowhere.md\n";
+        let file = root.path().join("README.md");
+        fs::write(&file, text).expect("write");
+        let broken = check(root.path(), &file, &Document::parse(text), &mut HashMap::new());
+        let found: Vec<(usize, &str)> = broken.iter().map(|b| (b.line, b.message.as_str())).collect();
+        assert_eq!(
+            found,
+            vec![
+                (4, "link `missing.md`: missing.md does not exist"),
+                (
+                    8,
+                    "link `a.md#no-such-heading`: a.md has no heading with anchor `#no-such-heading` (its anchors: #title)"
+                ),
+                (12, "link `nowhere.md`: nowhere.md does not exist"),
+            ]
+        );
     }
 }

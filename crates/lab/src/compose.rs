@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::balancer::{BACKEND_PORTS, Balancer};
 use crate::render::{Ports, render};
@@ -39,16 +39,29 @@ impl Report {
     }
 }
 
-/// The lab's services, the container ports each publishes, and which are host-loopback only.
-const SERVICES: [(&str, &[u16], &[u16]); 8] = [
-    ("backend-1", &[9001], &[9001]),
-    ("backend-2", &[9002], &[9002]),
-    ("backend-3", &[9003], &[9003]),
-    ("lb", &[8080, 9900], &[9900]),
-    ("nginx", &[8081], &[]),
-    ("haproxy", &[8082, 8404], &[8404]),
-    ("envoy", &[8083, 9901], &[9901]),
-    ("prometheus", &[9090], &[9090]),
+/// A service the lab knows: the container ports it publishes, and which of them only on the host's
+/// loopback (stats and admin pages).
+#[derive(Debug, Clone, Copy)]
+struct Service {
+    name: &'static str,
+    ports: &'static [u16],
+    loopback: &'static [u16],
+}
+
+const fn service(name: &'static str, ports: &'static [u16], loopback: &'static [u16]) -> Service {
+    Service { name, ports, loopback }
+}
+
+/// The lab's services.
+const SERVICES: [Service; 8] = [
+    service("backend-1", &[9001], &[9001]),
+    service("backend-2", &[9002], &[9002]),
+    service("backend-3", &[9003], &[9003]),
+    service("lb", &[8080, 9900], &[9900]),
+    service("nginx", &[8081], &[]),
+    service("haproxy", &[8082, 8404], &[8404]),
+    service("envoy", &[8083, 9901], &[9901]),
+    service("prometheus", &[9090], &[9090]),
 ];
 
 /// Reads and validates `root/docker-compose.yml`.
@@ -63,14 +76,14 @@ pub fn validate_file(root: &Path) -> Report {
 /// Validates compose `text` whose relative paths are relative to `root`.
 pub fn validate(root: &Path, text: &str) -> Report {
     let mut r = Report::default();
-    let doc: Value = match serde_yaml::from_str(text) {
+    let doc: Value = match serde_norway::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             r.errors.push(format!("docker-compose.yml does not parse: {e}"));
             return r;
         }
     };
-    // YAML merge keys (`<<: *backend`) are not applied by serde_yaml's Value; do it here.
+    // YAML merge keys (`<<: *backend`) are not applied by serde_norway's Value; do it here.
     let mut doc = doc;
     if let Err(e) = doc.apply_merge() {
         r.errors.push(format!("docker-compose.yml merge keys: {e}"));
@@ -79,14 +92,14 @@ pub fn validate(root: &Path, text: &str) -> Report {
         r.errors.push("no `services:` mapping".into());
         return r;
     };
-    for (name, ports, loopback) in SERVICES {
-        match services.get(name) {
-            None => r.errors.push(format!("service {name} is missing")),
-            Some(svc) => check_service(root, name, svc, ports, loopback, &mut r),
+    for known in SERVICES {
+        match services.get(known.name) {
+            None => r.errors.push(format!("service {} is missing", known.name)),
+            Some(svc) => check_service(root, &known, svc, &mut r),
         }
     }
     for name in services.keys().filter_map(Value::as_str) {
-        if !SERVICES.iter().any(|(n, _, _)| *n == name) {
+        if !SERVICES.iter().any(|known| known.name == name) {
             r.notes.push(format!("service {name} is not one the lab knows; not checked"));
         }
     }
@@ -100,8 +113,19 @@ pub fn validate(root: &Path, text: &str) -> Report {
     r
 }
 
-fn check_service(root: &Path, name: &str, svc: &Value, ports: &[u16], loopback: &[u16], r: &mut Report) {
-    // Image pinned by tag; build context present.
+fn check_service(root: &Path, known: &Service, svc: &Value, r: &mut Report) {
+    let name = known.name;
+    check_image(root, name, svc, r);
+    check_ports(known, svc, r);
+    // Host paths exist; configs in them agree with the lab's ports.
+    for spec in strings(svc.get("volumes")) {
+        check_volume(root, name, &spec, r);
+    }
+    check_command(root, name, svc, r);
+}
+
+/// The image is pinned by a tag that is not `latest`; a build's context and Dockerfile exist.
+fn check_image(root: &Path, name: &str, svc: &Value, r: &mut Report) {
     if let Some(image) = svc.get("image").and_then(Value::as_str) {
         let last = image.rsplit('/').next().unwrap_or(image);
         match last.split_once(':') {
@@ -123,36 +147,35 @@ fn check_service(root: &Path, name: &str, svc: &Value, ports: &[u16], loopback: 
                 .push(format!("{name}: build needs {}/{dockerfile}, which does not exist", dir.display()));
         }
     }
+}
 
-    // Ports: exactly the lab's, same number on both sides, admin ports on host loopback.
+/// Exactly the lab's ports, the same number on both sides, admin ports on the host's loopback.
+fn check_ports(known: &Service, svc: &Value, r: &mut Report) {
+    let name = known.name;
     let mut seen = BTreeSet::new();
     for spec in strings(svc.get("ports")) {
-        match parse_port(&spec) {
-            None => r.errors.push(format!("{name}: cannot read port {spec:?}")),
-            Some((ip, host, container)) => {
-                if host != container {
-                    r.errors.push(format!("{name}: port {spec}: host and container ports differ"));
-                }
-                if loopback.contains(&container) && ip.as_deref() != Some("127.0.0.1") {
-                    r.errors.push(format!(
-                        "{name}: port {spec}: stats/admin ports must be published on 127.0.0.1 only"
-                    ));
-                }
-                seen.insert(container);
-            }
+        let Some(port) = parse_port(&spec) else {
+            r.errors.push(format!("{name}: cannot read port {spec:?}"));
+            continue;
+        };
+        if port.host != port.container {
+            r.errors.push(format!("{name}: port {spec}: host and container ports differ"));
         }
+        if known.loopback.contains(&port.container) && port.ip.as_deref() != Some("127.0.0.1") {
+            r.errors
+                .push(format!("{name}: port {spec}: stats/admin ports must be published on 127.0.0.1 only"));
+        }
+        seen.insert(port.container);
     }
-    let want: BTreeSet<u16> = ports.iter().copied().collect();
+    let want: BTreeSet<u16> = known.ports.iter().copied().collect();
     if seen != want {
         r.errors.push(format!("{name}: publishes ports {seen:?}, the lab expects {want:?}"));
     }
+}
 
-    // Volumes: host paths exist; configs in them agree with the lab's ports.
-    for spec in strings(svc.get("volumes")) {
-        check_volume(root, name, &spec, r);
-    }
-
-    // Dependencies and commands.
+/// Each backend runs `toy-backend` on its port; each balancer depends on the three backends, and lb
+/// runs the lab's config.
+fn check_command(root: &Path, name: &str, svc: &Value, r: &mut Report) {
     let command = strings(svc.get("command")).join(" ");
     if let Some(n) = name.strip_prefix("backend-") {
         let port = n.parse::<usize>().ok().and_then(|i| BACKEND_PORTS.get(i - 1)).copied().unwrap_or(0);
@@ -181,7 +204,7 @@ fn check_service(root: &Path, name: &str, svc: &Value, ports: &[u16], loopback: 
 /// Checks one short-syntax volume `SRC:DST[:MODE]` of service `name`.
 fn check_volume(root: &Path, name: &str, spec: &str, r: &mut Report) {
     // Interpolate first: a default such as `${X:-a.conf}` contains a colon itself.
-    let (resolved, defaulted) = match interpolate(spec) {
+    let Interpolated { text: resolved, defaulted } = match interpolate(spec) {
         Ok(p) => p,
         Err(e) => {
             r.errors.push(format!("{name}: volume {spec}: {e}"));
@@ -216,9 +239,18 @@ fn check_volume(root: &Path, name: &str, spec: &str, r: &mut Report) {
     }
 }
 
-/// Replaces `${VAR:-default}` / `${VAR-default}` by the default. Returns the path and whether a
-/// variable was involved. `${VAR}` without a default is an error: the file would not work unset.
-pub fn interpolate(s: &str) -> Result<(String, bool), String> {
+/// A compose value with its variables replaced by their defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpolated {
+    /// The value as Docker Compose reads it when no variable is set.
+    pub text: String,
+    /// True when a variable was involved, so another value could be chosen.
+    pub defaulted: bool,
+}
+
+/// Replaces `${VAR:-default}` / `${VAR-default}` by the default. `${VAR}` without a default is an
+/// error: the file would not work unset.
+pub fn interpolate(s: &str) -> Result<Interpolated, String> {
     let mut out = String::new();
     let mut rest = s;
     let mut any = false;
@@ -237,18 +269,27 @@ pub fn interpolate(s: &str) -> Result<(String, bool), String> {
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok((out, any))
+    Ok(Interpolated { text: out, defaulted: any })
 }
 
-/// `[IP:]HOST:CONTAINER[/proto]` -> (IP, host port, container port).
-fn parse_port(spec: &str) -> Option<(Option<String>, u16, u16)> {
+/// A published port, `[IP:]HOST:CONTAINER[/proto]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PortSpec {
+    /// The host address it is published on, if the spec names one.
+    ip: Option<String>,
+    host: u16,
+    container: u16,
+}
+
+fn parse_port(spec: &str) -> Option<PortSpec> {
     let spec = spec.split('/').next()?;
     let parts: Vec<&str> = spec.split(':').collect();
-    match parts.as_slice() {
-        [host, container] => Some((None, host.parse().ok()?, container.parse().ok()?)),
-        [ip, host, container] => Some((Some((*ip).to_string()), host.parse().ok()?, container.parse().ok()?)),
-        _ => None,
-    }
+    let (ip, host, container) = match parts.as_slice() {
+        [host, container] => (None, host, container),
+        [ip, host, container] => (Some((*ip).to_string()), host, container),
+        _ => return None,
+    };
+    Some(PortSpec { ip, host: host.parse().ok()?, container: container.parse().ok()? })
 }
 
 /// `depends_on` in list or map form.
@@ -275,12 +316,12 @@ fn strings(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-fn check_prometheus(root: &Path, services: &serde_yaml::Mapping, r: &mut Report) {
+fn check_prometheus(root: &Path, services: &serde_norway::Mapping, r: &mut Report) {
     let path = root.join("monitoring/prometheus.yml");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return; // reported by the volume check
     };
-    let doc: Value = match serde_yaml::from_str(&text) {
+    let doc: Value = match serde_norway::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
             r.errors.push(format!("{}: {e}", path.display()));
@@ -315,21 +356,29 @@ fn check_prometheus(root: &Path, services: &serde_yaml::Mapping, r: &mut Report)
 mod tests {
     use super::*;
 
+    fn interpolated(text: &str, defaulted: bool) -> Interpolated {
+        Interpolated { text: text.to_string(), defaulted }
+    }
+
     #[test]
     fn interpolation_takes_defaults() {
         assert_eq!(
             interpolate("./nginx/${NGINX_CONFIG:-round-robin.conf}").unwrap(),
-            ("./nginx/round-robin.conf".into(), true)
+            interpolated("./nginx/round-robin.conf", true)
         );
-        assert_eq!(interpolate("./a/${X-b}").unwrap(), ("./a/b".into(), true));
-        assert_eq!(interpolate("./plain").unwrap(), ("./plain".into(), false));
+        assert_eq!(interpolate("./a/${X-b}").unwrap(), interpolated("./a/b", true));
+        assert_eq!(interpolate("./plain").unwrap(), interpolated("./plain", false));
         assert!(interpolate("./${NOPE}").is_err());
     }
 
     #[test]
     fn ports_parse() {
-        assert_eq!(parse_port("8081:8081"), Some((None, 8081, 8081)));
-        assert_eq!(parse_port("127.0.0.1:8404:8404"), Some((Some("127.0.0.1".into()), 8404, 8404)));
+        assert_eq!(parse_port("8081:8081"), Some(PortSpec { ip: None, host: 8081, container: 8081 }));
+        assert_eq!(
+            parse_port("127.0.0.1:8404:8404"),
+            Some(PortSpec { ip: Some("127.0.0.1".into()), host: 8404, container: 8404 })
+        );
+        assert_eq!(parse_port("8082:8082/tcp"), Some(PortSpec { ip: None, host: 8082, container: 8082 }));
         assert_eq!(parse_port("nope"), None);
     }
 }

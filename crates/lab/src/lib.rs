@@ -18,7 +18,7 @@
 //! - `up.rs`: `lab up`.
 //! - `traffic.rs`: requests through a balancer, counted by the backend that answered.
 //! - `testing.rs`: the [`testing::Lab`] fixture the integration tests use.
-//! - `repo.rs`, `tempdir.rs`: the repository root; a scratch folder.
+//! - `repo.rs`, `tempdir.rs`: the repository root; a scratch folder (from the `tempfile` crate).
 
 pub mod balancer;
 pub mod check;

@@ -135,9 +135,10 @@ impl Prepared {
                 cmd.arg("-db").arg("-f").arg(config).env_remove("HAPROXY_STATS_ADDR");
             }
             Balancer::Envoy => {
-                // One worker as in BENCHMARKING.md. Hot restart off: each Envoy would otherwise claim
-                // a shared-memory region by base id (two on the same id collide; `--use-dynamic-base-id`
-                // avoids that but leaves a file in /dev/shm per run). The lab never hot-restarts.
+                // One worker, as in the per-core benchmark. Hot restart off: each Envoy would otherwise
+                // claim a shared-memory region by base id (two on the same id collide;
+                // `--use-dynamic-base-id` avoids that but leaves a file in /dev/shm per run). The lab
+                // never hot-restarts.
                 cmd.arg("-c").arg(config);
                 cmd.args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"]);
             }

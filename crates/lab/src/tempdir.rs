@@ -1,38 +1,52 @@
 //! A scratch folder per run, removed when dropped: where the rendered config, nginx's prefix
-//! (pid file, temp paths) and the balancer's log go. Kept here rather than pulling in a crate for
-//! twenty lines.
+//! (pid file, temp paths) and the balancer's log go.
+//!
+//! The folder comes from the `tempfile` crate, which creates it with a random name and fails rather
+//! than reuse one that exists: a predictable name in a shared `/tmp` could be created first by another
+//! user (who would then own the folder nginx writes its pid file into), and deleting whatever sits
+//! there could remove someone else's files. This type only adds the `lab-<label>-` prefix, so a
+//! leftover folder says which balancer it was for.
 
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 
-/// A folder under the system temp dir, deleted with everything in it on drop.
+/// A folder under the system temp dir (`$TMPDIR/lab-<label>-XXXXXX`), deleted with everything in it
+/// on drop.
 #[derive(Debug)]
 pub struct TempDir {
-    path: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl TempDir {
-    /// Creates `$TMPDIR/lab-<label>-<pid>-<n>`; unique within and across processes.
+    /// Creates a new, empty folder named `lab-<label>-` and a random suffix.
     pub fn new(label: &str) -> io::Result<TempDir> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("lab-{label}-{}-{n}", std::process::id()));
-        if path.exists() {
-            std::fs::remove_dir_all(&path)?;
-        }
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir { path })
+        let dir = tempfile::Builder::new().prefix(&format!("lab-{label}-")).tempdir()?;
+        Ok(TempDir { dir })
     }
 
     /// The folder.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_folder_is_new_labelled_and_removed_on_drop() {
+        let a = TempDir::new("nginx").unwrap();
+        let b = TempDir::new("nginx").unwrap();
+        assert_ne!(a.path(), b.path());
+        let name = a.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("lab-nginx-"), "{name}");
+        assert!(a.path().is_dir());
+        std::fs::write(a.path().join("nginx.pid"), "1").unwrap();
+        let path = a.path().to_path_buf();
+        drop(a);
+        assert!(!path.exists(), "{} survived the drop", path.display());
+        assert!(b.path().is_dir(), "dropping one folder touched another");
     }
 }

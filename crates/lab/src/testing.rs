@@ -225,7 +225,7 @@ impl Lab {
 
     /// Active health checks: backend-2 set unhealthy leaves the rotation within 8 s, and comes back
     /// within 8 s once healthy again. Returns how long each took.
-    pub async fn assert_active_health(&self) -> (Duration, Duration) {
+    pub async fn assert_active_health(&self) -> HealthTimes {
         self.check(
             self.wait_all_backends(Duration::from_secs(10)).await,
             "not all backends in rotation at start",
@@ -248,6 +248,15 @@ impl Lab {
         })
         .await;
         self.check(back.is_some(), "healthy backend-2 did not come back within 8 s");
-        (out.unwrap_or_default(), back.unwrap_or_default())
+        HealthTimes { out: out.unwrap_or_default(), back: back.unwrap_or_default() }
     }
+}
+
+/// How long a balancer's active health checks took to react, from [`Lab::assert_active_health`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthTimes {
+    /// From the backend turning unhealthy to the balancer sending it nothing.
+    pub out: Duration,
+    /// From the backend turning healthy again to its first request.
+    pub back: Duration,
 }

@@ -75,6 +75,6 @@ async fn unhealthy_backend_leaves_and_returns() {
     else {
         return;
     };
-    let (out, back) = lab.assert_active_health().await;
-    eprintln!("envoy: backend-2 out after {out:?}, back after {back:?}");
+    let times = lab.assert_active_health().await;
+    eprintln!("envoy: backend-2 out after {:?}, back after {:?}", times.out, times.back);
 }

@@ -63,6 +63,6 @@ async fn hash_header_is_sticky_per_user() {
 async fn unhealthy_backend_leaves_and_returns() {
     let test = "haproxy::unhealthy_backend_leaves_and_returns";
     let Some(lab) = Lab::start(Haproxy, "round-robin.cfg", test).await else { return };
-    let (out, back) = lab.assert_active_health().await;
-    eprintln!("haproxy: backend-2 out after {out:?}, back after {back:?}");
+    let times = lab.assert_active_health().await;
+    eprintln!("haproxy: backend-2 out after {:?}, back after {:?}", times.out, times.back);
 }

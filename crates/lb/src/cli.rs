@@ -17,10 +17,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use lb_algorithms::{Algorithm, BackendSpec, HashKey};
+#[cfg(feature = "demo")]
 use toy_backend::{Backend, BackendConfig};
 
+use crate::config::HealthCheckConfig;
 use crate::config::{AdminConfig, Config, UpstreamConfig, parse_backend};
-use crate::health::HealthCheckConfig;
 use crate::server::{Running, start};
 
 /// An HTTP load balancer you can read. With no arguments, a self-contained demo.
@@ -94,10 +95,15 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         let running = start(quick_config(&args)).await.context("starting lb")?;
         return serve(running).await;
     }
-    let demo = start_demo(&args).await?;
-    let signals = Signals::new()?;
-    print!("{}", demo.banner());
-    serve_demo(demo, signals).await
+    #[cfg(feature = "demo")]
+    {
+        let demo = start_demo(&args).await?;
+        let signals = Signals::new()?;
+        print!("{}", demo.banner());
+        serve_demo(demo, signals).await
+    }
+    #[cfg(not(feature = "demo"))]
+    anyhow::bail!("this lb was built without its demo (cargo feature `demo`): give --backend or --config")
 }
 
 /// `lb check`: every error on its own line, `file:line:column: reason`.
@@ -148,6 +154,7 @@ fn print_started(running: &Running) {
 }
 
 /// The demo: the proxy and its three toy backends.
+#[cfg(feature = "demo")]
 #[derive(Debug)]
 pub struct Demo {
     /// The proxy.
@@ -156,6 +163,7 @@ pub struct Demo {
     pub backends: Vec<Backend>,
 }
 
+#[cfg(feature = "demo")]
 impl Demo {
     /// What to try, with the real addresses.
     pub fn banner(&self) -> String {
@@ -184,6 +192,7 @@ impl Demo {
 }
 
 /// Start the demo. `--listen` and `--admin` override its addresses (tests pass port 0).
+#[cfg(feature = "demo")]
 pub async fn start_demo(args: &Args) -> anyhow::Result<Demo> {
     let mut backends = Vec::new();
     for (i, port) in [9001u16, 9002, 9003].into_iter().enumerate() {
@@ -241,7 +250,7 @@ async fn serve(running: Running) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(Err(e)) => {
-                for line in crate::reload::describe(&e) {
+                for line in crate::control::reload::describe(&e) {
                     eprintln!("reload refused, still serving the previous configuration: {line}");
                 }
             }
@@ -253,6 +262,7 @@ async fn serve(running: Running) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "demo")]
 async fn serve_demo(demo: Demo, mut signals: Signals) -> anyhow::Result<ExitCode> {
     while signals.next().await != Signal::Stop {}
     demo.running.shutdown().await;

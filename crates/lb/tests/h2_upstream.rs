@@ -15,8 +15,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lb::h2_upstream::{Protocol, UpstreamTls};
-use lb::tls::CertConfig;
+use lb::config::CertConfig;
+use lb::config::{Protocol, UpstreamTls};
 use lb_algorithms::{Algorithm, BackendSpec};
 use proxy_support::{backends, client, config, get, proxy};
 
@@ -49,7 +49,7 @@ async fn tls_h2_backend(dir: &Path) -> (SocketAddr, std::path::PathBuf) {
     let (cert, key) = (dir.join("backend.pem"), dir.join("backend.key"));
     std::fs::write(&cert, ck.cert.pem()).unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap_or_else(|e| panic!("{e}"));
-    let acceptor = lb::tls::acceptor(&[CertConfig { cert: cert.clone(), key, names: vec![] }])
+    let acceptor = lb::testing::acceptor(&[CertConfig { cert: cert.clone(), key, names: vec![] }])
         .unwrap_or_else(|e| panic!("{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
@@ -197,7 +197,7 @@ async fn h2_requests_are_retried_around_a_backend_that_is_down_or_answers_503() 
     // refused connection on the way was one retry.
     let state = lb.upstreams.all()[0].load();
     let answered_503 = busy_count.load(std::sync::atomic::Ordering::SeqCst) as u64;
-    let refused = state.stats[1].failures(lb::metrics::FailureKind::Connect);
+    let refused = state.stats[1].failures(lb::FailureKind::Connect);
     assert!(answered_503 >= 1 && refused >= 1, "503s {answered_503}, refused {refused}");
     assert_eq!(state.stats[0].requests_with_code(503), Some(answered_503));
     assert_eq!(lb.metrics.retries("app"), answered_503 + refused);

@@ -31,10 +31,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use lb::FailureKind;
+use lb::config::OutlierConfig;
+use lb::config::ServerLimits;
 use lb::config::{Config, UpstreamConfig};
-use lb::limits::ServerLimits;
-use lb::metrics::FailureKind;
-use lb::outlier::OutlierConfig;
 use lb::{Running, start};
 use lb_algorithms::{Algorithm, BackendSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use lb::BackendsView;
 use lb::Running;
-use lb::admin::BackendsView;
+use lb::config::HealthCheckConfig;
+use lb::config::OutlierConfig;
 use lb::config::{AdminConfig, Config, UpstreamConfig};
-use lb::health::HealthCheckConfig;
-use lb::outlier::OutlierConfig;
 use lb_algorithms::{Algorithm, BackendSpec, Health};
 use toy_backend::{Backend, Knobs, start_many};
 
@@ -308,13 +308,13 @@ async fn metrics_parse_and_count_exactly_the_requests_sent() {
     assert_eq!(m.get("lb_no_backend_total{upstream=\"app\"}"), Some(&0.0));
     // Buckets are cumulative: never decreasing with `le`.
     let labels = format!("upstream=\"app\",backend=\"{}\"", bs[0].addr());
-    let buckets: Vec<f64> = lb::metrics::BUCKETS_SECONDS
+    let buckets: Vec<f64> = lb::BUCKETS_SECONDS
         .iter()
         .filter_map(|le| {
             m.get(&format!("lb_request_duration_seconds_bucket{{{labels},le=\"{le}\"}}")).copied()
         })
         .collect();
-    assert_eq!(buckets.len(), lb::metrics::BUCKETS_SECONDS.len());
+    assert_eq!(buckets.len(), lb::BUCKETS_SECONDS.len());
     assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
     proxy.shutdown().await;
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use lb::outlier::OutlierConfig;
+use lb::config::OutlierConfig;
 use lb_algorithms::Algorithm;
 use proxy_support::{backends, client, config, get, get_with, proxy};
 

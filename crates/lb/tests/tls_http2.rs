@@ -12,7 +12,7 @@ mod proxy_support;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use lb::tls::CertConfig;
+use lb::config::CertConfig;
 use lb_algorithms::Algorithm;
 use proxy_support::{CLIENT_TIMEOUT, backends, config, proxy};
 use reqwest::{Certificate, Version};

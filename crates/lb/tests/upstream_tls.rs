@@ -19,10 +19,10 @@ use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use lb::h2_upstream::UpstreamTls;
-use lb::health::HealthCheckConfig;
-use lb::metrics::FailureKind;
-use lb::tls::CertConfig;
+use lb::FailureKind;
+use lb::config::CertConfig;
+use lb::config::HealthCheckConfig;
+use lb::config::UpstreamTls;
 use lb_algorithms::{Algorithm, BackendSpec, Health};
 use proxy_support::{client, config, get, proxy};
 use tokio::time::{Instant, timeout};
@@ -54,7 +54,7 @@ struct TlsBackend {
 /// An HTTP/1.1 server behind TLS with `cert`. `GET /` answers `{name} {version} proto={X-Forwarded-Proto}`,
 /// `POST /echo` echoes the body, `/health` is 200.
 async fn tls_backend(cert: &CertConfig, name: &'static str) -> TlsBackend {
-    let acceptor = lb::tls::acceptor(std::slice::from_ref(cert)).unwrap_or_else(|e| panic!("{e}"));
+    let acceptor = lb::testing::acceptor(std::slice::from_ref(cert)).unwrap_or_else(|e| panic!("{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     let sessions = Arc::new(AtomicUsize::new(0));
@@ -165,7 +165,7 @@ async fn outlier_detection_ejects_a_backend_whose_certificate_keeps_failing() {
     let good = tls_backend(&cert, "good").await;
     let bad = tls_backend(&stranger, "bad").await;
     let mut cfg = tls_config(&[bad.addr, good.addr], trusting(&cert.cert));
-    cfg.upstreams[0].outlier_detection = Some(lb::outlier::OutlierConfig {
+    cfg.upstreams[0].outlier_detection = Some(lb::config::OutlierConfig {
         consecutive_failures: 2,
         base_ejection_time: Duration::from_secs(60),
         max_ejection_time: Duration::from_secs(60),
@@ -286,7 +286,7 @@ async fn health_checks_speak_tls_and_fail_a_backend_that_speaks_only_plain_http(
 
 /// A WebSocket echo server behind TLS.
 async fn tls_websocket_backend(cert: &CertConfig) -> SocketAddr {
-    let acceptor = lb::tls::acceptor(std::slice::from_ref(cert)).unwrap_or_else(|e| panic!("{e}"));
+    let acceptor = lb::testing::acceptor(std::slice::from_ref(cert)).unwrap_or_else(|e| panic!("{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
     tokio::spawn(async move {
@@ -334,7 +334,7 @@ async fn the_pool_drops_closed_tls_connections_and_keeps_kinds_apart() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cert = certificate(dir.path(), "backend", "backend.test");
-    let acceptor = lb::tls::acceptor(std::slice::from_ref(&cert)).unwrap_or_else(|e| panic!("{e}"));
+    let acceptor = lb::testing::acceptor(std::slice::from_ref(&cert)).unwrap_or_else(|e| panic!("{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).to_string();
     let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
@@ -355,16 +355,20 @@ async fn the_pool_drops_closed_tls_connections_and_keeps_kinds_apart() {
         let _ = tls.shutdown().await;
         let _ = tls.read(&mut buf).await;
     });
-    let settings = lb::upstream_tls::BackendTls::new(&trusting(&cert.cert), b"http/1.1")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let conn = lb::pool::connect(&addr, DEADLINE, Some(&settings)).await.unwrap_or_else(|e| panic!("{e}"));
+    let settings =
+        lb::testing::BackendTls::new(&trusting(&cert.cert), b"http/1.1").unwrap_or_else(|e| panic!("{e}"));
+    let conn = lb::testing::connect(&addr, DEADLINE, Some(&settings)).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(conn.pool_id(), settings.pool_id());
     let mut req = http::Request::new(None::<Full<Bytes>>);
     req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("backend.test"));
-    let response =
-        lb::h1::send(conn, &mut req, None, tokio::time::Instant::now() + std::time::Duration::from_secs(30))
-            .await
-            .unwrap_or_else(|e| panic!("{}", e.error));
+    let response = lb::testing::send(
+        conn,
+        &mut req,
+        None,
+        tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{}", e.error));
     let mut body = response.into_body();
     let mut got = Vec::new();
     while let Some(frame) = body.frame().await {
@@ -374,7 +378,7 @@ async fn the_pool_drops_closed_tls_connections_and_keeps_kinds_apart() {
     let mut conn = body.take_reusable().unwrap_or_else(|| panic!("complete and keep-alive"));
     assert!(conn.is_reusable(), "open and quiet");
 
-    let pool = lb::pool::Pool::new();
+    let pool = lb::testing::Pool::new();
     let far = u64::MAX;
     pool.put(&addr, conn, far);
     assert!(pool.take(&addr, 0, 1).is_none(), "a plain upstream never gets the TLS connection");
@@ -436,7 +440,7 @@ async fn a_dropped_tls_connection_says_close_notify() {
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let cert = certificate(dir.path(), "backend", "backend.test");
-    let acceptor = lb::tls::acceptor(std::slice::from_ref(&cert)).unwrap_or_else(|e| panic!("{e}"));
+    let acceptor = lb::testing::acceptor(std::slice::from_ref(&cert)).unwrap_or_else(|e| panic!("{e}"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}")).to_string();
     let backend = tokio::spawn(async move {
@@ -445,9 +449,9 @@ async fn a_dropped_tls_connection_says_close_notify() {
         // Ok(0): a clean close; a bare FIN is an UnexpectedEof error instead.
         tls.read(&mut [0u8; 64]).await.map_err(|e| e.to_string())
     });
-    let settings = lb::upstream_tls::BackendTls::new(&trusting(&cert.cert), b"http/1.1")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let conn = lb::pool::connect(&addr, DEADLINE, Some(&settings)).await.unwrap_or_else(|e| panic!("{e}"));
+    let settings =
+        lb::testing::BackendTls::new(&trusting(&cert.cert), b"http/1.1").unwrap_or_else(|e| panic!("{e}"));
+    let conn = lb::testing::connect(&addr, DEADLINE, Some(&settings)).await.unwrap_or_else(|e| panic!("{e}"));
     drop(conn);
     let read = timeout(DEADLINE, backend).await.unwrap_or_else(|_| panic!("the backend never saw the close"));
     assert_eq!(read.unwrap_or_else(|e| panic!("{e}")), Ok(0));

@@ -21,8 +21,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use lb::RequestKeys;
 use lb::config::Config;
-use lb::proxy::RequestKeys;
 use lb_algorithms::HashKey;
 
 /// Parse `data` (lossily decoded as UTF-8, as a file with a stray byte would be after an editor saved

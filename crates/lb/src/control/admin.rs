@@ -1,0 +1,419 @@
+//! The admin API: metrics, the live backend table, and run-time changes (add, remove, drain).
+//!
+//! It listens on its own address, loopback by default (`[admin] listen = "127.0.0.1:9900"`), never on
+//! the proxy's listeners: anyone who can reach it can take every backend out. Put authentication in
+//! front of it before exposing it further.
+//!
+//! | method and path | what it does |
+//! |---|---|
+//! | `GET /` | lists these endpoints |
+//! | `GET /metrics` | Prometheus text format (see `metrics.rs`) |
+//! | `GET /backends` | JSON: each upstream, its algorithm, and each backend's live state |
+//! | `POST /upstreams/{name}/backends` | add a backend: `{"addr": "127.0.0.1:9004", "weight": 2}` |
+//! | `DELETE /upstreams/{name}/backends/{addr}` | remove a backend (its requests in flight finish) |
+//! | `POST /upstreams/{name}/backends/{addr}/drain` | no new requests; in-flight ones finish |
+//! | `POST /upstreams/{name}/backends/{addr}/undrain` | back to healthy (the next health check may disagree) |
+//! | `POST /reload` | read the config file again and switch to it (see `reload.rs`); 400 with the errors if it is bad |
+//!
+//! Errors are JSON, `{"error": "..."}`, with 404 for an unknown upstream or backend and 400 for a bad
+//! request. Successful changes answer with the upstream's new backend table, so a script sees the effect.
+//!
+//! **Drain vs remove.** Draining keeps the backend in the list, so its metrics, EWMA and slow-start state
+//! stay and it can be undrained in one call: the step before a deploy. Removing forgets it.
+//!
+//! `router` takes the state and returns an `axum::Router`, so tests can call it without a socket and the
+//! binary serves it with `axum::serve`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use lb_algorithms::{BackendSpec, Health, now_nanos};
+use serde::{Deserialize, Serialize};
+
+use crate::control::reload::{ReloadError, Reloader};
+use crate::observe::metrics::Metrics;
+use crate::upstream::{Upstream, Upstreams};
+
+/// What the admin handlers share.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// Every upstream group.
+    pub upstreams: Arc<Upstreams>,
+    /// The proxy's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Hot reload (`POST /reload`); `None` answers 404 there.
+    pub reloader: Option<Arc<Reloader>>,
+}
+
+/// The admin API's routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/backends", get(backends))
+        .route("/upstreams/{name}/backends", post(add_backend))
+        .route("/upstreams/{name}/backends/{addr}", delete(remove_backend))
+        .route("/upstreams/{name}/backends/{addr}/drain", post(drain))
+        .route("/upstreams/{name}/backends/{addr}/undrain", post(undrain))
+        .route("/reload", post(reload))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; GET / lists them".to_string()) })
+        .with_state(state)
+}
+
+const INDEX: &str = "\
+lb admin API
+GET    /metrics                                      Prometheus metrics
+GET    /backends                                     every upstream and backend, as JSON
+POST   /upstreams/{name}/backends                    add a backend: {\"addr\":\"127.0.0.1:9004\",\"weight\":2}
+DELETE /upstreams/{name}/backends/{addr}             remove a backend
+POST   /upstreams/{name}/backends/{addr}/drain       stop sending it new requests
+POST   /upstreams/{name}/backends/{addr}/undrain     send it requests again
+POST   /reload                                       read the config file again and switch to it
+";
+
+async fn index() -> &'static str {
+    INDEX
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let body = state.metrics.render(&state.upstreams);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// `GET /backends`
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendsView {
+    /// Every upstream, in configuration order.
+    pub upstreams: Vec<UpstreamView>,
+}
+
+/// One upstream in `GET /backends`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UpstreamView {
+    /// Its name.
+    pub name: String,
+    /// Its algorithm's name.
+    pub algorithm: String,
+    /// True while too few backends are healthy and health is being ignored (see the panic threshold).
+    pub panic: bool,
+    /// Its backends, in order.
+    pub backends: Vec<BackendView>,
+}
+
+/// One backend in `GET /backends`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendView {
+    /// `host:port`.
+    pub addr: String,
+    /// Configured weight.
+    pub weight: u32,
+    /// Weight times the slow-start factor now.
+    pub effective_weight: f64,
+    /// `healthy`, `unhealthy`, `ejected` or `draining`.
+    pub health: String,
+    /// Requests whose response has not finished.
+    pub in_flight: u64,
+    /// Peak-EWMA latency in milliseconds (`null` before the first response).
+    pub ewma_ms: Option<f64>,
+    /// Responses received, any status.
+    pub requests: u64,
+    /// Times outlier detection ejected it.
+    pub ejections: u64,
+    /// Failed attempts in a row.
+    pub consecutive_failures: u32,
+}
+
+fn view(upstream: &Upstream) -> UpstreamView {
+    let state = upstream.load();
+    let now = now_nanos();
+    let options = state.set.options();
+    let backends = state
+        .set
+        .backends()
+        .iter()
+        .zip(&state.stats)
+        .map(|(b, s)| BackendView {
+            addr: b.addr().to_string(),
+            weight: b.weight(),
+            effective_weight: b.effective_weight(now, options.slow_start),
+            health: b.health().as_str().to_string(),
+            in_flight: b.in_flight(),
+            ewma_ms: b.ewma(now, options.ewma_decay).map(|ns| (ns / 1e4).round() / 100.0),
+            requests: s.requests(),
+            ejections: s.ejections(),
+            consecutive_failures: s.consecutive_failures(),
+        })
+        .collect();
+    UpstreamView {
+        name: upstream.name.clone(),
+        algorithm: state.balancer.algorithm().name().to_string(),
+        panic: state.set.in_panic(),
+        backends,
+    }
+}
+
+async fn backends(State(state): State<AdminState>) -> Response {
+    axum::Json(BackendsView { upstreams: state.upstreams.all().iter().map(|u| view(u)).collect() })
+        .into_response()
+}
+
+/// The body of `POST /upstreams/{name}/backends`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBackend {
+    addr: String,
+    #[serde(default = "one")]
+    weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn no_upstream(name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no upstream named {name:?}"))
+}
+
+fn changed(upstream: &Upstream, status: StatusCode) -> Response {
+    (status, axum::Json(view(upstream))).into_response()
+}
+
+fn change_error(e: crate::Error) -> Response {
+    let status = match e {
+        crate::Error::UnknownBackend { .. } => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, e.to_string())
+}
+
+async fn add_backend(State(state): State<AdminState>, Path(name): Path<String>, body: Bytes) -> Response {
+    let Some(upstream) = state.upstreams.get(&name) else { return no_upstream(&name) };
+    // Parsed by hand rather than with axum's `Json` extractor so that a bad body gets the same JSON error
+    // shape as every other failure here.
+    let add: AddBackend = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(r#"expected {{"addr": "host:port", "weight": N}}: {e}"#),
+            );
+        }
+    };
+    if add.weight == 0 {
+        return error(StatusCode::BAD_REQUEST, "weight 0: add it and drain it instead".to_string());
+    }
+    match upstream.add_backend(BackendSpec::weighted(&add.addr, add.weight)) {
+        Ok(()) => {
+            tracing::info!(upstream = %name, backend = %add.addr, weight = add.weight, "backend added");
+            changed(&upstream, StatusCode::CREATED)
+        }
+        Err(e) => change_error(e),
+    }
+}
+
+async fn remove_backend(
+    State(state): State<AdminState>,
+    Path((name, addr)): Path<(String, String)>,
+) -> Response {
+    let Some(upstream) = state.upstreams.get(&name) else { return no_upstream(&name) };
+    match upstream.remove_backend(&addr) {
+        Ok(()) => {
+            tracing::info!(upstream = %name, backend = %addr, "backend removed");
+            changed(&upstream, StatusCode::OK)
+        }
+        Err(e) => change_error(e),
+    }
+}
+
+async fn drain(State(state): State<AdminState>, Path((name, addr)): Path<(String, String)>) -> Response {
+    set_draining(&state, &name, &addr, true)
+}
+
+async fn undrain(State(state): State<AdminState>, Path((name, addr)): Path<(String, String)>) -> Response {
+    set_draining(&state, &name, &addr, false)
+}
+
+fn set_draining(state: &AdminState, name: &str, addr: &str, draining: bool) -> Response {
+    let Some(upstream) = state.upstreams.get(name) else { return no_upstream(name) };
+    let current = upstream.load();
+    let Some(index) = current.set.position(addr) else {
+        return error(StatusCode::NOT_FOUND, format!("upstream {name:?} has no backend {addr:?}"));
+    };
+    let from = current.set.backends()[index].health();
+    let to = if draining {
+        Health::Draining
+    } else if from == Health::Draining {
+        // Back to healthy; if health checks think otherwise, the next check takes it out again.
+        Health::Healthy
+    } else {
+        // Undrain only undoes a drain: it must not return an ejected or unhealthy backend early.
+        return changed(&upstream, StatusCode::OK);
+    };
+    if from != to {
+        current.set.set_health(index, to, now_nanos());
+        tracing::info!(
+            upstream = name,
+            backend = addr,
+            from = %from,
+            to = %to,
+            "health changed"
+        );
+    }
+    changed(&upstream, StatusCode::OK)
+}
+
+/// `POST /reload`: 200 with what changed, or 400 with `{"error": "...", "errors": ["file:line:col: ..."]}`
+/// and nothing changed.
+async fn reload(State(state): State<AdminState>) -> Response {
+    let Some(reloader) = state.reloader else {
+        return error(StatusCode::NOT_FOUND, "reload is not available here".to_string());
+    };
+    // Reading a small file and building the groups is quick, but it is blocking work: keep it off the
+    // admin runtime's worker.
+    let result = tokio::task::spawn_blocking(move || reloader.reload_file()).await;
+    match result {
+        Ok(Ok(report)) => (StatusCode::OK, axum::Json(report)).into_response(),
+        Ok(Err(e)) => {
+            let errors = crate::control::reload::describe(&e);
+            for line in &errors {
+                tracing::error!("reload refused: {line}");
+            }
+            let status = match e {
+                ReloadError::NoFile => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let body = serde_json::json!({ "error": errors.join("\n"), "errors": errors });
+            (status, axum::Json(body)).into_response()
+        }
+        Err(join) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("reload task failed: {join}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamConfig;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use lb_algorithms::Algorithm;
+    use tower::ServiceExt as _;
+
+    fn state() -> AdminState {
+        let config = UpstreamConfig::new(
+            "app",
+            Algorithm::RoundRobin,
+            vec![BackendSpec::new("127.0.0.1:9001"), BackendSpec::weighted("127.0.0.1:9002", 3)],
+        );
+        let upstreams = Arc::new(Upstreams::new(&[config]).expect("valid upstream"));
+        let metrics = Arc::new(Metrics::for_upstreams(&upstreams));
+        AdminState { upstreams, metrics, reloader: None }
+    }
+
+    async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body.to_string()))
+            .expect("valid request");
+        let response = app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn healths(state: &AdminState) -> Vec<(String, &'static str)> {
+        let s = state.upstreams.all()[0].load();
+        s.set.backends().iter().map(|b| (b.addr().to_string(), b.health().as_str())).collect()
+    }
+
+    #[tokio::test]
+    async fn backends_lists_every_backend_with_its_state() {
+        let state = state();
+        let app = router(state.clone());
+        let (status, body) = call(&app, "GET", "/backends", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let v: BackendsView = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v.upstreams[0].name, "app");
+        assert_eq!(v.upstreams[0].algorithm, "round-robin");
+        let b = &v.upstreams[0].backends[1];
+        assert_eq!((b.addr.as_str(), b.weight, b.health.as_str()), ("127.0.0.1:9002", 3, "healthy"));
+        assert_eq!(b.ewma_ms, None);
+    }
+
+    #[tokio::test]
+    async fn add_remove_drain_and_undrain_change_the_live_set() {
+        let state = state();
+        let app = router(state.clone());
+        let (status, _) = call(&app, "POST", "/upstreams/app/backends", r#"{"addr":"127.0.0.1:9003"}"#).await;
+        assert_eq!(status, StatusCode::CREATED);
+        assert_eq!(healths(&state).len(), 3);
+
+        let (status, _) = call(&app, "POST", "/upstreams/app/backends/127.0.0.1:9001/drain", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(healths(&state)[0], ("127.0.0.1:9001".to_string(), "draining"));
+        let (status, _) = call(&app, "POST", "/upstreams/app/backends/127.0.0.1:9001/undrain", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(healths(&state)[0].1, "healthy");
+
+        let (status, body) = call(&app, "DELETE", "/upstreams/app/backends/127.0.0.1:9002", "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let addrs: Vec<String> = healths(&state).into_iter().map(|(a, _)| a).collect();
+        assert_eq!(addrs, ["127.0.0.1:9001", "127.0.0.1:9003"]);
+    }
+
+    #[tokio::test]
+    async fn undrain_does_not_return_an_ejected_backend() {
+        let state = state();
+        let app = router(state.clone());
+        assert!(state.upstreams.all()[0].set_health("127.0.0.1:9001", Health::Ejected));
+        let (status, _) = call(&app, "POST", "/upstreams/app/backends/127.0.0.1:9001/undrain", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(healths(&state)[0].1, "ejected");
+    }
+
+    #[tokio::test]
+    async fn errors_are_json_with_404_or_400() {
+        let state = state();
+        let app = router(state);
+        let cases = [
+            ("POST", "/upstreams/nope/backends", r#"{"addr":"127.0.0.1:1"}"#, StatusCode::NOT_FOUND),
+            ("DELETE", "/upstreams/app/backends/127.0.0.1:1", "", StatusCode::NOT_FOUND),
+            ("POST", "/upstreams/app/backends/127.0.0.1:1/drain", "", StatusCode::NOT_FOUND),
+            ("POST", "/upstreams/app/backends", "not json", StatusCode::BAD_REQUEST),
+            ("POST", "/upstreams/app/backends", r#"{"addr":"nope"}"#, StatusCode::BAD_REQUEST),
+            ("POST", "/upstreams/app/backends", r#"{"addr":"127.0.0.1:9001"}"#, StatusCode::BAD_REQUEST),
+            (
+                "POST",
+                "/upstreams/app/backends",
+                r#"{"addr":"127.0.0.1:7","weight":0}"#,
+                StatusCode::BAD_REQUEST,
+            ),
+            ("GET", "/nope", "", StatusCode::NOT_FOUND),
+        ];
+        for (method, uri, body, expected) in cases {
+            let (status, text) = call(&app, method, uri, body).await;
+            assert_eq!(status, expected, "{method} {uri} {body}: {text}");
+            let v: serde_json::Value = serde_json::from_str(&text).expect("JSON error body");
+            assert!(v["error"].is_string(), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_and_index_answer() {
+        let app = router(state());
+        let (status, body) = call(&app, "GET", "/metrics", "").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("# TYPE lb_requests_total counter"), "{body}");
+        let (_, body) = call(&app, "GET", "/", "").await;
+        assert!(body.contains("/upstreams/{name}/backends/{addr}/drain"));
+    }
+}

@@ -1,0 +1,15 @@
+//! The control plane: the live state every worker reads ([`state`]) and everything that changes it
+//! while the proxy runs: active health checks ([`health`]), passive outlier detection ([`outlier`]),
+//! hot reload ([`reload`]) and the admin API ([`admin`]).
+//!
+//! May import: everything below it ([`crate::config`], [`crate::net`], [`crate::client`],
+//! [`crate::upstream`], [`crate::observe`]). The request path ([`crate::forward`]) sits above it: it
+//! reads the state and reports outcomes to outlier detection.
+
+pub(crate) mod admin;
+pub(crate) mod health;
+pub(crate) mod outlier;
+pub(crate) mod reload;
+pub(crate) mod state;
+
+pub(crate) use state::{Settings, Shared};

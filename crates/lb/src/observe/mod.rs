@@ -1,0 +1,9 @@
+//! Seeing what the proxy does: the Prometheus counters and their rendering ([`metrics`]) and the JSON
+//! access log ([`access_log`]).
+//!
+//! May import: [`crate::config`], [`crate::net`] (connection counts), [`crate::upstream`] (the backends
+//! and their stats, read at render time). The request path only bumps counters; rendering happens on a
+//! scrape.
+
+pub(crate) mod access_log;
+pub(crate) mod metrics;
