@@ -14,16 +14,24 @@
 //! - [`cargo_run`]: `cargo run -p PKG -- ARGS` rewritten to the built binary.
 //! - [`runner`]: `bash -c` with a timeout, process groups, background services, waiting for ports.
 //! - [`links`]: relative links, anchors, repository paths in backticks.
+//! - [`external`]: programs a test needs from outside the workspace (`mdbook`, `go`), or a skip.
+//! - [`ports`]: the TCP ports still listening below the checker, for the one-sitting check.
+//! - [`go`]: the Go sidebars, complete programs checked with `gofmt -l` and `go vet`.
+//! - [`book`]: the chapters of `docs/SUMMARY.md`, and the book's rewrite of links that leave `docs/`.
 //! - this file: the walk over the files and the report ([`check_files`], [`Report`]).
 //!
 //! `src/main.rs` is the `docs-check` command; `tests/lessons.rs` runs the same check over the
 //! repository under `cargo nextest run --workspace`.
 
+pub mod book;
 pub mod cargo_run;
 pub mod console;
+pub mod external;
+pub mod go;
 pub mod links;
 pub mod markdown;
 pub mod matcher;
+pub mod ports;
 pub mod runner;
 
 use std::collections::HashMap;
@@ -32,6 +40,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rustix::process::{Pid, Signal};
 use thiserror::Error;
 
 use crate::console::{Command, ConsoleBlock};
@@ -67,7 +76,16 @@ pub struct Options {
     pub verbose: bool,
     /// A program named by `requires=` that is not on `PATH` is a failure, not a skip.
     pub require_external: bool,
+    /// Check the files as one learner following them in one shell (the one-sitting check): background
+    /// services live on from one file to the next until the lesson's [`STOP_JOBS`] stops them, and a
+    /// port still listening below the checker when a file ends is a failure of that file.
+    pub session: bool,
 }
+
+/// The command a lesson ends with to stop the services it started with ` &`: in a learner's shell it
+/// signals every background job. Commands run in separate shells here, with no job table, so the checker
+/// does the same to the services it started.
+pub const STOP_JOBS: &str = "kill $(jobs -p)";
 
 impl Options {
     /// The defaults, with [`Options::require_external`] from [`REQUIRE_EXTERNAL_VAR`].
@@ -224,6 +242,7 @@ pub fn check_files(
     let env = Environment::new(root);
     let mut anchors = HashMap::new();
     let mut report = Report::default();
+    let mut services: Vec<Background> = Vec::new();
     for (index, file) in files.iter().enumerate() {
         if runner::interrupted() {
             break;
@@ -233,7 +252,14 @@ pub fn check_files(
             report.time_limit = Some(format!("time limit reached; not checked: {}", rest.join(", ")));
             break;
         }
-        let file_report = check_file(&env, file, options, &mut anchors);
+        let mut file_report = check_file(&env, file, options, &mut anchors, &mut services);
+        if options.session {
+            left_listening(&mut file_report, &services);
+        }
+        if !options.session || !file_report.ok() {
+            // The next file starts clean, so one lesson's leftovers are reported once, by that lesson.
+            services.drain(..).for_each(Background::stop);
+        }
         on_file(&file_report);
         let cut_short = file_report.not_run > 0 && options.deadline.is_some_and(|d| Instant::now() >= d);
         report.files.push(file_report);
@@ -243,7 +269,48 @@ pub fn check_files(
             break;
         }
     }
+    services.into_iter().for_each(Background::stop);
     report
+}
+
+/// In a session, the ports a file left listening: its commands' processes should all be gone.
+fn left_listening(report: &mut FileReport, services: &[Background]) {
+    let own = ports::own_process_group();
+    let left: Vec<_> = ports::listening_below(std::process::id())
+        .into_iter()
+        .filter(|l| Some(l.process_group) != own)
+        .collect();
+    if left.is_empty() {
+        return;
+    }
+    let mut line = 0;
+    let mut held = Vec::new();
+    for listener in &left {
+        match services.iter().find(|s| s.process_group() == listener.process_group) {
+            Some(service) => {
+                line = line.max(service.line);
+                held.push(format!("{listener}, started at line {}: `{}`", service.line, service.text));
+            }
+            None => {
+                // Not one of the lesson's jobs: a process that moved to a group of its own. Nobody else
+                // will stop it, so stop it here.
+                held.push(format!("{listener}, outside the lesson's jobs"));
+                if let Some(group) = i32::try_from(listener.process_group).ok().and_then(Pid::from_raw) {
+                    let _ = rustix::process::kill_process_group(group, Signal::TERM);
+                }
+            }
+        }
+    }
+    report.failed += 1;
+    report.failures.push(Failure {
+        file: report.file.clone(),
+        line,
+        message: format!(
+            "the lesson ends with ports still listening, which the next lesson may need; end it with \
+             `{STOP_JOBS}`:\n{}",
+            held.join("\n")
+        ),
+    });
 }
 
 fn check_file(
@@ -251,6 +318,7 @@ fn check_file(
     file: &Path,
     options: &Options,
     anchors: &mut HashMap<PathBuf, Vec<String>>,
+    services: &mut Vec<Background>,
 ) -> FileReport {
     let mut report = FileReport {
         file: relative(&env.root, file),
@@ -287,7 +355,7 @@ fn check_file(
         report.not_run = runnable.iter().map(|b| b.commands.len()).sum();
         return report;
     }
-    run_blocks(env, &runnable, options, &mut report);
+    run_blocks(env, &runnable, options, &mut report, services);
     report
 }
 
@@ -297,9 +365,15 @@ impl FileReport {
     }
 }
 
-/// Runs a file's blocks in order, counting into `report`, then stops the services they started.
-fn run_blocks(env: &Environment, blocks: &[&ConsoleBlock], options: &Options, report: &mut FileReport) {
-    let mut services: Vec<Background> = Vec::new();
+/// Runs a file's blocks in order, counting into `report`. The services they start join `services`,
+/// which the caller stops (at the end of the file, or of the session).
+fn run_blocks(
+    env: &Environment,
+    blocks: &[&ConsoleBlock],
+    options: &Options,
+    report: &mut FileReport,
+    services: &mut Vec<Background>,
+) {
     let mut stopped = false;
     for block in blocks {
         let count = block.commands.len();
@@ -337,7 +411,7 @@ fn run_blocks(env: &Environment, blocks: &[&ConsoleBlock], options: &Options, re
             }
             continue;
         }
-        match run_block(env, block, options, &mut services) {
+        match run_block(env, block, options, services) {
             Ok(passed) => report.passed += passed,
             Err(failure) => {
                 report.passed += failure.passed;
@@ -347,9 +421,6 @@ fn run_blocks(env: &Environment, blocks: &[&ConsoleBlock], options: &Options, re
                 stopped = true;
             }
         }
-    }
-    for service in services {
-        service.stop();
     }
 }
 
@@ -396,6 +467,18 @@ fn run_block(
                 return Err(at_failure("not run: the time limit was reached".to_string()));
             }
             timeout = timeout.min(left);
+        }
+        if command.text.trim() == STOP_JOBS {
+            if services.is_empty() {
+                return Err(at_failure(
+                    "there is no background job to stop (in a shell, `kill` with no job fails)".to_string(),
+                ));
+            }
+            services.drain(..).for_each(Background::stop);
+            if !command.expected.is_empty() {
+                return Err(at_failure("it prints nothing, but the lesson shows output".to_string()));
+            }
+            continue;
         }
         if command.background {
             services.push(Background::start(env, &command.text, command.line).map_err(at_failure)?);
@@ -550,6 +633,31 @@ mod tests {
         let report = check(dir.path(), &options);
         assert!(report.ok(), "{report:?}");
         assert_eq!((report.passed, report.skipped, report.skipped_from.clone()), (1, 0, None));
+    }
+
+    #[test]
+    fn in_a_session_jobs_outlive_their_file_until_stopped() {
+        // a.md starts a job and leaves it; b.md stops it, as a learner's next command in the same shell
+        // could. In a session the job is still there for b.md; file by file, a.md's end stopped it, and
+        // the `kill` in b.md has nothing to stop, as in a fresh shell.
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::create_dir_all(dir.path().join("docs")).expect("mkdir");
+        fs::write(dir.path().join("docs/a.md"), "# A\n\n```console\n$ sleep 300 &\n```\n").expect("write");
+        fs::write(dir.path().join("docs/b.md"), "# B\n\n```console\n$ kill $(jobs -p)\n```\n")
+            .expect("write");
+        let files = lesson_files(dir.path()).expect("list fixture");
+        let started = Instant::now();
+        let session =
+            check_files(dir.path(), &files, &Options { session: true, ..Options::default() }, |_| {});
+        assert!(session.ok(), "{session:?}");
+        assert_eq!(session.files[1].passed, 1);
+        let separate = check_files(dir.path(), &files, &Options::default(), |_| {});
+        assert!(separate.files[0].ok(), "{separate:?}");
+        let failure = separate.files[1].failures[0].to_string();
+        assert!(failure.starts_with("docs/b.md:4: `$ kill $(jobs -p)`"), "{failure}");
+        assert!(failure.contains("no background job to stop"), "{failure}");
+        // `sleep` went at SIGTERM both times, without the 5 s grace.
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     }
 
     #[test]

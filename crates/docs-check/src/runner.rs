@@ -169,6 +169,12 @@ impl Background {
         Ok(Background { line, text: text.to_string(), child, stderr })
     }
 
+    /// The service's process group: everything it started, unless something left the group.
+    pub fn process_group(&self) -> u32 {
+        // With `process_group(0)` the child leads a group whose id is its pid.
+        self.child.id()
+    }
+
     /// `Some(description)` if the service has already exited: a port will never open then.
     pub fn exited(&mut self) -> Option<String> {
         match self.child.try_wait() {
