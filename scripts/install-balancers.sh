@@ -17,7 +17,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 # Debian packages: program name -> package name.
 missing_pkgs=()
-for pair in nginx:nginx haproxy:haproxy wrk:wrk strace:strace; do
+for pair in nginx:nginx haproxy:haproxy wrk:wrk strace:strace fuser:psmisc jq:jq; do
     prog="${pair%%:*}"
     pkg="${pair##*:}"
     if ! have "$prog"; then

@@ -1,6 +1,6 @@
 //! Relative links, anchors and backticked repository paths must point at something that exists.
 //!
-//! A learner who clicks a link to `../../crates/lb/src/proxy.rs` and gets a 404, or reads "open
+//! A learner who clicks a link to `../../crates/lb/src/forward/mod.rs` and gets a 404, or reads "open
 //! `crates/lb-algorithms/src/maglev.rs`" for a file that was renamed, loses trust in the rest of the
 //! page. Code moves faster than prose, so this is checked on every test run:
 //!

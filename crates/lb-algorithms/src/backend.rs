@@ -1,6 +1,6 @@
 //! Backend state shared by every algorithm: weight, health, in-flight count, latency EWMA, slow start.
 //!
-//! Load signals live here, not in the algorithms (see `STYLE.md`, habit 4): least-connections, power of
+//! Load signals live here, not in the algorithms (see CONTRIBUTING.md: load signals belong to the backend): least-connections, power of
 //! two choices, peak EWMA and bounded load all read the same `in_flight` counter, and the proxy updates it
 //! in exactly one place, the [`InFlightGuard`].
 //!

@@ -1,7 +1,7 @@
 //! Speed of the supermarket simulation: simulated requests per second on one core.
 //!
 //! Run with `cargo bench -p lb-compare`. A plain program, not criterion: the figure that matters is
-//! requests per second over a long run, printed once per configuration (see BENCHMARKING.md: benchmarks
+//! requests per second over a long run, printed once per configuration (see CONTRIBUTING.md: benchmarks
 //! print figures, they do not pass or fail).
 
 use std::time::Instant;

@@ -1,4 +1,4 @@
-//! `lb-compare balancers`: the per-core benchmark of `BENCHMARKING.md`, over a direct connection, `lb`,
+//! `lb-compare balancers`: the per-core benchmark (its method is in `docs/lessons/benchmarking-balancers.md`), over a direct connection, `lb`,
 //! nginx, HAProxy and Envoy, with the same backends, the same load and the same placement.
 //!
 //! **Placement.** The backends and the load generator run on core 0 (`taskset -c 0`); each balancer runs
@@ -135,7 +135,7 @@ impl FromStr for Target {
 pub enum Backends {
     /// Three `toy-backend` processes' worth (one process, `--count 3`), release build.
     Toy,
-    /// One nginx with three `return 200` servers, as `bench-vs-anchors` uses: cheaper per request than
+    /// One nginx with three `return 200` servers, as `scripts/instructions-per-request.sh` uses: cheaper per request than
     /// the toy backend, for when the toy backend is what limits `direct`.
     Nginx,
 }

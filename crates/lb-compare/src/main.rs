@@ -52,7 +52,7 @@ enum Command {
     Scenario(ScenarioArgs),
     /// Run a scenario file for real: toy backends, the real lb, open-loop load from loadgen.
     Live(LiveArgs),
-    /// Per-core benchmark of direct, lb, nginx, HAProxy and Envoy (see BENCHMARKING.md).
+    /// Per-core benchmark of direct, lb, nginx, HAProxy and Envoy (method: docs/lessons/benchmarking-balancers.md).
     Balancers(BalancersArgs),
     /// Run a standard set of experiments and write a Markdown report with SVG charts.
     Report(ReportArgs),

@@ -1,6 +1,6 @@
 //! A short smoke run of the per-core benchmark: direct, lb and (when installed) nginx, one round of one
 //! second. It checks that every figure was measured and every answer was a 2xx, not what the figures
-//! are: benchmarks print numbers, they do not pass or fail on them (BENCHMARKING.md).
+//! are: benchmarks print numbers, they do not pass or fail on them (see CONTRIBUTING.md).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,4 +1,4 @@
-//! The client-facing HTTP/1.1 server (`src/h1_server.rs`) over raw sockets: the behaviours a real
+//! The client-facing HTTP/1.1 server (`src/http/h1/server.rs`) over raw sockets: the behaviours a real
 //! client relies on that the hostile-input table does not cover: `Expect: 100-continue`, HTTP/1.0
 //! keep-alive, HEAD, how a streamed response is framed for 1.1 and 1.0 clients, pipelined requests
 //! with bodies, and the `Date` on lb's own answers.

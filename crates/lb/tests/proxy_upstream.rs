@@ -1,4 +1,4 @@
-//! The upstream leg (`src/h1.rs`) seen from outside: connections to a backend are reused, never
+//! The upstream leg (`src/http/h1/client.rs`) seen from outside: connections to a backend are reused, never
 //! pipelined, and a backend that breaks off a body cuts the client's body and frees its slot.
 //! The backends here are raw TCP scripts, so the test sees exactly what the proxy writes.
 

@@ -1,6 +1,6 @@
 //! loadgen against `wrk` on the same toy backend: closed loop, same connections, same duration.
 //!
-//! Not a benchmark (BENCHMARKING.md: benchmarks print figures) but a sanity check that the generator is
+//! Not a benchmark (benchmarks print figures: see CONTRIBUTING.md) but a sanity check that the generator is
 //! not the bottleneck it is meant to measure: it must reach at least half of wrk's throughput. Both
 //! figures are printed (`cargo test -p loadgen --test versus_wrk -- --nocapture`). Skipped with a message
 //! when `wrk` is not installed, unless `LB_REQUIRE_EXTERNAL=1` (CI), where a missing wrk fails.
