@@ -2,7 +2,9 @@
 //! exist: every metric name in every query is one the balancer of the panel's row exposes, read from
 //! the real thing after a few requests through it. lb runs in-process, HAProxy and Envoy through the
 //! lab on their committed round-robin configs (skipped when not installed). A histogram counts as the
-//! `_bucket`, `_sum` and `_count` series it is scraped as.
+//! `_bucket`, `_sum` and `_count` series it is scraped as. The alert rules (`monitoring/alerts.yml`) are
+//! held to the same check against lb: their unit tests feed them made-up series, so a misspelt name
+//! would pass those and never fire.
 //!
 //! Run with `cargo test -p lab --test monitoring` (HAProxy and Envoy: `bash scripts/install-balancers.sh`;
 //! the query syntax check needs promtool: `apt-get install prometheus`).
@@ -64,6 +66,27 @@ fn queries(dash: &Value) -> Vec<Query> {
         let balancer =
             prefix.parse().unwrap_or_else(|_| panic!("variable {name}: {metric} is no balancer's"));
         out.push(Query { balancer, place: format!("variable {name}"), expr: metric.trim().to_string() });
+    }
+    out
+}
+
+/// The `expr` of every rule in alerts.yml, each by the balancer its metric prefix names.
+fn alert_queries() -> Vec<Query> {
+    let path = source_root().join("monitoring/alerts.yml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc: serde_norway::Value =
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    for group in doc["groups"].as_sequence().into_iter().flatten() {
+        for rule in group["rules"].as_sequence().into_iter().flatten() {
+            let name = rule["alert"].as_str().unwrap_or_default();
+            let expr = rule["expr"].as_str().unwrap_or_default().to_string();
+            let prefix = metric_names(&expr).into_iter().next().unwrap_or_default();
+            let balancer = prefix.split('_').next().unwrap_or_default().parse();
+            let balancer =
+                balancer.unwrap_or_else(|_| panic!("alert {name}: {expr:?} reads no balancer's metric"));
+            out.push(Query { balancer, place: format!("alert {name}"), expr });
+        }
     }
     out
 }
@@ -291,7 +314,7 @@ fn every_query_is_valid_promql() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lb_panels_read_metrics_lb_exposes() {
+async fn lb_panels_and_alerts_read_metrics_lb_exposes() {
     let backends =
         toy_backend::start_many(3, toy_backend::Knobs::default()).await.unwrap_or_else(|e| panic!("{e}"));
     let list: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr())).collect();
@@ -318,6 +341,10 @@ async fn lb_panels_read_metrics_lb_exposes() {
     let admin = lb.admin.unwrap_or_else(|| panic!("no admin listener"));
     let text = scrape(&format!("http://{admin}/metrics")).await;
     assert_all_exposed(Balancer::Lb, &text);
+    let alerts = alert_queries();
+    assert_eq!(alerts.iter().filter(|q| q.balancer == Balancer::Lb).count(), 6, "{alerts:?}");
+    let gone = missing(&alerts, Balancer::Lb, &exposed(&text));
+    assert!(gone.is_empty(), "alert rules read metrics lb does not expose:\n{}", gone.join("\n"));
     lb.shutdown().await;
 }
 
