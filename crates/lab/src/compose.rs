@@ -1,12 +1,12 @@
 //! `lab validate-compose`: checks `docker-compose.yml` against the configs it runs, without a Docker
 //! engine. What it checks:
 //!
-//! - the services exist: backend-1..3, lb, nginx, haproxy, envoy, and prometheus in the `monitoring`
-//!   profile;
+//! - the services exist: backend-1..3, lb, nginx, haproxy, envoy, and prometheus and grafana in the
+//!   `monitoring` profile;
 //! - every image is pinned by a tag that is not `latest`; every build context and its Dockerfile exist;
 //! - every service publishes exactly the lab's ports (backends 9001-9003, lb 8080/9900, nginx 8081,
-//!   HAProxy 8082/8404, Envoy 8083/9901, Prometheus 9090) on the same port number, and stats/admin ports
-//!   only on the host's 127.0.0.1;
+//!   HAProxy 8082/8404, Envoy 8083/9901, Prometheus 9090, Grafana 3000) on the same port number, and
+//!   stats/admin ports only on the host's 127.0.0.1;
 //! - every mounted host path exists (a `${VAR:-default}` taken at its default), and every config in
 //!   the mounted folders (nginx/, haproxy/, envoy/) listens on the service's port and names
 //!   `backend-1:9001`, `backend-2:9002`, `backend-3:9003` (the same rules `lab up` renders with);
@@ -53,7 +53,7 @@ const fn service(name: &'static str, ports: &'static [u16], loopback: &'static [
 }
 
 /// The lab's services.
-const SERVICES: [Service; 8] = [
+const SERVICES: [Service; 9] = [
     service("backend-1", &[9001], &[9001]),
     service("backend-2", &[9002], &[9002]),
     service("backend-3", &[9003], &[9003]),
@@ -62,6 +62,7 @@ const SERVICES: [Service; 8] = [
     service("haproxy", &[8082, 8404], &[8404]),
     service("envoy", &[8083, 9901], &[9901]),
     service("prometheus", &[9090], &[9090]),
+    service("grafana", &[3000], &[3000]),
 ];
 
 /// Reads and validates `root/docker-compose.yml`.
@@ -103,11 +104,13 @@ pub fn validate(root: &Path, text: &str) -> Report {
             r.notes.push(format!("service {name} is not one the lab knows; not checked"));
         }
     }
-    if let Some(prom) = services.get("prometheus") {
-        let profiles = strings(prom.get("profiles"));
-        if !profiles.iter().any(|p| p == "monitoring") {
-            r.errors.push("prometheus: must be in the `monitoring` profile".into());
+    for name in ["prometheus", "grafana"] {
+        let Some(svc) = services.get(name) else { continue };
+        if !strings(svc.get("profiles")).iter().any(|p| p == "monitoring") {
+            r.errors.push(format!("{name}: must be in the `monitoring` profile"));
         }
+    }
+    if services.contains_key("prometheus") {
         check_prometheus(root, services, &mut r);
     }
     r

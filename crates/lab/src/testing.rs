@@ -63,6 +63,18 @@ pub fn require(balancer: Balancer, test: &str) -> Option<PathBuf> {
     }
 }
 
+/// A program other than a balancer (`promtool`), or `None` after printing the skip line with `install`
+/// (how to get it); a panic instead when `LB_REQUIRE_EXTERNAL=1`.
+pub fn require_program(name: &str, install: &str, test: &str) -> Option<PathBuf> {
+    if let Some(p) = programs::find_on_path(name) {
+        return Some(p);
+    }
+    let line = format!("SKIPPED: {test} needs {name}: install with {install}");
+    assert!(!programs::external_required(), "{line} ({}=1)", programs::REQUIRE_ENV);
+    eprintln!("{line}");
+    None
+}
+
 /// Backends and a balancer, running. Dropping it stops the balancer, then the backends.
 #[derive(Debug)]
 pub struct Lab {

@@ -32,3 +32,27 @@ fn catches_unpinned_images_missing_files_and_dependencies() {
         assert!(all.contains(expected), "expected an error about {expected:?}, got:\n{all}");
     }
 }
+
+#[test]
+fn grafana_is_in_the_monitoring_profile_on_loopback() {
+    let root = source_root();
+    let text = std::fs::read_to_string(root.join("docker-compose.yml")).expect("docker-compose.yml");
+    let grafana = text.find("\n  grafana:").expect("a grafana service");
+    let (before, after) = text.split_at(grafana);
+    let broken = format!(
+        "{before}{}",
+        after
+            .replacen("    profiles: [monitoring]\n", "", 1)
+            .replacen("\"127.0.0.1:3000:3000\"", "\"3000:3000\"", 1)
+            .replacen("./monitoring/grafana/dashboards", "./monitoring/grafana/no-such-folder", 1)
+    );
+    let report = validate(&root, &broken);
+    let all = report.errors.join("\n");
+    for expected in [
+        "grafana: must be in the `monitoring` profile",
+        "grafana: port 3000:3000: stats/admin ports must be published on 127.0.0.1 only",
+        "no-such-folder",
+    ] {
+        assert!(all.contains(expected), "expected an error about {expected:?}, got:\n{all}");
+    }
+}

@@ -259,6 +259,7 @@ impl Reloader {
         self.restart_control();
         let settings_changed = self.swap_settings(&config);
         let certificates = certs.len();
+        self.shared.metrics.set_certificates(certs.expiry());
         self.certs.replace(certs);
         // Last, so that a new TLS listener starts with the new certificates.
         let listen = in_force.listeners.commit(plan);

@@ -26,6 +26,13 @@
 //! certificate is only used during the handshake). This is what `nginx -s reload` gives its users, and
 //! what Envoy's SDS does for a listener, without a new listening socket.
 //!
+//! # Expiry
+//!
+//! A certificate that expires unnoticed takes the site down for every client at the same second. So
+//! loading a set also reads each leaf certificate's `notAfter` ([`CertExpiry`]); the metrics show it as
+//! `lb_tls_certificate_expiry_seconds{name=...}`, replaced on every reload, and an alert fires when it
+//! comes too close (`monitoring/alerts.yml`).
+//!
 //! # HTTP/2 or HTTP/1.1: ALPN
 //!
 //! In the same handshake the client lists the protocols it speaks (Application-Layer Protocol
@@ -94,26 +101,42 @@ impl SniResolver {
     }
 }
 
+/// When one `[[server.tls]]` certificate stops being valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertExpiry {
+    /// The entry's first SNI name, or its certificate file when it lists no name.
+    pub name: String,
+    /// The leaf certificate's `notAfter`, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
 /// A set of certificates loaded from `[[server.tls]]` and checked (each key matches its certificate),
 /// ready to be put in force with [`Certificates::replace`].
 #[derive(Debug, Default)]
-pub struct CertSet(SniResolver);
+pub struct CertSet {
+    resolver: SniResolver,
+    /// One per certificate, in the order of the file.
+    expiry: Vec<CertExpiry>,
+}
 
 impl CertSet {
     /// Read and check every certificate and key. An empty list gives an empty set, which fails every
     /// handshake; the config check refuses `listen_tls` without a certificate, so no client meets it.
     pub fn load(certs: &[CertConfig]) -> Result<CertSet, TlsError> {
         let provider = ring::default_provider();
-        let mut resolver = SniResolver::default();
+        let mut set = CertSet::default();
         for c in certs {
             let bad =
                 |path: &Path, why: &str| TlsError::File { path: path.display().to_string(), why: why.into() };
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read_pem(&c.cert)?)
                 .collect::<Result<_, _>>()
                 .map_err(|e| bad(&c.cert, &e.to_string()))?;
-            if chain.is_empty() {
+            let Some(leaf) = chain.first() else {
                 return Err(bad(&c.cert, "no certificate (expected PEM \"BEGIN CERTIFICATE\")"));
-            }
+            };
+            let not_after = not_after(leaf).map_err(|why| bad(&c.cert, &why))?;
+            let name = c.names.first().cloned().unwrap_or_else(|| c.cert.display().to_string());
+            set.expiry.push(CertExpiry { name, not_after });
             let key =
                 PrivateKeyDer::from_pem_slice(&read_pem(&c.key)?).map_err(|e| bad(&c.key, &e.to_string()))?;
             let signing =
@@ -122,20 +145,34 @@ impl CertSet {
             certified
                 .keys_match()
                 .map_err(|e| bad(&c.key, &format!("does not match {}: {e}", c.cert.display())))?;
-            resolver.certs.push((c.names.clone(), Arc::new(certified)));
+            set.resolver.certs.push((c.names.clone(), Arc::new(certified)));
         }
-        Ok(CertSet(resolver))
+        Ok(set)
     }
 
     /// How many certificates it holds.
     pub fn len(&self) -> usize {
-        self.0.certs.len()
+        self.resolver.certs.len()
     }
 
     /// True when it holds none.
     pub fn is_empty(&self) -> bool {
-        self.0.certs.is_empty()
+        self.resolver.certs.is_empty()
     }
+
+    /// When each certificate expires, in the order of `[[server.tls]]`.
+    pub fn expiry(&self) -> &[CertExpiry] {
+        &self.expiry
+    }
+}
+
+/// The `notAfter` of a DER certificate as Unix seconds. rustls reads a certificate only during a
+/// handshake, so this is also the first time the bytes are parsed as X.509: a file that is PEM but not
+/// a certificate is refused here, at load, instead of at every handshake.
+fn not_after(leaf: &CertificateDer<'_>) -> Result<i64, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
 /// The certificates in force: rustls's resolver for every TLS listener, swapped whole by a reload.
@@ -150,12 +187,12 @@ pub struct Certificates {
 impl Certificates {
     /// Start with `set` in force.
     pub fn new(set: CertSet) -> Arc<Self> {
-        Arc::new(Certificates { current: ArcSwap::from_pointee(set.0) })
+        Arc::new(Certificates { current: ArcSwap::from_pointee(set.resolver) })
     }
 
     /// Put `set` in force for the handshakes that start from now on.
     pub fn replace(&self, set: CertSet) {
-        self.current.store(Arc::new(set.0));
+        self.current.store(Arc::new(set.resolver));
     }
 }
 
@@ -244,6 +281,42 @@ mod tests {
         let mixed = CertConfig { key: b.key.clone(), ..a.clone() };
         assert!(acceptor(&[mixed]).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn expiry_is_each_leaf_not_after_named_by_its_first_name() {
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/certs");
+        let entry = |file: &str, names: &[&str]| CertConfig {
+            cert: certs.join(format!("{file}.pem")),
+            key: certs.join(format!("{file}.key")),
+            names: names.iter().map(|n| n.to_string()).collect(),
+        };
+        let set = CertSet::load(&[
+            entry("a.lb.test", &["a.lb.test", "*.a.lb.test"]),
+            entry("backend.lb.test", &["backend.lb.test"]),
+            entry("b.lb.test", &[]),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        // `openssl x509 -enddate -noout -in FILE` prints notAfter=Nov 23 17:20:56 2036 GMT for a and b
+        // and notAfter=Nov 23 18:53:16 2036 GMT for backend; `date -d '...' +%s` gives these seconds.
+        let b_file = certs.join("b.lb.test.pem").display().to_string();
+        let got: Vec<(&str, i64)> = set.expiry().iter().map(|e| (e.name.as_str(), e.not_after)).collect();
+        assert_eq!(
+            got,
+            [
+                ("a.lb.test", 2_111_073_656),
+                ("backend.lb.test", 2_111_079_196),
+                (b_file.as_str(), 2_111_073_656)
+            ]
+        );
+        // PEM that holds no X.509 certificate is refused at load, naming the file.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let bad = CertConfig { cert: junk, ..entry("a.lb.test", &["a.lb.test"]) };
+        let Err(err) = CertSet::load(&[bad]) else { panic!("junk loaded as a certificate") };
+        assert!(err.to_string().contains("junk.pem: not an X.509 certificate"), "{err}");
     }
 
     #[test]

@@ -29,6 +29,11 @@
 //! number of series without bound. A query such as `sum by (code) (rate(lb_requests_total[1m]))` works
 //! the same either way.
 //!
+//! Certificates: `lb_tls_certificate_expiry_seconds{name}` is each `[[server.tls]]` certificate's
+//! `notAfter` as Unix seconds (a timestamp, as `process_start_time_seconds` is), so "expires within 14
+//! days" is `lb_tls_certificate_expiry_seconds - time() < 14 * 86400`. Start-up and every reload set
+//! the whole list, so a removed certificate's series goes away with it.
+//!
 //! The latency histogram uses fixed buckets from 0.5 ms to 10 s (the shape of Prometheus client
 //! defaults, with finer steps at the low end where a proxy on a LAN lives). Each observation increments
 //! one bucket; the cumulative counts Prometheus expects are summed at render time.
@@ -40,6 +45,7 @@ use std::time::Duration;
 
 use lb_algorithms::{Backend, Health, Nanos, now_nanos};
 
+use crate::net::tls::CertExpiry;
 use crate::upstream::stats::{BUCKETS_NANOS, BUCKETS_SECONDS, BackendStats, COMMON_CODES, FailureKind};
 use crate::upstream::{Upstream, UpstreamState, Upstreams};
 
@@ -78,6 +84,8 @@ pub struct Metrics {
     started: std::time::SystemTime,
     /// Client connections: open now, the cap, refusals.
     pub connections: Arc<crate::net::limits::ConnectionCount>,
+    /// The certificates in force and when they expire; replaced whole on start and reload.
+    certificates: arc_swap::ArcSwap<Vec<CertExpiry>>,
 }
 
 impl Default for Metrics {
@@ -96,6 +104,7 @@ impl Metrics {
             unknown: UpstreamCounters::new(""),
             started: std::time::SystemTime::now(),
             connections: crate::net::limits::ConnectionCount::new(usize::MAX),
+            certificates: arc_swap::ArcSwap::from_pointee(Vec::new()),
         }
     }
 
@@ -116,6 +125,11 @@ impl Metrics {
         if next.len() != have.len() {
             self.upstreams.store(Arc::new(next));
         }
+    }
+
+    /// The certificates in force from now on (at start, and by every reload that succeeds).
+    pub fn set_certificates(&self, certificates: &[CertExpiry]) {
+        self.certificates.store(Arc::new(certificates.to_vec()));
     }
 
     #[inline]
@@ -182,6 +196,7 @@ impl Metrics {
         render_durations(&mut w, &snapshots);
         render_backend_gauges(&mut w, &snapshots, now_nanos());
         self.render_upstreams(&mut w, &snapshots);
+        self.render_certificates(&mut w);
         self.render_process(&mut w);
         out
     }
@@ -221,6 +236,19 @@ impl Metrics {
             if stray > 0 {
                 w.sample(name, &[("upstream", "")], None, stray as f64);
             }
+        }
+    }
+
+    /// `lb_tls_certificate_expiry_seconds`: one series per `[[server.tls]]` certificate.
+    fn render_certificates(&self, w: &mut Writer<'_>) {
+        const NAME: &str = "lb_tls_certificate_expiry_seconds";
+        w.family(
+            NAME,
+            "gauge",
+            "When the certificate expires (its notAfter), in seconds since the Unix epoch.",
+        );
+        for c in self.certificates.load().iter() {
+            w.sample(NAME, &[("name", &c.name)], None, c.not_after as f64);
         }
     }
 
@@ -542,6 +570,36 @@ mod tests {
         unique.dedup();
         assert_eq!(types, unique);
         Ok(())
+    }
+
+    #[test]
+    fn certificate_expiry_is_one_series_per_certificate_and_replaced_whole() {
+        let m = Metrics::default();
+        let family = "# TYPE lb_tls_certificate_expiry_seconds gauge";
+        let series = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("lb_tls_certificate_expiry_seconds"))
+                .map(String::from)
+                .collect()
+        };
+        let upstreams = Upstreams::new(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(m.render(&upstreams).contains(family));
+        assert_eq!(series(&m.render(&upstreams)), Vec::<String>::new());
+        let at = |name: &str, not_after| CertExpiry { name: name.into(), not_after };
+        m.set_certificates(&[at("a.lb.test", 2_111_073_656), at("b.lb.test", 2_111_079_196)]);
+        assert_eq!(
+            series(&m.render(&upstreams)),
+            [
+                r#"lb_tls_certificate_expiry_seconds{name="a.lb.test"} 2111073656"#,
+                r#"lb_tls_certificate_expiry_seconds{name="b.lb.test"} 2111079196"#,
+            ]
+        );
+        // A reload that drops a certificate drops its series.
+        m.set_certificates(&[at("b.lb.test", 2_111_079_196)]);
+        assert_eq!(
+            series(&m.render(&upstreams)),
+            [r#"lb_tls_certificate_expiry_seconds{name="b.lb.test"} 2111079196"#]
+        );
     }
 
     #[test]

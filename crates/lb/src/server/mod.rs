@@ -154,6 +154,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     if certs.is_empty() && !config.server.listen_tls.is_empty() {
         return Err(crate::net::tls::TlsError::no_certificate().into());
     }
+    metrics.set_certificates(certs.expiry());
     let certs = crate::net::tls::Certificates::new(certs);
     let tls = crate::net::tls::terminator(Arc::clone(&certs))?;
     // Bind all sockets up front, and queue each worker's for it before it starts.
