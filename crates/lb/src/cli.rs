@@ -103,6 +103,10 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         return serve(running).await;
     }
     if !args.backend.is_empty() {
+        anyhow::ensure!(
+            args.admin_token.is_none() || args.admin.is_some(),
+            "--admin-token protects the admin API, and quick mode has none without --admin ADDR"
+        );
         let running = start(quick_config(&args)).await.context("starting lb")?;
         return serve(running).await;
     }

@@ -287,3 +287,100 @@ async fn a_reload_cannot_take_the_token_away() {
     assert_eq!(send(admin, "GET", "/backends", &[&host, &bearer], "").await.status, 200);
     running.shutdown().await;
 }
+
+/// Kills the child when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_demo_with_a_token_prints_curl_lines_that_carry_it() {
+    use std::io::BufRead as _;
+    let child = Command::new(LB)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "1", "--admin-token", TOKEN])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = Child(child);
+    let stdout = child.0.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    // The banner ends with the Ctrl-C line; the blocking read runs off the test's runtime, bounded.
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut banner = String::new();
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            banner += &line;
+            banner.push('\n');
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
+        }
+        banner
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(30), banner)
+        .await
+        .unwrap_or_else(|_| panic!("no banner in 30 s"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let line = banner
+        .lines()
+        .find(|l| l.contains("/backends"))
+        .unwrap_or_else(|| panic!("no /backends line in the banner:\n{banner}"));
+    let prefix = format!("curl -H 'Authorization: Bearer {TOKEN}' http://");
+    let addr = line.trim().strip_prefix(&prefix).and_then(|rest| rest.strip_suffix("/backends"));
+    let admin: SocketAddr = addr
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("expected `{prefix}ADDR/backends`, got {line:?}"));
+    let host = format!("Host: {admin}");
+    assert_eq!(send(admin, "GET", "/backends", &[&host], "").await.status, 401);
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    assert_eq!(send(admin, "GET", "/backends", &[&host, &bearer], "").await.status, 200);
+}
+
+/// Run `lb ARGS` that should exit at once: (exit code, stderr). Killed after 10 s (exit code `None`),
+/// so a regression that starts serving instead fails the test rather than hanging it.
+fn run_briefly(args: &[&str]) -> (Option<i32>, String) {
+    let child = Command::new(LB)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut child = Child(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        match child.0.try_wait() {
+            Ok(Some(status)) => break status.code(),
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => break None,
+        }
+    };
+    let _ = child.0.kill();
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.0.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    (code, stderr)
+}
+
+#[test]
+fn admin_token_with_a_config_file_is_refused_not_ignored() {
+    let (code, stderr) = run_briefly(&["--config", "lb.toml", "--admin-token", TOKEN]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--admin-token is for quick and demo mode; with --config, set [admin] token_file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn admin_token_in_quick_mode_needs_an_admin_address() {
+    let (code, stderr) =
+        run_briefly(&["--listen", "127.0.0.1:0", "--backend", "127.0.0.1:9", "--admin-token", TOKEN]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("quick mode has none without --admin ADDR"), "{stderr}");
+}
