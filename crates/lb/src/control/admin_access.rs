@@ -245,6 +245,16 @@ mod tests {
     }
 
     #[test]
+    fn an_http2_request_is_checked_on_its_authority() {
+        // HTTP/2 has no `Host` line: `:authority` arrives as the URI's authority.
+        let a = loopback();
+        let check = |uri: &'static str| a.check(&Method::GET, &Uri::from_static(uri), &HeaderMap::new());
+        assert_eq!(check("http://127.0.0.1:9900/backends"), Ok(()));
+        let refused = check("http://evil.example:9900/backends").err().map(|r| r.status);
+        assert_eq!(refused, Some(StatusCode::MISDIRECTED_REQUEST));
+    }
+
+    #[test]
     fn a_token_is_required_when_set_and_replaces_the_host_rule() {
         let token = AdminToken::new("s3cret").unwrap_or_else(|e| panic!("{e}"));
         let a = Access::new(SocketAddr::from(([0, 0, 0, 0], 9900)), Some(token));
