@@ -21,7 +21,7 @@ use lb_algorithms::{Algorithm, BackendSpec, HashKey};
 use toy_backend::{Backend, BackendConfig};
 
 use crate::config::HealthCheckConfig;
-use crate::config::{AdminConfig, Config, UpstreamConfig, parse_backend};
+use crate::config::{AdminConfig, AdminToken, Config, UpstreamConfig, parse_backend};
 use crate::server::{Running, start};
 
 /// An HTTP load balancer you can read. With no arguments, a self-contained demo.
@@ -49,9 +49,14 @@ pub struct Args {
     /// Worker threads (0: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Admin API address (quick mode; demo mode default 127.0.0.1:9900).
+    /// Admin API address (quick mode; demo mode default 127.0.0.1:9900). Anything but loopback needs
+    /// --admin-token.
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Require `Authorization: Bearer TOKEN` on every admin request (quick and demo mode; a config
+    /// file uses [admin] token_file). Other local users can read a command line: prefer a file.
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<AdminToken>,
     /// Honour `X-Lb-Explain: 1` (quick mode; always on in demo mode).
     #[arg(long)]
     pub explain: bool,
@@ -84,6 +89,12 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(check(config));
     }
     if let Some(path) = &args.config {
+        // Not silently ignored: a token the operator believes is in force must be.
+        anyhow::ensure!(
+            args.admin_token.is_none(),
+            "--admin-token is for quick and demo mode; with --config, set [admin] token_file in {}",
+            path.display()
+        );
         let mut config = Config::load(path)?;
         if let Some(w) = args.workers {
             config.server.workers = w;
@@ -92,6 +103,10 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         return serve(running).await;
     }
     if !args.backend.is_empty() {
+        anyhow::ensure!(
+            args.admin_token.is_none() || args.admin.is_some(),
+            "--admin-token protects the admin API, and quick mode has none without --admin ADDR"
+        );
         let running = start(quick_config(&args)).await.context("starting lb")?;
         return serve(running).await;
     }
@@ -136,7 +151,12 @@ pub fn quick_config(args: &Args) -> Config {
     }
     config.server.workers = args.workers.unwrap_or(0);
     if args.admin.is_some() || args.explain {
-        config.admin = Some(AdminConfig { listen: args.admin, explain: args.explain, access_log: false });
+        config.admin = Some(AdminConfig {
+            listen: args.admin,
+            explain: args.explain,
+            token: args.admin_token.clone(),
+            ..AdminConfig::default()
+        });
     }
     config
 }
@@ -161,6 +181,8 @@ pub struct Demo {
     pub running: Running,
     /// The toy backends behind it.
     pub backends: Vec<Backend>,
+    /// The admin token, when `--admin-token` gave one (the banner's `curl` lines carry it).
+    pub token: Option<AdminToken>,
 }
 
 #[cfg(feature = "demo")]
@@ -180,9 +202,14 @@ impl Demo {
             "\nTry:\n  curl {url}/          (three times: a different backend each time)\n  curl -i -H 'X-Lb-Explain: 1' {url}/\n"
         );
         if let Some(a) = self.running.admin {
-            s += &format!("  curl http://{a}/backends\n  curl http://{a}/metrics\n");
+            // With a token, the exact header to send, so the lines still work when pasted.
+            let auth = self
+                .token
+                .as_ref()
+                .map_or_else(String::new, |t| format!("-H 'Authorization: Bearer {}' ", t.expose()));
+            s += &format!("  curl {auth}http://{a}/backends\n  curl {auth}http://{a}/metrics\n");
             s += &format!(
-                "  curl -X POST http://{a}/upstreams/demo/backends/{}/drain\n",
+                "  curl {auth}-X POST http://{a}/upstreams/demo/backends/{}/drain\n",
                 self.backends.first().map_or_else(String::new, |b| b.addr().to_string())
             );
         }
@@ -215,11 +242,14 @@ pub async fn start_demo(args: &Args) -> anyhow::Result<Demo> {
     }
     config.server.workers = args.workers.unwrap_or(0);
     let admin = args.admin.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9900)));
-    config.admin = Some(AdminConfig { listen: Some(admin), explain: true, access_log: false });
+    // Loopback and, unless asked for, no token: the banner's `curl` lines work as printed, and the
+    // Host, Origin and JSON rules keep a browser on this machine from being used against it.
+    config.admin =
+        Some(AdminConfig { explain: true, token: args.admin_token.clone(), ..AdminConfig::on(admin) });
     let running = start(config)
         .await
         .context("starting the demo proxy (is port 8080 or 9900 taken? try --listen / --admin)")?;
-    Ok(Demo { running, backends })
+    Ok(Demo { running, backends, token: args.admin_token.clone() })
 }
 
 async fn serve(running: Running) -> anyhow::Result<ExitCode> {

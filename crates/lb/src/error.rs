@@ -52,6 +52,9 @@ pub enum Error {
     /// The configuration has errors.
     #[error("{0}")]
     Config(#[from] crate::config::ConfigErrors),
+    /// The admin API would listen beyond loopback with no token (the message says what to do).
+    #[error("{0}")]
+    AdminOpen(String),
     /// TLS could not be set up (a certificate or key file).
     #[error("tls: {0}")]
     Tls(#[from] TlsError),

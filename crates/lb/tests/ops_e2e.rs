@@ -34,7 +34,7 @@ fn config(backends: &[Backend]) -> Config {
     config.server.listen = vec![loopback()];
     config.server.workers = 1;
     config.server.shutdown_grace = Duration::from_secs(2);
-    config.admin = Some(AdminConfig { listen: Some(loopback()), explain: true, access_log: false });
+    config.admin = Some(AdminConfig { explain: true, ..AdminConfig::on(loopback()) });
     config.upstreams.push(UpstreamConfig::new("app", Algorithm::RoundRobin, specs));
     config
 }

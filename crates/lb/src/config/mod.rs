@@ -117,11 +117,11 @@ fn default_grace() -> Duration {
 }
 
 /// `[admin]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Where the admin API listens (none: no admin API, but `explain` and `access_log` still apply).
-    /// Keep it on loopback: it can add and remove backends.
+    /// Keep it on loopback: it can add and remove backends. Any other address needs a `token`.
     pub listen: Option<SocketAddr>,
     /// Honour `X-Lb-Explain: 1` on client requests (answers say which backend and why).
     #[serde(default)]
@@ -129,6 +129,55 @@ pub struct AdminConfig {
     /// Log one JSON line per request through `tracing` (off by default: it costs throughput).
     #[serde(default)]
     pub access_log: bool,
+    /// Every admin request must carry `Authorization: Bearer <token>`. Set by `token`, or read from
+    /// `token_file` by [`Config::read`].
+    #[serde(default)]
+    pub token: Option<AdminToken>,
+    /// A file holding the token (surrounding whitespace ignored), relative to the config file: keeps
+    /// the secret out of a file that is shared or committed.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// The admin API's bearer token: visible ASCII, never printed (its `Debug` is `AdminToken(..)`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Check a token: not empty, and only the characters an `Authorization` header carries unchanged.
+    pub fn new(token: &str) -> Result<AdminToken, String> {
+        if token.is_empty() {
+            return Err("the admin token is empty".to_string());
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the admin token must be visible ASCII, with no spaces".to_string());
+        }
+        Ok(AdminToken(token.to_string()))
+    }
+
+    /// The secret itself, for the comparison and for the demo's banner.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+impl FromStr for AdminToken {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        AdminToken::new(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for AdminToken {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str(d)
+    }
 }
 
 /// One `[[upstream]]`: a group of interchangeable backends and how to spread requests over them.
@@ -387,6 +436,22 @@ impl Config {
                 }
             }
         }
+        if let Some(admin) = c.admin.as_mut()
+            && let Some(token_file) = admin.token_file.as_mut()
+        {
+            if let Some(dir) = path.parent()
+                && token_file.is_relative()
+            {
+                *token_file = dir.join(&*token_file);
+            }
+            match read_token(token_file) {
+                Ok(token) => admin.token = Some(token),
+                Err(message) => {
+                    let (line, column) = admin_key_position(&text, "token_file");
+                    return Err(ConfigErrors(vec![ConfigError { file, line, column, message }]));
+                }
+            }
+        }
         c.source = Some(path.to_path_buf());
         Ok((c, text))
     }
@@ -429,6 +494,18 @@ impl Config {
         }
         if config.upstreams.is_empty() {
             errors.push(at(None, "no [[upstream]]: nothing to balance".to_string()));
+        }
+        if let Some(message) = config.admin.as_ref().and_then(AdminConfig::open_to_the_network) {
+            errors.push(at(Some(admin_key_span(text, "listen")), message));
+        }
+        if let Some(admin) = &config.admin
+            && admin.token.is_some()
+            && admin.token_file.is_some()
+        {
+            errors.push(at(
+                Some(admin_key_span(text, "token_file")),
+                "admin: token and token_file both set; keep one".to_string(),
+            ));
         }
         for u in &config.upstreams {
             use Protocol;
@@ -482,6 +559,54 @@ impl Config {
         };
         format!("listen {}{tls}; upstreams: {}", listen.join(", "), ups.join(", "))
     }
+}
+
+impl AdminConfig {
+    /// An admin API on `listen` with every switch off and no token.
+    pub fn on(listen: SocketAddr) -> Self {
+        AdminConfig { listen: Some(listen), ..AdminConfig::default() }
+    }
+
+    /// Why this admin API may not start as configured: an address other than loopback with no token,
+    /// which would let anyone who can reach it add, remove and drain backends.
+    pub fn open_to_the_network(&self) -> Option<String> {
+        let addr = self.listen?;
+        if addr.ip().is_loopback() || self.token.is_some() || self.token_file.is_some() {
+            return None;
+        }
+        Some(format!(
+            "admin.listen = \"{addr}\" is not a loopback address and there is no token: anyone who can \
+             reach it could add, remove and drain backends; set [admin] token_file (or token), or listen \
+             on 127.0.0.1"
+        ))
+    }
+}
+
+/// Read a token file: the token is the file's text without surrounding whitespace (the newline an
+/// editor or `echo` adds).
+fn read_token(path: &std::path::Path) -> Result<AdminToken, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("admin.token_file {}: {e}", path.display()))?;
+    AdminToken::new(text.trim()).map_err(|e| format!("admin.token_file {}: {e}", path.display()))
+}
+
+/// Where `[admin] key = ...`'s value is in `text` (the `[admin]` table when the key is absent).
+fn admin_key_span(text: &str, key: &str) -> std::ops::Range<usize> {
+    type Table = std::collections::BTreeMap<String, toml::Spanned<toml::Value>>;
+    #[derive(Deserialize)]
+    struct File {
+        admin: Option<toml::Spanned<Table>>,
+    }
+    match toml::from_str::<File>(text) {
+        Ok(File { admin: Some(admin) }) => {
+            admin.get_ref().get(key).map_or_else(|| admin.span(), toml::Spanned::span)
+        }
+        _ => 0..0,
+    }
+}
+
+fn admin_key_position(text: &str, key: &str) -> (usize, usize) {
+    line_col(text, admin_key_span(text, key).start)
 }
 
 /// Where the `[upstream.tls]` of the `index`th upstream is wrong: its `ca` value, else its

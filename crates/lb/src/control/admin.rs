@@ -1,12 +1,14 @@
 //! The admin API: metrics, the live backend table, and run-time changes (add, remove, drain).
 //!
 //! It listens on its own address, loopback by default (`[admin] listen = "127.0.0.1:9900"`), never on
-//! the proxy's listeners: anyone who can reach it can take every backend out. Put authentication in
-//! front of it before exposing it further.
+//! the proxy's listeners: anyone who can reach it can take every backend out. So it is closed by
+//! default: every request passes the rules of `admin_access.rs` first (its own `Host` when there is no
+//! token, no foreign `Origin`, `Authorization: Bearer <token>` when `[admin] token` is set, JSON bodies
+//! only), and any address but loopback needs a token.
 //!
 //! | method and path | what it does |
 //! |---|---|
-//! | `GET /` | lists these endpoints |
+//! | `GET /` | lists these endpoints and the access rules in force |
 //! | `GET /metrics` | Prometheus text format (see `metrics.rs`) |
 //! | `GET /backends` | JSON: each upstream, its algorithm, and each backend's live state |
 //! | `POST /upstreams/{name}/backends` | add a backend: `{"addr": "127.0.0.1:9004", "weight": 2}` |
@@ -28,13 +30,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use lb_algorithms::{BackendSpec, Health, now_nanos};
 use serde::{Deserialize, Serialize};
 
+use crate::control::admin_access::Access;
 use crate::control::reload::{ReloadError, Reloader};
 use crate::observe::metrics::Metrics;
 use crate::upstream::{Upstream, Upstreams};
@@ -48,6 +52,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Hot reload (`POST /reload`); `None` answers 404 there.
     pub reloader: Option<Arc<Reloader>>,
+    /// Who may call it (see `admin_access.rs`).
+    pub access: Arc<Access>,
 }
 
 /// The admin API's routes.
@@ -62,7 +68,20 @@ pub fn router(state: AdminState) -> Router {
         .route("/upstreams/{name}/backends/{addr}/undrain", post(undrain))
         .route("/reload", post(reload))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; GET / lists them".to_string()) })
+        // Around the fallback too: an unknown path from a foreign page learns nothing either.
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state.access), admit))
         .with_state(state)
+}
+
+/// Every request passes the access rules before its handler runs.
+async fn admit(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
+    match access.check(request.method(), request.uri(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            tracing::warn!(method = %request.method(), uri = %request.uri(), "admin request refused: {}", refusal.message);
+            refusal.into_response()
+        }
+    }
 }
 
 const INDEX: &str = "\
@@ -76,8 +95,34 @@ POST   /upstreams/{name}/backends/{addr}/undrain     send it requests again
 POST   /reload                                       read the config file again and switch to it
 ";
 
-async fn index() -> &'static str {
-    INDEX
+/// The endpoints, then the access rules in force with this API's own addresses filled in.
+async fn index(State(state): State<AdminState>) -> String {
+    let access = &state.access;
+    let (host, token) = if access.has_token() {
+        ("Host: any name (a token is set)".to_string(), "Authorization: Bearer <token> is required")
+    } else {
+        let own = access.own_hosts();
+        let hosts = match own.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => own.join(""),
+        };
+        (
+            format!("Host must be {hosts} (DNS rebinding)"),
+            "never: no token is set, so the API listens on loopback only",
+        )
+    };
+    let rules = [
+        format!("421  {host}"),
+        "403  Origin, when sent, must be http://<Host> (cross-site requests from a browser)".to_string(),
+        format!("401  {token}"),
+        "415  a POST, PUT or DELETE body must be Content-Type: application/json".to_string(),
+    ];
+    let mut text =
+        format!("{INDEX}\nEvery request passes these rules, or is refused with the reason as JSON:\n");
+    for rule in rules {
+        text += &format!("  {rule}\n");
+    }
+    text
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
@@ -315,15 +360,19 @@ mod tests {
         );
         let upstreams = Arc::new(Upstreams::new(&[config]).expect("valid upstream"));
         let metrics = Arc::new(Metrics::for_upstreams(&upstreams));
-        AdminState { upstreams, metrics, reloader: None }
+        let access = Arc::new(Access::new(ADMIN.parse().expect("address"), None));
+        AdminState { upstreams, metrics, reloader: None, access }
     }
 
+    const ADMIN: &str = "127.0.0.1:9900";
+
+    /// A request as `curl` sends it to the admin API: its own `Host`, and JSON when there is a body.
     async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, String) {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(uri)
-            .body(Body::from(body.to_string()))
-            .expect("valid request");
+        let mut request = http::Request::builder().method(method).uri(uri).header("host", ADMIN);
+        if !body.is_empty() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request.body(Body::from(body.to_string())).expect("valid request");
         let response = app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let bytes = response.into_body().collect().await.expect("body").to_bytes();
@@ -415,5 +464,37 @@ mod tests {
         assert!(body.contains("# TYPE lb_requests_total counter"), "{body}");
         let (_, body) = call(&app, "GET", "/", "").await;
         assert!(body.contains("/upstreams/{name}/backends/{addr}/drain"));
+        assert!(
+            body.contains("  421  Host must be 127.0.0.1:9900, localhost:9900 or [::1]:9900 (DNS"),
+            "{body}"
+        );
+        assert!(
+            body.contains("  401  never: no token is set, so the API listens on loopback only\n"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_access_rules_run_before_every_handler_and_the_fallback() {
+        let state = state();
+        let app = router(state.clone());
+        let request = |uri: &str, host: &str| {
+            http::Request::builder()
+                .method("POST")
+                .uri(uri)
+                .header("host", host)
+                .header("content-type", "text/plain")
+                .body(Body::from(r#"{"addr":"127.0.0.1:9003"}"#))
+                .expect("valid request")
+        };
+        for (uri, host, expected) in [
+            ("/upstreams/app/backends", ADMIN, StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            ("/upstreams/app/backends", "evil.example:9900", StatusCode::MISDIRECTED_REQUEST),
+            ("/nope", "evil.example:9900", StatusCode::MISDIRECTED_REQUEST),
+        ] {
+            let response = app.clone().oneshot(request(uri, host)).await.expect("infallible");
+            assert_eq!(response.status(), expected, "{uri} {host}");
+        }
+        assert_eq!(healths(&state).len(), 2, "nothing was added");
     }
 }

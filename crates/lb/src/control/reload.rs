@@ -37,7 +37,8 @@
 //!
 //! # What needs a restart
 //!
-//! The number of workers (a thread, a runtime and a connection pool each) and the admin API's address.
+//! The number of workers (a thread, a runtime and a connection pool each) and the admin API's address
+//! and token (the admin API's access rules are fixed when it starts, so no reload can open it).
 //! A reload that changes them applies everything else and says so in `warnings` and in the log, rather
 //! than failing: the rest of the change is usually the urgent part. nginx starts new worker processes
 //! on every reload, which re-creates both; that is the right design for a process-per-worker proxy and
@@ -152,10 +153,19 @@ fn keep_restart_only(config: &mut Config, old: &Config, workers_running: usize) 
         match config.admin.as_mut() {
             Some(a) => a.listen = running,
             None if running.is_some() => {
-                config.admin =
-                    Some(crate::config::AdminConfig { listen: running, explain: false, access_log: false });
+                config.admin = Some(crate::config::AdminConfig { listen: running, ..Default::default() });
             }
             None => {}
+        }
+    }
+    // The token belongs with the address: the admin API's rules are fixed when it starts, so a reload
+    // can never open it (a file that drops the token while the API listens beyond loopback).
+    let admin_token = |c: &Config| c.admin.as_ref().and_then(|a| a.token.clone());
+    if admin_token(config) != admin_token(old) {
+        warnings.push("admin.token: changed in the file: restart lb to apply it".to_string());
+        let running = admin_token(old);
+        if let Some(a) = config.admin.as_mut() {
+            a.token = running;
         }
     }
     warnings

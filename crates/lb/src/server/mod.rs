@@ -67,6 +67,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::ServerLimits;
 use crate::control::admin::{AdminState, router};
+use crate::control::admin_access::Access;
 use crate::control::reload::{Live, ReloadError, ReloadReport, Reloader};
 use crate::control::{Settings, Shared};
 use crate::forward::Worker;
@@ -135,6 +136,11 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let upstreams = Arc::new(Upstreams::new(&config.upstreams)?);
     let metrics = Arc::new(Metrics::for_upstreams(&upstreams));
     let admin_config = config.admin.clone();
+    // A file has been refused by `Config::parse` already; this catches quick mode (`--admin 0.0.0.0:..`)
+    // and embedders, before anything is bound.
+    if let Some(reason) = admin_config.as_ref().and_then(crate::config::AdminConfig::open_to_the_network) {
+        return Err(Error::AdminOpen(reason));
+    }
     let settings = Settings::of(&config);
     let shared = Arc::new(Shared {
         upstreams: Arc::clone(&upstreams),
@@ -184,13 +190,15 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let live = Live { shared: Arc::clone(&shared), certs, listeners, workers };
     let reloader = Reloader::start(config, live, stop_rx.clone());
     let mut admin = None;
-    if let Some(addr) = admin_config.and_then(|a| a.listen) {
+    if let Some((addr, token)) = admin_config.and_then(|a| Some((a.listen?, a.token))) {
         let listener = TcpListener::bind(addr).await.map_err(|error| Error::Bind { addr, error })?;
-        admin = Some(listener.local_addr().map_err(|error| Error::Bind { addr, error })?);
+        let bound = listener.local_addr().map_err(|error| Error::Bind { addr, error })?;
+        admin = Some(bound);
         let app = router(AdminState {
             upstreams: Arc::clone(&upstreams),
             metrics: Arc::clone(&metrics),
             reloader: Some(Arc::clone(&reloader)),
+            access: Arc::new(Access::new(bound, token)),
         });
         let shutdown = stopped(stop_rx.clone());
         control.push(tokio::spawn(async move {

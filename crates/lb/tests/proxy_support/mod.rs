@@ -32,7 +32,7 @@ pub fn config(algorithm: Algorithm, backends: &[Backend], weights: &[u32]) -> Co
     config.server.listen = vec!["127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))];
     config.server.workers = 1;
     config.server.shutdown_grace = Duration::from_secs(2);
-    config.admin = Some(AdminConfig { listen: None, explain: true, access_log: false });
+    config.admin = Some(AdminConfig { explain: true, ..AdminConfig::default() });
     config.upstreams.push(UpstreamConfig::new("app", algorithm, specs));
     config
 }
