@@ -268,7 +268,7 @@ impl Worker {
             let request = Request::from_parts(parts, body);
             return Step::Elsewhere(Box::new(Diverted { routing, request, via }));
         }
-        let replaces = prepare_forwarding(&mut parts.headers, &mut add_id);
+        let replaces = prepare_forwarding(&mut parts.headers);
         if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
             // Absolute-form (`GET http://host/path`) from a client that thinks we are a forward proxy:
             // backends expect origin-form.

@@ -55,7 +55,21 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     hop_by_hop().into_iter().any(|h| h == name)
 }
 
-/// Remove hop-by-hop headers, including any that `Connection` names.
+/// Fields a `Connection` list cannot remove: `Host` (an HTTP/1.1 request without one is invalid, and
+/// the backend would route or build links without it) and the fields the proxy itself sends, which a
+/// client must not be able to suppress (`Connection: close, X-Forwarded-For` once took the proxy's
+/// word for the client's address away from the backend). RFC 9110 section 7.6.1 lets a proxy keep
+/// fields it has to send; nginx and HAProxy ignore such tokens too.
+const NEVER_CONNECTION_OPTIONS: [&str; 5] =
+    ["host", "x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// May a `Connection` token remove the field it names? Not for [`NEVER_CONNECTION_OPTIONS`].
+fn removable_by_connection(token: &[u8]) -> bool {
+    !NEVER_CONNECTION_OPTIONS.iter().any(|n| token.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+/// Remove hop-by-hop headers, including any that `Connection` names (except those it may not:
+/// [`NEVER_CONNECTION_OPTIONS`]).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names first (`contains_key` would hash each one): most messages carry none of
     // these (or only `Connection`).
@@ -67,6 +81,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| tokens(v.as_bytes()))
+            .filter(|n| removable_by_connection(n))
             .filter_map(|n| HeaderName::from_bytes(n).ok())
             .collect();
         for n in named {
@@ -176,29 +191,16 @@ pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInf
 /// The pooled HTTP/1 path's share of [`add_forwarding_headers`], done on the request's map: hop-by-hop
 /// fields out, and one pass (comparisons, no hashing) to learn whether the client sent fields of ours,
 /// which [`h1::Forwarding`] then leaves out and writes itself. Returns that.
-///
-/// `add_id` (our request id is to be written) turns false when the client's `Connection` names
-/// `X-Request-Id`: the field is then hop-by-hop, and is not forwarded whoever made it.
-pub(crate) fn prepare_forwarding(headers: &mut HeaderMap, add_id: &mut bool) -> bool {
+pub(crate) fn prepare_forwarding(headers: &mut HeaderMap) -> bool {
     let (mut hop_found, mut replaces) = (false, false);
     for name in headers.keys() {
         hop_found |= is_hop_by_hop(name);
         replaces |= h1::Forwarding::replaced(name);
     }
     if hop_found {
-        *add_id &= !connection_names(headers, &X_REQUEST_ID);
         strip_hop_by_hop(headers);
     }
     replaces
-}
-
-/// Does a `Connection` field name `name` (read as [`strip_hop_by_hop`] reads it)?
-fn connection_names(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| tokens(v.as_bytes()))
-        .any(|n| n.eq_ignore_ascii_case(name.as_str().as_bytes()))
 }
 
 /// Would `s` make a valid field value (what `HeaderValue::from_str` accepts), without building one?
@@ -300,9 +302,9 @@ mod tests {
 
             let mut new = map;
             let client_id = new.iter().find(|(name, _)| **name == X_REQUEST_ID).map(|(_, v)| v.clone());
-            let mut add_id = client_id.is_none();
+            let add_id = client_id.is_none();
             let new_id = client_id.unwrap_or_else(|| ours.clone());
-            let replaces = prepare_forwarding(&mut new, &mut add_id);
+            let replaces = prepare_forwarding(&mut new);
             let forwarding = h1::Forwarding {
                 client_ip: &client.xff,
                 proto: &client.proto,
@@ -326,6 +328,25 @@ mod tests {
         for name in ["date", "server", "content-length", "content-type", "x-te", "upgrades"] {
             assert!(!crate::http::h1::is_hop_by_hop(name.as_bytes()), "{name}");
         }
+    }
+
+    #[test]
+    fn connection_cannot_remove_host_or_the_fields_the_proxy_sends() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, Host, X-Request-Id, x-forwarded-for, X-Forwarded-Proto, x-a"),
+            ("host", "app.example"),
+            ("x-request-id", "abc"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-a", "1"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-forwarded-for", "x-forwarded-proto", "x-request-id"]);
     }
 
     #[test]
