@@ -182,6 +182,20 @@ fn cases() -> Vec<Case> {
             post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
             Forwarded(200, "hello"),
         ),
+        // RFC 9112 6.1: a coding the proxy does not implement is 501, as nginx answers (HAProxy 422).
+        // lb used to decode the chunks and drop `gzip` silently, handing the backend a body the
+        // client meant to be decoded once more.
+        case(
+            "Transfer-Encoding: gzip, chunked",
+            post("Transfer-Encoding: gzip, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+            Refused(&[501]),
+        ),
+        // `identity` was removed from the registry (RFC 9112 7); nginx answers 501 to it too.
+        case(
+            "Transfer-Encoding: identity, chunked",
+            post("Transfer-Encoding: identity, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+            Refused(&[501]),
+        ),
         // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request means a faulty or hostile client.
         case(
             "Transfer-Encoding in an HTTP/1.0 request",
@@ -201,6 +215,13 @@ fn cases() -> Vec<Case> {
         case(
             "chunk size beyond u64",
             post("Transfer-Encoding: chunked\r\n", "fffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+            BadBody,
+        ),
+        // RFC 9112 7.1: chunk-size is hex digits and nothing before them; lb used to trim the spaces
+        // and forward "hello".
+        case(
+            "chunk size with a leading space",
+            post("Transfer-Encoding: chunked\r\n", " 5\r\nhello\r\n0\r\n\r\n"),
             BadBody,
         ),
         case("chunk size negative", post("Transfer-Encoding: chunked\r\n", "-5\r\nhello\r\n0\r\n\r\n"), BadBody),
