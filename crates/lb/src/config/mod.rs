@@ -91,6 +91,11 @@ pub struct ServerConfig {
     /// `[[server.tls]]`: certificates for `listen_tls`, picked by SNI; the first is the default.
     #[serde(default)]
     pub tls: Vec<CertConfig>,
+    /// Proxies in front of `lb` whose `Forwarded`, `X-Real-IP`, `X-Forwarded-Port` and `X-Request-Id`
+    /// are passed on (addresses or CIDR networks). From anyone else they are removed (and the request
+    /// id replaced by `lb`'s own), so a client cannot pose as a proxy to a backend that trusts them.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ProxyNet>,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +107,7 @@ impl Default for ServerConfig {
             limits: ServerLimits::default(),
             listen_tls: Vec::new(),
             tls: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

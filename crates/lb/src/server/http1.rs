@@ -56,7 +56,7 @@ pub async fn serve(
         body: BodyState::Done,
         continue_at: None,
     }));
-    let client = Rc::new(if https { ClientInfo::https(peer) } else { ClientInfo::new(peer) });
+    let client = Rc::new(worker.client_info(peer, https));
     let mut idle_since = Instant::now();
     let timer = tokio::time::sleep_until(idle_since + limits.idle_timeout);
     tokio::pin!(timer);
@@ -632,6 +632,7 @@ mod tests {
             settings: arc_swap::ArcSwap::from_pointee(
                 crate::control::Settings::of(&crate::Config::default()),
             ),
+            trusted_proxies: arc_swap::ArcSwap::from_pointee(Vec::new()),
         });
         let worker = Rc::new(Worker::new(shared, 1));
         let serving = serve(ClientIo::Plain(stream), false, addr, worker, stop, ServerLimits::default());

@@ -382,7 +382,8 @@ where
 /// - `X-Forwarded-Host`: the request's `Host` (the last one, as the map scan found it); a client's is
 ///   dropped, and none goes out for a request without `Host`.
 /// - `X-Lb-Explain` is dropped: it is addressed to the proxy.
-/// - `X-Request-Id`: a client's is forwarded as it is; otherwise ours, when there is one to add.
+/// - `X-Request-Id`: a trusted proxy's is forwarded as it is (the proxy's `prepare` removed anyone
+///   else's, see `forwarding.rs`); otherwise ours, when there is one to add.
 /// - `Host`: for a request without one (HTTP/1.0 may omit it), the backend's address, which differs
 ///   per attempt.
 #[derive(Debug, Clone, Copy)]
