@@ -760,6 +760,19 @@ backends = ["127.0.0.1:9001", "backend-2:9002=3", { addr = "127.0.0.1:9003", wei
     }
 
     #[test]
+    fn trusted_proxies_are_read_and_a_bad_one_is_pointed_at() -> Result<(), String> {
+        let text = GOOD.replace("listen = [", "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nlisten = [");
+        let c = Config::parse(&text, "lb.toml").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.server.trusted_proxies, ["10.0.0.0/8".parse()?, "::1".parse()?]);
+        // Line 3 is the list; the bad entry starts at column 34.
+        let e = errors(
+            &GOOD.replace("listen = [", "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\nlisten = ["),
+        );
+        assert!(e[0].starts_with("lb.toml:3:34: bad trusted proxy \"10.0.0.0/33\""), "{e:?}");
+        Ok(())
+    }
+
+    #[test]
     fn unknown_fields_and_bad_hash_keys_are_rejected_in_place() {
         let e = errors(&GOOD.replace("name = \"app\"", "name = \"app\"\nalgoritm = \"random\""));
         assert!(e[0].starts_with("lb.toml:7:1: unknown field `algoritm`"), "{e:?}");
