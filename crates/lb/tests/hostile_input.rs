@@ -182,6 +182,20 @@ fn cases() -> Vec<Case> {
             post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
             Forwarded(200, "hello"),
         ),
+        // RFC 9112 6.1: a coding the proxy does not implement is 501, as nginx answers (HAProxy 422).
+        // lb used to decode the chunks and drop `gzip` silently, handing the backend a body the
+        // client meant to be decoded once more.
+        case(
+            "Transfer-Encoding: gzip, chunked",
+            post("Transfer-Encoding: gzip, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+            Refused(&[501]),
+        ),
+        // `identity` was removed from the registry (RFC 9112 7); nginx answers 501 to it too.
+        case(
+            "Transfer-Encoding: identity, chunked",
+            post("Transfer-Encoding: identity, chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+            Refused(&[501]),
+        ),
         // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 request means a faulty or hostile client.
         case(
             "Transfer-Encoding in an HTTP/1.0 request",
@@ -201,6 +215,13 @@ fn cases() -> Vec<Case> {
         case(
             "chunk size beyond u64",
             post("Transfer-Encoding: chunked\r\n", "fffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+            BadBody,
+        ),
+        // RFC 9112 7.1: chunk-size is hex digits and nothing before them; lb used to trim the spaces
+        // and forward "hello".
+        case(
+            "chunk size with a leading space",
+            post("Transfer-Encoding: chunked\r\n", " 5\r\nhello\r\n0\r\n\r\n"),
             BadBody,
         ),
         case("chunk size negative", post("Transfer-Encoding: chunked\r\n", "-5\r\nhello\r\n0\r\n\r\n"), BadBody),
@@ -288,6 +309,19 @@ fn cases() -> Vec<Case> {
             "Connection naming X-Forwarded-For",
             get("/info", "Connection: X-Forwarded-For\r\n"),
             Forwarded(200, "\"x-forwarded-for\":\"127.0.0.1\""),
+        ),
+        // `Connection: close, Host` used to delete Host: the backend got a request without one. Host and
+        // the fields lb sends are never connection options (see `NEVER_CONNECTION_OPTIONS`).
+        case(
+            "Connection naming Host",
+            get("/info", "Connection: close, Host\r\n"),
+            Forwarded(200, "\"host\":\"lb.test\""),
+        ),
+        // Naming X-Request-Id used to suppress the proxy's own id: the backend got none.
+        case(
+            "Connection naming X-Request-Id",
+            get("/info", "Connection: X-Request-Id\r\n"),
+            Forwarded(200, "\"x-request-id\":\""),
         ),
         // A client-supplied X-Forwarded-For is kept and the real peer appended, as nginx's
         // $proxy_add_x_forwarded_for does; the backend must trust only the last hop it knows.
@@ -639,6 +673,37 @@ async fn known_gaps_get_the_safe_answer() {
     let lab = Lab::start().await;
     let failures = lab.run_all(&known_gaps()).await;
     assert!(failures.is_empty(), "{} known gaps still open:\n{}", failures.len(), failures.join("\n"));
+    lab.lb.shutdown().await;
+}
+
+/// RFC 9113 8.3.1: a request from an HTTP/2 client names its host in `:authority`, and a proxy that
+/// forwards it over HTTP/1.1 makes `Host` from it. lb used to route by the authority and then send
+/// `Host: <the backend's address>`, so a backend serving several sites saw the wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_requests_authority_reaches_the_backend_as_host() {
+    let lab = Lab::start().await;
+    let port = lab.addr().port();
+    let client = reqwest::Client::builder()
+        .timeout(READ_TIMEOUT)
+        .no_proxy()
+        .http2_prior_knowledge()
+        .resolve("shop.example", lab.addr())
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("http://shop.example:{port}/info");
+    let resp = client.get(&url).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!((resp.status().as_u16(), resp.version()), (200, reqwest::Version::HTTP_2));
+    let body = resp.text().await.unwrap_or_default();
+    let host = format!("shop.example:{port}");
+    assert!(body.contains(&format!("\"host\":\"{host}\"")), "{body}");
+    assert!(body.contains(&format!("\"x-forwarded-host\":\"{host}\"")), "{body}");
+    // A `Host` beside `:authority` naming another site is malformed (RFC 9113 8.3.1): 400, and no
+    // backend sees it.
+    let before = lab.backend_requests();
+    let resp = client.get(&url).header("host", "evil.example").send().await;
+    let status = resp.map(|r| r.status().as_u16()).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(status, 400);
+    assert_eq!(lab.backend_requests(), before);
     lab.lb.shutdown().await;
 }
 

@@ -71,17 +71,60 @@ async fn forwarding_headers_are_added_and_hop_by_hop_headers_removed() {
     assert!(!returned_id.is_empty(), "a request id is generated and returned");
     assert_eq!(seen["x-request-id"], returned_id.as_str(), "the backend saw the same id");
 
-    // A client's own request id is passed on untouched.
+    // A client's own request id is replaced by lb's (issue 14: a backend that keys logs or
+    // idempotency on it could be fed any id; this test used to pin that it was passed on untouched).
+    // Only a proxy in `trusted_proxies` has its id passed on: see the next test.
     let resp = client()
         .get(format!("{}/info", lb.url()))
         .header("x-request-id", "abc-123")
         .send()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(header(resp.headers(), "x-request-id").as_deref(), Some("abc-123"));
+    let returned_id = header(resp.headers(), "x-request-id").unwrap_or_default();
+    assert!(!returned_id.is_empty() && returned_id != "abc-123", "{returned_id}");
     let info: serde_json::Value = resp.json().await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(info["headers"]["x-request-id"], "abc-123");
+    assert_eq!(info["headers"]["x-request-id"], returned_id.as_str());
     lb.shutdown().await;
+}
+
+/// `Forwarded`, `X-Real-IP`, `X-Forwarded-Port` and a request id are believed only from a proxy in
+/// `[server] trusted_proxies`: from anyone else the first three are removed and the id replaced, so a
+/// client cannot pose as the proxy in front of a backend that trusts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_fields_are_passed_on_only_from_trusted_proxies() {
+    let spoofed = [
+        ("forwarded", "for=198.51.100.1;proto=https"),
+        ("x-real-ip", "198.51.100.1"),
+        ("x-forwarded-port", "443"),
+        ("x-request-id", "abc-123"),
+    ];
+    let b = backends(1).await;
+    for trusted in [None, Some("10.0.0.0/8"), Some("127.0.0.0/8")] {
+        let mut cfg = config(Algorithm::RoundRobin, &b, &[]);
+        cfg.server.trusted_proxies =
+            trusted.iter().map(|n| n.parse().unwrap_or_else(|e| panic!("{e}"))).collect();
+        let lb = proxy(cfg).await;
+        let mut req = client().get(format!("{}/info", lb.url()));
+        for (name, value) in spoofed {
+            req = req.header(name, value);
+        }
+        let info: serde_json::Value =
+            req.send().await.unwrap_or_else(|e| panic!("{e}")).json().await.unwrap_or_else(|e| panic!("{e}"));
+        let seen = &info["headers"];
+        // The test client connects from 127.0.0.1: trusted only by the last list.
+        if trusted == Some("127.0.0.0/8") {
+            for (name, value) in spoofed {
+                assert_eq!(seen[name], value, "{trusted:?}: {seen}");
+            }
+        } else {
+            for (name, _) in &spoofed[..3] {
+                assert!(seen.get(name).is_none(), "{trusted:?}: {name} reached the backend: {seen}");
+            }
+            assert_ne!(seen["x-request-id"], "abc-123", "{trusted:?}: {seen}");
+            assert!(seen["x-request-id"].as_str().is_some_and(|id| !id.is_empty()), "{seen}");
+        }
+        lb.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

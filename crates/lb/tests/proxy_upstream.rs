@@ -118,13 +118,15 @@ async fn a_backend_cutting_a_body_short_cuts_the_client_and_frees_the_backend() 
     let (addr, seen) = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhalf", true).await;
     let lb = proxy(one_backend(&addr)).await;
     let c = client();
-    // The client sees an error, never a short success: the connection closes either before the head
-    // is flushed (the head and the break arrive in one read here) or in the middle of the body.
+    // The client sees an error, never a short success: a 502 when the body broke before any of the
+    // answer was written (the head and the break arrive in one read here; until issue 14 this was a
+    // close with no answer at all), or a connection closed in the middle of the body.
     let outcome = match c.get(lb.url()).send().await {
+        Ok(response) if response.status() == 502 => Ok(502),
         Ok(response) => response.bytes().await.map(|b| b.len()),
         Err(e) => Err(e),
     };
-    assert!(outcome.is_err(), "the client must see the body cut: {outcome:?}");
+    assert!(matches!(outcome, Ok(502) | Err(_)), "the client must see the body cut: {outcome:?}");
     // The in-flight slot is released when the body breaks. The proxy's worker thread notices the close,
     // so wait for it, bounded (a socket event, polled; not a clock under test).
     let upstream = lb.upstreams.all().first().cloned().unwrap_or_else(|| panic!("no upstream"));
@@ -139,10 +141,11 @@ async fn a_backend_cutting_a_body_short_cuts_the_client_and_frees_the_backend() 
     assert!(released, "in-flight still counted after the body broke");
     // And the broken connection is not reused: the next request (cut short the same way) needs a new one.
     let again = match c.get(lb.url()).send().await {
+        Ok(response) if response.status() == 502 => Ok(502),
         Ok(response) => response.bytes().await.map(|b| b.len()),
         Err(e) => Err(e),
     };
-    assert!(again.is_err());
+    assert!(matches!(again, Ok(502) | Err(_)), "{again:?}");
     assert_eq!(seen.accepts.load(Ordering::SeqCst), 2);
     lb.shutdown().await;
 }

@@ -91,6 +91,11 @@ pub struct ServerConfig {
     /// `[[server.tls]]`: certificates for `listen_tls`, picked by SNI; the first is the default.
     #[serde(default)]
     pub tls: Vec<CertConfig>,
+    /// Proxies in front of `lb` whose `Forwarded`, `X-Real-IP`, `X-Forwarded-Port` and `X-Request-Id`
+    /// are passed on (addresses or CIDR networks). From anyone else they are removed (and the request
+    /// id replaced by `lb`'s own), so a client cannot pose as a proxy to a backend that trusts them.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ProxyNet>,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +107,7 @@ impl Default for ServerConfig {
             limits: ServerLimits::default(),
             listen_tls: Vec::new(),
             tls: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -876,6 +882,19 @@ backends = ["127.0.0.1:9001", "backend-2:9002=3", { addr = "127.0.0.1:9003", wei
         let e = errors(&GOOD.replace("127.0.0.1:9001", "127.0.0.1"));
         assert!(e[0].starts_with("lb.toml:8:"), "{e:?}");
         assert!(e[0].contains("bad backend address \"127.0.0.1\""), "{e:?}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_read_and_a_bad_one_is_pointed_at() -> Result<(), String> {
+        let text = GOOD.replace("listen = [", "trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nlisten = [");
+        let c = Config::parse(&text, "lb.toml").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(c.server.trusted_proxies, ["10.0.0.0/8".parse()?, "::1".parse()?]);
+        // Line 3 is the list; the bad entry starts at column 34.
+        let e = errors(
+            &GOOD.replace("listen = [", "trusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\nlisten = ["),
+        );
+        assert!(e[0].starts_with("lb.toml:3:34: bad trusted proxy \"10.0.0.0/33\""), "{e:?}");
+        Ok(())
     }
 
     #[test]

@@ -193,3 +193,98 @@ impl OutlierConfig {
         (n * self.max_ejection_percent.min(100) as usize / 100).max(1)
     }
 }
+
+/// One entry of `[server] trusted_proxies`: an address (`10.0.0.7`, `::1`) or a network in CIDR form
+/// (`10.0.0.0/8`, `fd00::/8`). A client connecting from one is a proxy in front of `lb` whose
+/// `Forwarded`, `X-Real-IP`, `X-Forwarded-Port` and `X-Request-Id` are passed on; anyone else's are
+/// removed or replaced (nginx's `set_real_ip_from` draws the same line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl ProxyNet {
+    /// Does this network hold `ip`? An IPv4-mapped IPv6 address counts as its IPv4 address.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let prefix = u32::from(self.prefix);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for ProxyNet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("bad trusted proxy {s:?}: expected an IP address or a network like 10.0.0.0/8");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max).ok_or_else(bad)?,
+        };
+        Ok(ProxyNet { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyNet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Parsed inside the visitor, so an error points at the entry (see `one_or_many_addrs`).
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ProxyNet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an IP address or a network like \"10.0.0.0/8\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ProxyNet, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> ProxyNet {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn trusted_proxy_networks_hold_what_their_prefix_says() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap_or_else(|e| panic!("{e}"));
+        assert!(net("10.0.0.0/8").contains(ip("10.255.1.2")));
+        assert!(!net("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(net("10.0.0.0/8").contains(ip("::ffff:10.1.2.3")), "IPv4-mapped counts as IPv4");
+        assert!(net("127.0.0.1").contains(ip("127.0.0.1")));
+        assert!(!net("127.0.0.1").contains(ip("127.0.0.2")), "an address alone is a /32");
+        assert!(net("0.0.0.0/0").contains(ip("203.0.113.9")));
+        assert!(!net("0.0.0.0/0").contains(ip("::1")), "no mixing of families");
+        assert!(net("fd00::/8").contains(ip("fd12::1")));
+        assert!(!net("fd00::/8").contains(ip("fe80::1")));
+        for bad in ["10.0.0.0/33", "10.0.0/8", "::/129", "x", "10.0.0.0/", ""] {
+            assert!(bad.parse::<ProxyNet>().is_err(), "{bad}");
+        }
+    }
+}

@@ -319,6 +319,10 @@ impl Reloader {
             }
         }
         self.shared.settings.store(Arc::new(settings));
+        if **self.shared.trusted_proxies.load() != config.server.trusted_proxies {
+            changed.push("server.trusted_proxies".to_string());
+            self.shared.trusted_proxies.store(Arc::new(config.server.trusted_proxies.clone()));
+        }
         self.shared.metrics.connections.set_max(settings.limits.max_connections);
         changed
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::ServerLimits;
+use crate::config::{ProxyNet, ServerLimits};
 use crate::observe::metrics::Metrics;
 use crate::upstream::Upstreams;
 
@@ -18,6 +18,9 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The switches and limits in force; a reload stores new ones. Read with [`Shared::settings`].
     pub settings: ArcSwap<Settings>,
+    /// `[server] trusted_proxies`, read once per accepted connection ([`Shared::trusts`]); apart from
+    /// [`Settings`] because a list is not `Copy`, and a request copies its settings.
+    pub trusted_proxies: ArcSwap<Vec<ProxyNet>>,
 }
 
 impl Shared {
@@ -25,6 +28,12 @@ impl Shared {
     /// touched), and the request keeps its copy even if a reload stores new ones meanwhile.
     pub fn settings(&self) -> Settings {
         **self.settings.load()
+    }
+
+    /// Is a client connecting from `ip` a proxy whose forwarding fields are passed on?
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let nets = self.trusted_proxies.load();
+        !nets.is_empty() && nets.iter().any(|n| n.contains(ip))
     }
 }
 

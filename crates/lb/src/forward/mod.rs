@@ -83,7 +83,9 @@ use crate::client::pool::{self, Pool};
 use crate::control::{Settings, Shared};
 use crate::forward::attempts::{Answered, Attempts, Tally};
 use crate::forward::response::ReturnTo;
-use crate::http::forwarding::{X_LB_EXPLAIN, X_REQUEST_ID, is_field_value, prepare_forwarding};
+use crate::http::forwarding::{
+    X_LB_EXPLAIN, X_REQUEST_ID, client_request_id, is_field_value, prepare_forwarding,
+};
 use crate::http::h1::client::{self as h1, ResponseBody, UpstreamBody};
 use crate::http::{ClientBody, ClientInfo};
 use crate::observe::access_log::{AccessLogEntry, access_log};
@@ -112,6 +114,13 @@ impl Worker {
     /// The worker's connection pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// What the proxy knows about a client connection from `peer`, once per connection: its address,
+    /// how it reached us, and whether it is a trusted proxy (`[server] trusted_proxies`).
+    pub fn client_info(&self, peer: std::net::SocketAddr, https: bool) -> ClientInfo {
+        let info = if https { ClientInfo::https(peer) } else { ClientInfo::new(peer) };
+        ClientInfo { trusted: self.shared.trusts(peer.ip()), ..info }
     }
 
     fn new_request_id(&self) -> HeaderValue {
@@ -214,10 +223,10 @@ impl Worker {
     /// request), or a request ready for the attempts.
     fn prepare(&self, req: Request<ClientBody>, client: &ClientInfo, settings: &Settings) -> Step {
         let (mut parts, body) = req.into_parts();
-        // A client's id goes on as it is. Ours, when it sent none, is not put into the map here: the
-        // pooled path writes it with the other forwarding fields (see `h1::Forwarding`), and the other
-        // paths have it inserted below. A scan rather than a lookup: see the one for `X-Lb-Explain`.
-        let client_id = parts.headers.iter().find(|(name, _)| **name == X_REQUEST_ID).map(|(_, v)| v.clone());
+        // A trusted proxy's id goes on as it is; anyone else's is replaced (`client_request_id`). Ours is
+        // not put into the map here: the pooled path writes it with the other forwarding fields (see
+        // `h1::Forwarding`), and the other paths have it inserted below.
+        let client_id = client_request_id(&mut parts.headers, client.trusted);
         let mut add_id = client_id.is_none();
         let request_id = client_id.unwrap_or_else(|| self.new_request_id());
         if let Err((status, msg)) = crate::forward::validate::check(
@@ -268,7 +277,7 @@ impl Worker {
             let request = Request::from_parts(parts, body);
             return Step::Elsewhere(Box::new(Diverted { routing, request, via }));
         }
-        let replaces = prepare_forwarding(&mut parts.headers, &mut add_id);
+        let replaces = prepare_forwarding(&mut parts.headers, client.trusted);
         if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
             // Absolute-form (`GET http://host/path`) from a client that thinks we are a forward proxy:
             // backends expect origin-form.

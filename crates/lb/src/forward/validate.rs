@@ -21,8 +21,13 @@
 //! make `lb` a forward proxy for any absolute URI: a real reverse-proxy client never sends one.
 //!
 //! HTTP/2 is different: every request carries its authority in the `:authority` pseudo-header (hyper
-//! shows it as an absolute URI), and there is no `Host` line to disagree with, so only HTTP/1 requests
-//! are checked here.
+//! shows it as an absolute URI), and usually no `Host` line. RFC 9113 section 8.3.1 has a proxy that
+//! forwards such a request over HTTP/1.1 make a `Host` from `:authority`, so the backend sees the host the
+//! client asked for (before, it got the backend's own address). It is put into the map here, before
+//! routing, so every forwarding path and `X-Forwarded-Host` see it as they see an HTTP/1 client's. A
+//! `Host` beside an `:authority` that names another host is refused (400): the section says a server
+//! should treat it as malformed, and routing by one while the backend reads the other is the
+//! disagreement the checks above exist to prevent.
 //!
 //! # Bodies
 //!
@@ -50,7 +55,7 @@ pub fn check(parts: &mut Parts, upstreams: &Upstreams, max_body: Option<u64>) ->
         return Err((StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {max} bytes\n")));
     }
     if !matches!(parts.version, Version::HTTP_10 | Version::HTTP_11 | Version::HTTP_09) {
-        return Ok(());
+        return authority_as_host(parts);
     }
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let host = hosts.next();
@@ -77,6 +82,24 @@ pub fn check(parts: &mut Parts, upstreams: &Upstreams, max_body: Option<u64>) ->
         }
     }
     Ok(())
+}
+
+/// An HTTP/2 request (not on the HTTP/1 hot path): `Host` made from `:authority` when it has none
+/// (RFC 9113 section 8.3.1), refused when it has one naming another host.
+fn authority_as_host(parts: &mut Parts) -> Result<(), Refusal> {
+    let Some(authority) = parts.uri.authority() else { return Ok(()) };
+    match parts.headers.get(header::HOST) {
+        Some(host) if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) => {
+            Err(bad("Host differs from :authority"))
+        }
+        Some(_) => Ok(()),
+        None => {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+            Ok(())
+        }
+    }
 }
 
 fn bad(why: &str) -> Refusal {
@@ -165,6 +188,17 @@ mod tests {
             assert_eq!(checked(req("/", h11, &[("host", bad)]), None).err(), Some(400), "{bad}");
         }
         assert!(checked(req("/", Version::HTTP_2, &[]), None).is_ok(), "h2 uses :authority");
+    }
+
+    #[test]
+    fn an_h2_requests_authority_becomes_its_host() {
+        let h2 = Version::HTTP_2;
+        let parts = checked(req("http://shop.example/x", h2, &[]), None).unwrap_or_else(|s| panic!("{s}"));
+        assert_eq!(parts.headers[header::HOST], "shop.example");
+        let same = checked(req("http://shop.example/x", h2, &[("host", "SHOP.example")]), None);
+        assert_eq!(same.map(|p| p.headers.len()).ok(), Some(1), "a Host that agrees is kept as it is");
+        let other = checked(req("http://shop.example/x", h2, &[("host", "evil.example")]), None);
+        assert_eq!(other.err(), Some(400));
     }
 
     proptest::proptest! {

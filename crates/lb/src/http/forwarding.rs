@@ -1,5 +1,20 @@
 //! What a proxy adds to and removes from a forwarded request: hop-by-hop fields out (RFC 9110 section
 //! 7.6.1), `X-Forwarded-For`, `-Proto` and `-Host` in. Nothing here knows about upstreams or backends.
+//!
+//! # Whose word a backend gets
+//!
+//! A backend behind `lb` believes what `lb` tells it about the client, so `lb` must not pass on what a
+//! client says about itself in the proxy's voice. The policy, field by field:
+//!
+//! | field | from any client | from a trusted proxy (`[server] trusted_proxies`) |
+//! |---|---|---|
+//! | `X-Forwarded-For` | kept, the client's address appended (nginx's `$proxy_add_x_forwarded_for`) | the same |
+//! | `X-Forwarded-Proto`, `-Host` | replaced by ours | replaced by ours |
+//! | `X-Request-Id` | replaced by ours | passed on as it is (and returned to the client) |
+//! | `Forwarded`, `X-Real-IP`, `X-Forwarded-Port` | removed | passed on as they are |
+//!
+//! A trusted proxy is one whose address is in `trusted_proxies` (nginx's `set_real_ip_from`, HAProxy's
+//! `trusted-proxies`); the list is empty by default, so out of the box nobody's are believed.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -13,6 +28,22 @@ pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwa
 pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub(crate) static X_LB_EXPLAIN: HeaderName = HeaderName::from_static("x-lb-explain");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// A field only a trusted proxy may send (see the module docs): removed from anyone else's request.
+/// Comparisons, no hashing: `Forwarded` is a standard name (an enum compare), the others are short.
+#[inline]
+fn from_proxies_only(name: &HeaderName) -> bool {
+    *name == header::FORWARDED || *name == X_REAL_IP || *name == X_FORWARDED_PORT
+}
+
+/// Remove the [`from_proxies_only`] fields.
+fn remove_proxy_fields(headers: &mut HeaderMap) {
+    headers.remove(header::FORWARDED);
+    headers.remove(&X_REAL_IP);
+    headers.remove(&X_FORWARDED_PORT);
+}
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -55,7 +86,21 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     hop_by_hop().into_iter().any(|h| h == name)
 }
 
-/// Remove hop-by-hop headers, including any that `Connection` names.
+/// Fields a `Connection` list cannot remove: `Host` (an HTTP/1.1 request without one is invalid, and
+/// the backend would route or build links without it) and the fields the proxy itself sends, which a
+/// client must not be able to suppress (`Connection: close, X-Forwarded-For` once took the proxy's
+/// word for the client's address away from the backend). RFC 9110 section 7.6.1 lets a proxy keep
+/// fields it has to send; nginx and HAProxy ignore such tokens too.
+const NEVER_CONNECTION_OPTIONS: [&str; 5] =
+    ["host", "x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// May a `Connection` token remove the field it names? Not for [`NEVER_CONNECTION_OPTIONS`].
+fn removable_by_connection(token: &[u8]) -> bool {
+    !NEVER_CONNECTION_OPTIONS.iter().any(|n| token.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+/// Remove hop-by-hop headers, including any that `Connection` names (except those it may not:
+/// [`NEVER_CONNECTION_OPTIONS`]).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names first (`contains_key` would hash each one): most messages carry none of
     // these (or only `Connection`).
@@ -67,6 +112,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| tokens(v.as_bytes()))
+            .filter(|n| removable_by_connection(n))
             .filter_map(|n| HeaderName::from_bytes(n).ok())
             .collect();
         for n in named {
@@ -88,6 +134,8 @@ pub struct ClientInfo {
     pub(crate) xff: HeaderValue,
     /// `X-Forwarded-Proto`: `http`, or `https` on a TLS listener.
     pub(crate) proto: HeaderValue,
+    /// A proxy in `[server] trusted_proxies`: its forwarding fields and request id are passed on.
+    pub(crate) trusted: bool,
 }
 
 impl ClientInfo {
@@ -98,7 +146,7 @@ impl ClientInfo {
             v4 => v4,
         };
         let xff = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        ClientInfo { addr, xff, proto: HeaderValue::from_static("http") }
+        ClientInfo { addr, xff, proto: HeaderValue::from_static("http"), trusted: false }
     }
 
     /// Info for a TLS connection from `addr` (the backend is told `X-Forwarded-Proto: https`).
@@ -115,10 +163,12 @@ pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInf
     strip_hop_by_hop(headers);
     // One pass over the fields (comparisons, no hashing) to learn which of ours the client sent: most
     // requests carry none, and then each of ours costs one insertion.
-    let (mut xff, mut xfp, mut xfh, mut explain) = (false, false, false, false);
+    let (mut xff, mut xfp, mut xfh, mut explain, mut proxy_fields) = (false, false, false, false, false);
     let mut host = None;
     for (name, value) in headers.iter() {
-        if *name == header::HOST {
+        if !client.trusted && from_proxies_only(name) {
+            proxy_fields = true;
+        } else if *name == header::HOST {
             host = Some(value.clone());
         } else if *name == X_FORWARDED_FOR {
             xff = true;
@@ -133,6 +183,9 @@ pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInf
     if explain {
         // The explain switch is addressed to lb, not to the backend.
         headers.remove(&X_LB_EXPLAIN);
+    }
+    if proxy_fields {
+        remove_proxy_fields(headers);
     }
     let appended = xff.then(|| headers.get(&X_FORWARDED_FOR)).flatten().map(|prior| {
         let mut v = Vec::with_capacity(prior.len() + 2 + client.xff.len());
@@ -175,30 +228,34 @@ pub(crate) fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientInf
 
 /// The pooled HTTP/1 path's share of [`add_forwarding_headers`], done on the request's map: hop-by-hop
 /// fields out, and one pass (comparisons, no hashing) to learn whether the client sent fields of ours,
-/// which [`h1::Forwarding`] then leaves out and writes itself. Returns that.
-///
-/// `add_id` (our request id is to be written) turns false when the client's `Connection` names
-/// `X-Request-Id`: the field is then hop-by-hop, and is not forwarded whoever made it.
-pub(crate) fn prepare_forwarding(headers: &mut HeaderMap, add_id: &mut bool) -> bool {
-    let (mut hop_found, mut replaces) = (false, false);
+/// which [`h1::Forwarding`] then leaves out and writes itself. Returns that. From a client that is
+/// not a `trusted` proxy, the fields only a proxy may send go too (see the module docs).
+pub(crate) fn prepare_forwarding(headers: &mut HeaderMap, trusted: bool) -> bool {
+    let (mut hop_found, mut replaces, mut proxy_fields) = (false, false, false);
     for name in headers.keys() {
         hop_found |= is_hop_by_hop(name);
         replaces |= h1::Forwarding::replaced(name);
+        proxy_fields |= !trusted && from_proxies_only(name);
     }
     if hop_found {
-        *add_id &= !connection_names(headers, &X_REQUEST_ID);
         strip_hop_by_hop(headers);
+    }
+    if proxy_fields {
+        remove_proxy_fields(headers);
     }
     replaces
 }
 
-/// Does a `Connection` field name `name` (read as [`strip_hop_by_hop`] reads it)?
-fn connection_names(headers: &HeaderMap, name: &HeaderName) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| tokens(v.as_bytes()))
-        .any(|n| n.eq_ignore_ascii_case(name.as_str().as_bytes()))
+/// The request id a client sent, if it is to be passed on: only a trusted proxy's (see the module
+/// docs). Anyone else's is removed from `headers`, and the caller makes its own. A scan, not a lookup:
+/// a request has a handful of fields, and comparing names costs less than hashing one.
+pub(crate) fn client_request_id(headers: &mut HeaderMap, trusted: bool) -> Option<HeaderValue> {
+    let id = headers.iter().find(|(name, _)| **name == X_REQUEST_ID).map(|(_, v)| v.clone());
+    if id.is_some() && !trusted {
+        headers.remove(&X_REQUEST_ID);
+        return None;
+    }
+    id
 }
 
 /// Would `s` make a valid field value (what `HeaderValue::from_str` accepts), without building one?
@@ -240,7 +297,10 @@ mod tests {
     #[test]
     fn forwarding_as_bytes_says_what_the_map_said() {
         use proptest::prelude::*;
-        const NAMES: [&str; 11] = [
+        const NAMES: [&str; 14] = [
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-port",
             "host",
             "x-forwarded-for",
             "x-forwarded-proto",
@@ -263,7 +323,9 @@ mod tests {
             "x-forwarded-host, host",
             "https",
         ];
-        let client = ClientInfo::new(SocketAddr::from(([192, 0, 2, 7], 5000)));
+        let untrusted = ClientInfo::new(SocketAddr::from(([192, 0, 2, 7], 5000)));
+        let trusted =
+            ClientInfo { trusted: true, ..ClientInfo::new(SocketAddr::from(([192, 0, 2, 7], 5000))) };
         let ours = HeaderValue::from_static("0000002a-0000000000000001");
         let backend = "10.0.0.5:8080";
         let lines = |head: &[u8]| {
@@ -273,7 +335,8 @@ mod tests {
             lines
         };
         let fields = proptest::collection::vec((0..NAMES.len(), 0..VALUES.len()), 0..8);
-        proptest!(|(fields in fields)| {
+        proptest!(|(fields in fields, trust: bool)| {
+            let client = if trust { &trusted } else { &untrusted };
             let mut map = HeaderMap::new();
             for (n, v) in fields {
                 map.append(HeaderName::from_static(NAMES[n]), HeaderValue::from_static(VALUES[v]));
@@ -281,11 +344,14 @@ mod tests {
             let has_host = map.contains_key(header::HOST);
 
             let mut old = map.clone();
+            if !trust {
+                old.remove(&X_REQUEST_ID);
+            }
             let old_id = match old.entry(&X_REQUEST_ID) {
                 header::Entry::Occupied(id) => id.get().clone(),
                 header::Entry::Vacant(slot) => slot.insert(ours.clone()).clone(),
             };
-            add_forwarding_headers(&mut old, &client);
+            add_forwarding_headers(&mut old, client);
             if !has_host {
                 old.insert(header::HOST, HeaderValue::from_static(backend));
             }
@@ -299,10 +365,10 @@ mod tests {
             let old_head = head(old, None);
 
             let mut new = map;
-            let client_id = new.iter().find(|(name, _)| **name == X_REQUEST_ID).map(|(_, v)| v.clone());
-            let mut add_id = client_id.is_none();
+            let client_id = client_request_id(&mut new, trust);
+            let add_id = client_id.is_none();
             let new_id = client_id.unwrap_or_else(|| ours.clone());
-            let replaces = prepare_forwarding(&mut new, &mut add_id);
+            let replaces = prepare_forwarding(&mut new, trust);
             let forwarding = h1::Forwarding {
                 client_ip: &client.xff,
                 proto: &client.proto,
@@ -326,6 +392,25 @@ mod tests {
         for name in ["date", "server", "content-length", "content-type", "x-te", "upgrades"] {
             assert!(!crate::http::h1::is_hop_by_hop(name.as_bytes()), "{name}");
         }
+    }
+
+    #[test]
+    fn connection_cannot_remove_host_or_the_fields_the_proxy_sends() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, Host, X-Request-Id, x-forwarded-for, X-Forwarded-Proto, x-a"),
+            ("host", "app.example"),
+            ("x-request-id", "abc"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-a", "1"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-forwarded-for", "x-forwarded-proto", "x-request-id"]);
     }
 
     #[test]

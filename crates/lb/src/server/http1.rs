@@ -56,7 +56,7 @@ pub async fn serve(
         body: BodyState::Done,
         continue_at: None,
     }));
-    let client = Rc::new(if https { ClientInfo::https(peer) } else { ClientInfo::new(peer) });
+    let client = Rc::new(worker.client_info(peer, https));
     let mut idle_since = Instant::now();
     let timer = tokio::time::sleep_until(idle_since + limits.idle_timeout);
     tokio::pin!(timer);
@@ -329,13 +329,41 @@ async fn write_response(
     let (parts, mut body) = response.into_parts();
     let out = encode_head(wbuf, &parts, &body, version, keep_alive, head_method);
     let mut sender = Sender::new(wbuf.split().freeze(), out, body.is_end_stream());
-    poll_fn(|cx| sender.poll_send(conn, &mut body, cx)).await?;
+    if let Err(unusable) = poll_fn(|cx| sender.poll_send(conn, &mut body, cx)).await {
+        if sender.body_broke && !sender.started {
+            // The backend's body broke before a byte of the answer left (a bad first chunk, a body
+            // shorter than its length): the client can still be told, rather than given an empty reply.
+            drop(body);
+            bad_gateway(conn, wbuf).await;
+        }
+        return Err(unusable);
+    }
     if out == ResponseFraming::Close {
         // Close-delimited: the end of the connection is the end of the body.
         return Err(Unusable);
     }
     // TLS keeps written bytes in its own buffer until flushed; TCP's flush is a no-op.
     poll_fn(|cx| with_io(conn, |io| Pin::new(io).poll_flush(cx))).await.map_err(|_| Unusable)
+}
+
+/// The answer to a request whose backend response broke before any of it was written: 502, and the
+/// connection closes (what the backend left unread is unknown). Boxed: rare.
+fn bad_gateway<'a>(conn: &'a SharedConn, wbuf: &'a mut BytesMut) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
+    Box::pin(async move {
+        const WHY: &str = "backend sent a malformed response\n";
+        wbuf.clear();
+        wbuf.put_slice(b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ndate: ");
+        DATE.with(|d| wbuf.put_slice(&d.now()));
+        wbuf.put_slice(b"\r\ncontent-length: ");
+        wbuf.put_slice(WHY.len().to_string().as_bytes());
+        wbuf.put_slice(b"\r\nconnection: close\r\n\r\n");
+        wbuf.put_slice(WHY.as_bytes());
+        let mut sender = Sender::new(wbuf.split().freeze(), ResponseFraming::None, true);
+        let mut none = ProxyBody::empty();
+        if poll_fn(|cx| sender.poll_send(conn, &mut none, cx)).await.is_ok() {
+            let _ = poll_fn(|cx| with_io(conn, |io| Pin::new(io).poll_flush(cx))).await;
+        }
+    })
 }
 
 /// Encode the response head into `wbuf`: the status line, the fields, `Date` if none came, the body's
@@ -354,6 +382,14 @@ fn encode_head(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     wbuf.reserve(256);
+    if version == Version::HTTP_11
+        && let Some((fields, _)) = body.fields()
+        && fields.interim > 0
+    {
+        // A backend's 103 Early Hints (or another 1xx) goes first (RFC 9110 section 15.2); an HTTP/1.0
+        // client must not be sent one.
+        wbuf.put_slice(fields.interim_heads());
+    }
     wbuf.put_slice(b"HTTP/1.1 ");
     wbuf.put_slice(status.as_str().as_bytes());
     wbuf.put_u8(b' ');
@@ -402,7 +438,7 @@ fn put_fields(wbuf: &mut BytesMut, headers: &HeaderMap, body: &ProxyBody) -> (Op
     let mut declared: Option<u64> = None;
     let mut has_date = false;
     if let Some((fields, request_id)) = body.fields() {
-        wbuf.put_slice(&fields.lines);
+        wbuf.put_slice(fields.field_lines());
         declared = fields.content_length;
         has_date = fields.has_date;
         if let Some(id) = request_id {
@@ -431,6 +467,10 @@ struct Sender {
     /// Bytes the declared length still expects.
     left: u64,
     out: ResponseFraming,
+    /// Some byte has been written to the client.
+    started: bool,
+    /// The body failed (not the client's socket).
+    body_broke: bool,
 }
 
 impl Sender {
@@ -444,6 +484,8 @@ impl Sender {
                 _ => u64::MAX,
             },
             out,
+            started: false,
+            body_broke: false,
         };
         if sender.body_done && out == ResponseFraming::Chunked {
             sender.push(Bytes::from_static(b"0\r\n\r\n"));
@@ -486,12 +528,16 @@ impl Sender {
                     match self.out {
                         ResponseFraming::Chunked => self.push(Bytes::from_static(b"0\r\n\r\n")),
                         // Shorter than it said: the client would wait for the rest forever.
-                        ResponseFraming::Length(_) if self.left > 0 => return Err(Unusable),
+                        ResponseFraming::Length(_) if self.left > 0 => {
+                            self.body_broke = true;
+                            return Err(Unusable);
+                        }
                         _ => {}
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     tracing::debug!("response body broke off: {e}");
+                    self.body_broke = true;
                     return Err(Unusable);
                 }
                 Poll::Ready(Some(Ok(frame))) => {
@@ -548,6 +594,7 @@ impl Sender {
 
     /// Drop the `n` bytes the socket took from the front of the queue.
     fn advance(&mut self, n: usize) {
+        self.started = true;
         self.queued = self.queued.saturating_sub(n);
         let mut written = n;
         let mut drained = 0;
@@ -585,6 +632,7 @@ mod tests {
             settings: arc_swap::ArcSwap::from_pointee(
                 crate::control::Settings::of(&crate::Config::default()),
             ),
+            trusted_proxies: arc_swap::ArcSwap::from_pointee(Vec::new()),
         });
         let worker = Rc::new(Worker::new(shared, 1));
         let serving = serve(ClientIo::Plain(stream), false, addr, worker, stop, ServerLimits::default());

@@ -71,7 +71,7 @@ use crate::control::admin_access::Access;
 use crate::control::reload::{Live, ReloadError, ReloadReport, Reloader};
 use crate::control::{Settings, Shared};
 use crate::forward::Worker;
-use crate::http::{ClientBody, ClientInfo};
+use crate::http::ClientBody;
 use crate::net::io::ClientIo;
 use crate::net::limits::{self, ConnWatch, WatchedIo};
 use crate::net::listeners::{Control, Listeners, Mode, NewListener};
@@ -146,6 +146,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         upstreams: Arc::clone(&upstreams),
         metrics: Arc::clone(&metrics),
         settings: ArcSwap::from_pointee(settings),
+        trusted_proxies: ArcSwap::from_pointee(config.server.trusted_proxies.clone()),
     });
     metrics.connections.set_max(settings.limits.max_connections);
     let workers = if config.server.workers == 0 {
@@ -509,7 +510,7 @@ pub async fn serve_io<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = watch.limits();
-    let client = Rc::new(if https { ClientInfo::https(peer) } else { ClientInfo::new(peer) });
+    let client = Rc::new(worker.client_info(peer, https));
     let w = Arc::clone(&watch);
     let service = service_fn(move |req: Request<Incoming>| {
         let guard = w.request_started(!req.body().is_end_stream());

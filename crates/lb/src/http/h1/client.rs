@@ -21,9 +21,14 @@
 //!   [`Forwarding`]). The body goes with `Content-Length` when the client gave one, otherwise chunked.
 //! - **Responses**: body length from, in order: a HEAD request, 1xx/204/304 (no body), a final
 //!   `Transfer-Encoding: chunked` (chunked; a `Content-Length` beside it is dropped, as the RFC says),
-//!   any other `Transfer-Encoding` or no length at all (the body runs to the close), `Content-Length`.
-//!   Interim 1xx answers (`100 Continue`) are skipped; `101` is handed on with no body and the
-//!   connection is not reused. Chunk extensions and trailers are read and dropped.
+//!   any other `Transfer-Encoding` or no length at all (the body runs to the close), `Content-Length`
+//!   (two equal lines are one: the client gets one). `100 Continue` is skipped (the proxy answers its
+//!   own client's `Expect`); other interim answers (`103 Early Hints`, `102`) are kept, their
+//!   hop-by-hop and framing fields left out, and go to an HTTP/1.1 client before the final answer
+//!   (RFC 9110 section 15.2: a proxy forwards 1xx). A `101` is an error: this client never asks for an
+//!   upgrade (the upgrade path has its own), and relaying an unsolicited one would tell the client its
+//!   connection now speaks another protocol; the proxy answers 502 instead. Chunk extensions and
+//!   trailers are read and dropped.
 //! - **Connection-level fields are consumed**: `Transfer-Encoding`, `Keep-Alive`, and a `Connection`
 //!   that only says `keep-alive` or `close` decide the framing and reuse here and are not handed on;
 //!   a `Connection` naming other fields is, so the proxy removes those (RFC 9110 7.6.1).
@@ -377,7 +382,8 @@ where
 /// - `X-Forwarded-Host`: the request's `Host` (the last one, as the map scan found it); a client's is
 ///   dropped, and none goes out for a request without `Host`.
 /// - `X-Lb-Explain` is dropped: it is addressed to the proxy.
-/// - `X-Request-Id`: a client's is forwarded as it is; otherwise ours, when there is one to add.
+/// - `X-Request-Id`: a trusted proxy's is forwarded as it is (the proxy's `prepare` removed anyone
+///   else's, see `forwarding.rs`); otherwise ours, when there is one to add.
 /// - `Host`: for a request without one (HTTP/1.0 may omit it), the backend's address, which differs
 ///   per attempt.
 #[derive(Debug, Clone, Copy)]
@@ -457,6 +463,8 @@ where
     // The body is taken only once a byte of the head has left; until then a failure leaves the
     // request whole, to be sent elsewhere.
     let mut body_slot = Some(request.body_mut());
+    // Interim (1xx) answers to hand on, as bytes; empty (no allocation) nearly always.
+    let mut interim = BytesMut::new();
     let result = poll_fn(|cx| {
         while !sending.done && !sending.failed {
             match sending.poll(&mut conn, cx) {
@@ -479,7 +487,7 @@ where
             }
             break;
         }
-        match poll_head(&mut conn, cx, head_request) {
+        match poll_head(&mut conn, cx, head_request, &mut interim) {
             Poll::Pending if timer.as_mut().poll(cx).is_ready() => Poll::Ready(Err(Error::Timeout)),
             polled => polled,
         }
@@ -572,18 +580,34 @@ impl Head {
     }
 }
 
-/// Read until a final (non-1xx) response head is parsed.
-fn poll_head(conn: &mut Conn, cx: &mut Context<'_>, head_request: bool) -> Poll<Result<Head, Error>> {
+/// Read until a final (non-1xx) response head is parsed; the interim answers to hand on are added to
+/// `interim`, and put in front of the final head's lines (see [`Fields::interim`]).
+fn poll_head(
+    conn: &mut Conn,
+    cx: &mut Context<'_>,
+    head_request: bool,
+    interim: &mut BytesMut,
+) -> Poll<Result<Head, Error>> {
     loop {
         if conn.pos < conn.filled {
             match parse_head(conn.buffered(), head_request)? {
-                ParsedHead::Interim(len) => {
-                    // An interim answer (100 Continue, 103 Early Hints): skip it and read on.
+                ParsedHead::Interim(len, forward) => {
                     conn.pos += len;
+                    // Bounded like a head: a backend cannot queue up 1xx answers without end.
+                    if interim.len() + forward.len() > MAX_HEAD {
+                        return Poll::Ready(Err(Error::HeadTooLarge));
+                    }
+                    interim.extend_from_slice(&forward);
                     continue;
                 }
-                ParsedHead::Final(len, head) => {
+                ParsedHead::Final(len, mut head) => {
                     conn.pos += len;
+                    if !interim.is_empty() {
+                        // Rare: one copy to put the interim answers in front of the final lines.
+                        head.fields.interim = interim.len();
+                        interim.extend_from_slice(&head.fields.lines);
+                        head.fields.lines = interim.split().freeze();
+                    }
                     return Poll::Ready(Ok(head));
                 }
                 ParsedHead::Partial if conn.filled - conn.pos >= MAX_HEAD => {
@@ -604,8 +628,10 @@ fn poll_head(conn: &mut Conn, cx: &mut Context<'_>, head_request: bool) -> Poll<
 pub enum ParsedHead {
     /// Not a whole head yet: read more.
     Partial,
-    /// An interim 1xx response (100 Continue, 103 Early Hints) of this many bytes, to skip.
-    Interim(usize),
+    /// An interim 1xx response of this many bytes, and what of it goes to the client: for `103 Early
+    /// Hints` and the other 1xx but `100` (and `101`, which is final), its status line and its
+    /// message fields, the hop-by-hop and framing ones left out; empty for `100 Continue`.
+    Interim(usize, Bytes),
     /// The final response head, of this many bytes.
     Final(usize, Head),
 }
@@ -623,17 +649,43 @@ pub fn parse_head(bytes: &[u8], head_request: bool) -> Result<ParsedHead, Error>
     };
     let code = parsed.code.unwrap_or(0);
     let status = StatusCode::from_u16(code).map_err(|_| Error::Framing("status code"))?;
-    if status.is_informational() && code != 101 {
-        return Ok(ParsedHead::Interim(len));
+    if code == 101 {
+        // Only the upgrade path asks for a protocol switch, and it has its own client.
+        return Err(Error::Framing("101 Switching Protocols to a request that asked for no upgrade"));
+    }
+    if status.is_informational() {
+        return Ok(ParsedHead::Interim(len, interim_head(status, parsed.headers)));
     }
     let version = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let declared = Declared::scan(parsed.headers, version)?;
-    let no_body = head_request || code == 204 || code == 304 || code == 101;
+    let no_body = head_request || code == 204 || code == 304;
     let (framing, close, drop_length) = declared.framing(no_body);
     let fields = message_fields(parsed.headers, len, &declared, drop_length);
-    // A 101 hands the connection to another protocol; it is never reused for HTTP.
-    let keep_alive = !close && code != 101;
-    Ok(ParsedHead::Final(len, Head { status, version, fields, framing, keep_alive }))
+    Ok(ParsedHead::Final(len, Head { status, version, fields, framing, keep_alive: !close }))
+}
+
+/// What of an interim answer goes on to the client: nothing for `100 Continue`, otherwise its status
+/// line and its fields (`Link` for `103`), less the hop-by-hop and framing ones, which a 1xx must not
+/// carry anyway.
+fn interim_head(status: StatusCode, headers: &[httparse::Header<'_>]) -> Bytes {
+    if status == StatusCode::CONTINUE {
+        return Bytes::new();
+    }
+    let mut out = BytesMut::with_capacity(64);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    for h in headers {
+        let name = h.name.as_bytes();
+        if is_hop_by_hop(name) || name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        put_field(&mut out, name, h.value);
+    }
+    out.put_slice(b"\r\n");
+    out.freeze()
 }
 
 /// What a response's fields say about its framing and its connection: the first pass over them, in
@@ -741,6 +793,10 @@ fn message_fields(
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-length") {
+            if fields.content_length.is_some() {
+                // Equal to the first (unequal ones were refused): one line reaches the client.
+                continue;
+            }
             fields.content_length = declared.content_length;
         } else if name.eq_ignore_ascii_case(b"date") {
             fields.has_date = true;
@@ -767,8 +823,12 @@ fn named_in_connection(headers: &[httparse::Header<'_>], name: &[u8]) -> bool {
 /// ([`Fields::append_to`]).
 #[derive(Debug, Clone, Default)]
 pub struct Fields {
-    /// The lines.
+    /// The lines; the first [`Fields::interim`] bytes are interim answers, not fields.
     pub lines: Bytes,
+    /// How many bytes at the front of `lines` are interim (1xx) answers, whole (status line, fields,
+    /// blank line), which an HTTP/1.1 client gets before the final head (RFC 9110 section 15.2). Kept
+    /// in the same buffer so a response without them pays one word, not another `Bytes`.
+    pub interim: usize,
     /// The backend's `Content-Length`, when its line is among them.
     pub content_length: Option<u64>,
     /// A `Date` line is among them.
@@ -778,9 +838,19 @@ pub struct Fields {
 }
 
 impl Fields {
+    /// The final head's field lines, without the interim answers in front.
+    pub fn field_lines(&self) -> &[u8] {
+        self.lines.get(self.interim..).unwrap_or_default()
+    }
+
+    /// The interim answers, for an HTTP/1.1 client (empty nearly always).
+    pub fn interim_heads(&self) -> &[u8] {
+        self.lines.get(..self.interim).unwrap_or_default()
+    }
+
     /// Each field as (name, value).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.lines.split(|&b| b == b'\n').filter_map(|line| {
+        self.field_lines().split(|&b| b == b'\n').filter_map(|line| {
             let line = line.strip_suffix(b"\r")?;
             let colon = line.iter().position(|&b| b == b':')?;
             Some((&line[..colon], line[colon + 1..].trim_ascii_start()))
@@ -1352,12 +1422,32 @@ mod tests {
             head(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true),
             Ok((Framing::Length(0), true, true))
         );
+        // An unsolicited 101 (this client never asks to upgrade) is an error, answered 502: it used to
+        // be relayed to the client as the final answer.
         assert_eq!(
             head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", false),
-            Ok((Framing::Length(0), false, false))
+            Err("invalid response framing: 101 Switching Protocols to a request that asked for no upgrade"
+                .into())
         );
         assert!(matches!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false), Ok(ParsedHead::Partial)));
-        assert!(matches!(parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", false), Ok(ParsedHead::Interim(25))));
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 100 Continue\r\n\r\n", false),
+            Ok(ParsedHead::Interim(25, ref kept)) if kept.is_empty()
+        ));
+        match parse_head(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\nConnection: x\r\n\r\n",
+            false,
+        ) {
+            Ok(ParsedHead::Interim(_, kept)) => {
+                assert_eq!(kept, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Two equal lengths: one line goes on.
+        match parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", false) {
+            Ok(ParsedHead::Final(_, h)) => assert_eq!(h.fields.lines, "Content-Length: 2\r\n"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -1535,7 +1625,7 @@ mod tests {
         /// panics; a complete head's length is within the input.
         #[test]
         fn parse_head_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512), head_request: bool) {
-            if let Ok(ParsedHead::Interim(len) | ParsedHead::Final(len, _)) = parse_head(&bytes, head_request) {
+            if let Ok(ParsedHead::Interim(len, _) | ParsedHead::Final(len, _)) = parse_head(&bytes, head_request) {
                 prop_assert!(len <= bytes.len());
             }
         }

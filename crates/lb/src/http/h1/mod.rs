@@ -107,7 +107,10 @@ pub(crate) fn chunk_step(buf: &[u8], state: Chunk) -> Result<ChunkStep, FramingE
                 };
             };
             let line = buf[..end].strip_suffix(b"\r").ok_or("chunk size line")?;
-            let digits = line.split(|&b| b == b';').next().unwrap_or(&[]).trim_ascii();
+            // `chunk-size = 1*HEXDIG`, then optional whitespace before an extension's `;` (RFC 9112
+            // section 7.1.1): nothing before the digits. A parser that skips leading spaces and one that
+            // does not read `" 5"` differently, which is all request smuggling needs.
+            let digits = line.split(|&b| b == b';').next().unwrap_or(&[]).trim_ascii_end();
             if digits.is_empty() || digits.len() > 15 {
                 return Err("chunk size");
             }

@@ -29,7 +29,11 @@
 //!
 //! # Framing rules (RFC 9112 section 6), the smuggling defences
 //!
-//! - `Transfer-Encoding` in an HTTP/1.0 request: 400. A final coding other than `chunked`: 400.
+//! - `Transfer-Encoding` in an HTTP/1.0 request: 400. Any coding other than `chunked` (`gzip, chunked`,
+//!   `identity, chunked`): 501 Not Implemented, as nginx answers (RFC 9112 section 6.1: a server that
+//!   receives a transfer coding it does not understand should answer 501); the proxy would otherwise
+//!   drop the coding while decoding the chunks, and hand on a body the client meant to be decoded
+//!   twice. A final coding other than `chunked`: 400.
 //! - `Transfer-Encoding` and `Content-Length` together: `Transfer-Encoding` wins, `Content-Length` is
 //!   dropped, and the connection is closed after the response (whatever followed the body is never
 //!   read as a request).
@@ -547,6 +551,8 @@ struct Declared {
     te_seen: bool,
     /// The last coding of the last `Transfer-Encoding` line is `chunked`.
     chunked_last: bool,
+    /// A coding other than `chunked`, which this proxy does not implement.
+    other_coding: bool,
     close: bool,
     keep_alive_token: bool,
     expect_continue: bool,
@@ -569,6 +575,7 @@ impl Declared {
             // The last coding of the last line decides; anything after `chunked` undoes it.
             for coding in tokens(value.as_bytes()) {
                 self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+                self.other_coding |= !self.chunked_last;
             }
         } else if name == header::CONNECTION {
             for token in tokens(value.as_bytes()) {
@@ -597,6 +604,9 @@ impl Declared {
             }
             if !self.chunked_last {
                 return Err((StatusCode::BAD_REQUEST, "Transfer-Encoding whose final coding is not chunked"));
+            }
+            if self.other_coding {
+                return Err((StatusCode::NOT_IMPLEMENTED, "Transfer-Encoding other than chunked"));
             }
             if self.length.is_some() {
                 map.remove(header::CONTENT_LENGTH);
