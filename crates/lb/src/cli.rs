@@ -13,6 +13,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -20,8 +21,8 @@ use lb_algorithms::{Algorithm, BackendSpec, HashKey};
 #[cfg(feature = "demo")]
 use toy_backend::{Backend, BackendConfig};
 
-use crate::config::HealthCheckConfig;
 use crate::config::{AdminConfig, Config, UpstreamConfig, parse_backend};
+use crate::config::{HealthCheckConfig, OutlierConfig};
 use crate::server::{Running, start};
 
 /// An HTTP load balancer you can read. With no arguments, a self-contained demo.
@@ -58,6 +59,36 @@ pub struct Args {
     /// Health-check every backend with `GET PATH` (quick mode; `/health` in demo mode).
     #[arg(long, value_name = "PATH")]
     pub health_check: Option<String>,
+    /// Passive health: failed attempts in a row that take a backend out (default 5; one failed connect
+    /// always does). Quick and demo mode.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_fails: Option<u32>,
+    /// Passive health: how long a backend is taken out the first time, e.g. `10s` (the default) or
+    /// `500ms`; each ejection in a row lasts one more. Quick and demo mode.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub fail_timeout: Option<Duration>,
+    /// Turn passive health (outlier detection) off. Quick and demo mode.
+    #[arg(long, conflicts_with_all = ["max_fails", "fail_timeout"])]
+    pub no_passive_health: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(s).map_err(|e| format!("{e} (try 10s or 500ms)"))
+}
+
+/// The passive health (`[upstream.outlier_detection]`) the flags ask for: the defaults, tuned or off.
+pub fn passive_health(args: &Args) -> Option<OutlierConfig> {
+    if args.no_passive_health {
+        return None;
+    }
+    let mut config = OutlierConfig::default();
+    if let Some(n) = args.max_fails {
+        config.consecutive_failures = n;
+    }
+    if let Some(d) = args.fail_timeout {
+        config.base_ejection_time = d;
+    }
+    Some(config)
 }
 
 /// Subcommands.
@@ -75,6 +106,7 @@ const AFTER_HELP: &str = "\
 Examples:
   lb                                   demo: three toy backends behind the proxy on 127.0.0.1:8080
   lb --backend 127.0.0.1:9001 --backend 127.0.0.1:9002=3 --algorithm weighted-round-robin
+  lb --backend 127.0.0.1:9001 --backend 127.0.0.1:9002 --max-fails 3 --fail-timeout 30s
   lb --config crates/lb/config/lab.toml
   lb check --config lb.toml";
 
@@ -126,6 +158,7 @@ pub fn check(path: &std::path::Path) -> ExitCode {
 pub fn quick_config(args: &Args) -> Config {
     let mut upstream = UpstreamConfig::new("app", args.algorithm, args.backend.clone());
     upstream.hash_key = args.hash_key.clone();
+    upstream.outlier_detection = passive_health(args);
     if let Some(path) = &args.health_check {
         upstream.health_check =
             Some(HealthCheckConfig { path: path.clone(), ..HealthCheckConfig::default() });
@@ -209,6 +242,7 @@ pub async fn start_demo(args: &Args) -> anyhow::Result<Demo> {
     let specs = backends.iter().map(|b| BackendSpec::new(b.addr().to_string())).collect();
     let mut upstream = UpstreamConfig::new("demo", Algorithm::RoundRobin, specs);
     upstream.health_check = Some(HealthCheckConfig::default());
+    upstream.outlier_detection = passive_health(args);
     let mut config = Config { upstreams: vec![upstream], ..Config::default() };
     if !args.listen.is_empty() {
         config.server.listen = args.listen.clone();
