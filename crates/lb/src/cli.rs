@@ -115,6 +115,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(Command::Check { config }) = &args.command {
         return Ok(check(config));
     }
+    log_open_files(crate::net::fds::raise_open_files_limit());
     if let Some(path) = &args.config {
         let mut config = Config::load(path)?;
         if let Some(w) = args.workers {
@@ -136,6 +137,22 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     #[cfg(not(feature = "demo"))]
     anyhow::bail!("this lb was built without its demo (cargo feature `demo`): give --backend or --config")
+}
+
+/// Say what the open-files limit is, once at start: it caps how many connections lb can hold (each
+/// client and each backend connection is one descriptor).
+fn log_open_files(limit: crate::net::fds::OpenFiles) {
+    let show = |n: Option<u64>| n.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    if limit.soft == limit.before {
+        tracing::info!(soft = %show(limit.soft), hard = %show(limit.hard), "open files limit");
+    } else {
+        tracing::info!(
+            soft = %show(limit.soft),
+            hard = %show(limit.hard),
+            raised_from = %show(limit.before),
+            "open files limit raised to the hard limit"
+        );
+    }
 }
 
 /// `lb check`: every error on its own line, `file:line:column: reason`.
