@@ -387,3 +387,26 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick(flags: &[&str]) -> Result<Option<OutlierConfig>, clap::Error> {
+        let args = Args::try_parse_from(["lb", "--backend", "127.0.0.1:9001"].iter().chain(flags))?;
+        Ok(quick_config(&args).upstreams[0].outlier_detection.clone())
+    }
+
+    #[test]
+    fn quick_mode_has_passive_health_unless_told_otherwise() {
+        assert_eq!(quick(&[]).ok(), Some(Some(OutlierConfig::default())));
+        let tuned = quick(&["--max-fails", "3", "--fail-timeout", "500ms"]).ok().flatten();
+        let tuned =
+            tuned.map(|o| (o.consecutive_failures, o.base_ejection_time, o.consecutive_connect_failures));
+        assert_eq!(tuned, Some((3, Duration::from_millis(500), 1)));
+        assert_eq!(quick(&["--no-passive-health"]).ok(), Some(None));
+        assert!(quick(&["--no-passive-health", "--max-fails", "3"]).is_err(), "contradicting flags");
+        assert!(quick(&["--max-fails", "0"]).is_err(), "0 would eject on every failure's first count");
+        assert!(quick(&["--fail-timeout", "soon"]).is_err());
+    }
+}
