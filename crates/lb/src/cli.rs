@@ -115,17 +115,21 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(Command::Check { config }) = &args.command {
         return Ok(check(config));
     }
-    log_open_files(crate::net::fds::raise_open_files_limit());
+    let files = crate::net::fds::raise_open_files_limit();
+    log_open_files(files);
     if let Some(path) = &args.config {
         let mut config = Config::load(path)?;
         if let Some(w) = args.workers {
             config.server.workers = w;
         }
+        warn_if_too_few_files(files, &config);
         let running = start(config).await.context("starting lb")?;
         return serve(running).await;
     }
     if !args.backend.is_empty() {
-        let running = start(quick_config(&args)).await.context("starting lb")?;
+        let config = quick_config(&args);
+        warn_if_too_few_files(files, &config);
+        let running = start(config).await.context("starting lb")?;
         return serve(running).await;
     }
     #[cfg(feature = "demo")]
@@ -151,6 +155,22 @@ fn log_open_files(limit: crate::net::fds::OpenFiles) {
             hard = %show(limit.hard),
             raised_from = %show(limit.before),
             "open files limit raised to the hard limit"
+        );
+    }
+}
+
+/// nginx's "worker_connections exceed open file resource limit", for `max_connections`: said at start,
+/// where an operator looks, rather than discovered as accept errors under the first real load.
+fn warn_if_too_few_files(files: crate::net::fds::OpenFiles, config: &Config) {
+    let max = config.server.limits.max_connections;
+    if let Some(needed) = crate::net::fds::too_few_for(files, max) {
+        tracing::warn!(
+            soft = files.soft.unwrap_or(0),
+            needed,
+            max_connections = max,
+            "too few file descriptors for max_connections (a client and a backend connection \
+             each): lb will run out of them first; raise the hard open-files limit (ulimit -Hn, \
+             systemd LimitNOFILE=) or lower [server.limits] max_connections"
         );
     }
 }

@@ -52,6 +52,19 @@ pub fn raise_open_files_limit() -> OpenFiles {
     OpenFiles { before, soft, hard: limit.maximum }
 }
 
+/// Descriptors `max_connections` clients can need: each holds its own and, while a request is
+/// forwarded, one to a backend; plus a margin for listeners, idle pooled connections, the admin API
+/// and the runtime's own.
+pub fn needed_for(max_connections: usize) -> u64 {
+    (max_connections as u64).saturating_mul(2).saturating_add(64)
+}
+
+/// `Some(needed)` when `limit` cannot hold what `max_connections` needs (see [`needed_for`]).
+pub fn too_few_for(limit: OpenFiles, max_connections: usize) -> Option<u64> {
+    let needed = needed_for(max_connections);
+    limit.soft.is_some_and(|soft| soft < needed).then_some(needed)
+}
+
 /// At most one event let through per interval; the others are counted, and the count is handed to
 /// the next one let through. Shared by every worker thread (two atomics, touched only on the rare path
 /// that logs).
@@ -89,6 +102,18 @@ mod tests {
     use super::*;
 
     const MS: Nanos = 1_000_000;
+
+    #[test]
+    fn a_limit_below_two_descriptors_per_connection_is_too_few() {
+        let limit = |soft| OpenFiles { before: Some(1024), soft, hard: soft };
+        // The default max_connections (10,000) needs 20,064: the usual 1024 is far short, a
+        // container's 1,048,576 is plenty, and unlimited is never short.
+        assert_eq!(too_few_for(limit(Some(1024)), 10_000), Some(20_064));
+        assert_eq!(too_few_for(limit(Some(20_063)), 10_000), Some(20_064));
+        assert_eq!(too_few_for(limit(Some(20_064)), 10_000), None);
+        assert_eq!(too_few_for(limit(Some(1_048_576)), 10_000), None);
+        assert_eq!(too_few_for(limit(None), 10_000), None);
+    }
 
     #[test]
     fn one_event_per_interval_passes_with_the_count_of_those_held_back() {
