@@ -22,10 +22,10 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lb_algorithms::bounded_load::BoundedLoad;
-use lb_algorithms::hash_key::hash_pair;
-use lb_algorithms::maglev::Maglev;
-use lb_algorithms::ring_hash::RingHash;
+use lb_algorithms::BoundedLoad;
+use lb_algorithms::Maglev;
+use lb_algorithms::RingHash;
+use lb_algorithms::hash_pair;
 use lb_algorithms::{
     AlgorithmOptions, BackendSet, BackendSpec, Balancer, Explain, InFlightGuard, PickRequest, SetOptions,
     SkipReason, hash_bytes,

@@ -68,8 +68,9 @@ use std::time::Instant;
 
 pub use backend::{Backend, BackendSet, BackendSpec, Health, InFlightGuard, SetOptions};
 pub use bounded_load::BoundedLoad;
-pub use hash_key::{HashKey, KeySource, hash_bytes};
+pub use hash_key::{HashKey, KeySource, hash_bytes, hash_pair};
 pub use maglev::Maglev;
+pub use ring_hash::RingHash;
 pub use rng::Wyrand;
 
 /// Time in nanoseconds on a monotonic clock. Everything time-dependent takes `now` as an argument, so

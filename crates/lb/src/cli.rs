@@ -13,6 +13,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -20,8 +21,8 @@ use lb_algorithms::{Algorithm, BackendSpec, HashKey};
 #[cfg(feature = "demo")]
 use toy_backend::{Backend, BackendConfig};
 
-use crate::config::HealthCheckConfig;
 use crate::config::{AdminConfig, AdminToken, Config, UpstreamConfig, parse_backend};
+use crate::config::{HealthCheckConfig, OutlierConfig};
 use crate::server::{Running, start};
 
 /// An HTTP load balancer you can read. With no arguments, a self-contained demo.
@@ -63,6 +64,36 @@ pub struct Args {
     /// Health-check every backend with `GET PATH` (quick mode; `/health` in demo mode).
     #[arg(long, value_name = "PATH")]
     pub health_check: Option<String>,
+    /// Passive health: failed attempts in a row that take a backend out (default 5; one failed connect
+    /// always does). Quick and demo mode.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_fails: Option<u32>,
+    /// Passive health: how long a backend is taken out the first time, e.g. `10s` (the default) or
+    /// `500ms`; each ejection in a row lasts one more. Quick and demo mode.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub fail_timeout: Option<Duration>,
+    /// Turn passive health (outlier detection) off. Quick and demo mode.
+    #[arg(long, conflicts_with_all = ["max_fails", "fail_timeout"])]
+    pub no_passive_health: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(s).map_err(|e| format!("{e} (try 10s or 500ms)"))
+}
+
+/// The passive health (`[upstream.outlier_detection]`) the flags ask for: the defaults, tuned or off.
+pub fn passive_health(args: &Args) -> Option<OutlierConfig> {
+    if args.no_passive_health {
+        return None;
+    }
+    let mut config = OutlierConfig::default();
+    if let Some(n) = args.max_fails {
+        config.consecutive_failures = n;
+    }
+    if let Some(d) = args.fail_timeout {
+        config.base_ejection_time = d;
+    }
+    Some(config)
 }
 
 /// Subcommands.
@@ -80,6 +111,7 @@ const AFTER_HELP: &str = "\
 Examples:
   lb                                   demo: three toy backends behind the proxy on 127.0.0.1:8080
   lb --backend 127.0.0.1:9001 --backend 127.0.0.1:9002=3 --algorithm weighted-round-robin
+  lb --backend 127.0.0.1:9001 --backend 127.0.0.1:9002 --max-fails 3 --fail-timeout 30s
   lb --config crates/lb/config/lab.toml
   lb check --config lb.toml";
 
@@ -88,6 +120,8 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(Command::Check { config }) = &args.command {
         return Ok(check(config));
     }
+    let files = crate::net::fds::raise_open_files_limit();
+    log_open_files(files);
     if let Some(path) = &args.config {
         // Not silently ignored: a token the operator believes is in force must be.
         anyhow::ensure!(
@@ -99,6 +133,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(w) = args.workers {
             config.server.workers = w;
         }
+        warn_if_too_few_files(files, &config);
         let running = start(config).await.context("starting lb")?;
         return serve(running).await;
     }
@@ -107,7 +142,9 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             args.admin_token.is_none() || args.admin.is_some(),
             "--admin-token protects the admin API, and quick mode has none without --admin ADDR"
         );
-        let running = start(quick_config(&args)).await.context("starting lb")?;
+        let config = quick_config(&args);
+        warn_if_too_few_files(files, &config);
+        let running = start(config).await.context("starting lb")?;
         return serve(running).await;
     }
     #[cfg(feature = "demo")]
@@ -119,6 +156,38 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     #[cfg(not(feature = "demo"))]
     anyhow::bail!("this lb was built without its demo (cargo feature `demo`): give --backend or --config")
+}
+
+/// Say what the open-files limit is, once at start: it caps how many connections lb can hold (each
+/// client and each backend connection is one descriptor).
+fn log_open_files(limit: crate::net::fds::OpenFiles) {
+    let show = |n: Option<u64>| n.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    if limit.soft == limit.before {
+        tracing::info!(soft = %show(limit.soft), hard = %show(limit.hard), "open files limit");
+    } else {
+        tracing::info!(
+            soft = %show(limit.soft),
+            hard = %show(limit.hard),
+            raised_from = %show(limit.before),
+            "open files limit raised to the hard limit"
+        );
+    }
+}
+
+/// nginx's "worker_connections exceed open file resource limit", for `max_connections`: said at start,
+/// where an operator looks, rather than discovered as accept errors under the first real load.
+fn warn_if_too_few_files(files: crate::net::fds::OpenFiles, config: &Config) {
+    let max = config.server.limits.max_connections;
+    if let Some(needed) = crate::net::fds::too_few_for(files, max) {
+        tracing::warn!(
+            soft = files.soft.unwrap_or(0),
+            needed,
+            max_connections = max,
+            "too few file descriptors for max_connections (a client and a backend connection \
+             each): lb will run out of them first; raise the hard open-files limit (ulimit -Hn, \
+             systemd LimitNOFILE=) or lower [server.limits] max_connections"
+        );
+    }
 }
 
 /// `lb check`: every error on its own line, `file:line:column: reason`.
@@ -141,6 +210,7 @@ pub fn check(path: &std::path::Path) -> ExitCode {
 pub fn quick_config(args: &Args) -> Config {
     let mut upstream = UpstreamConfig::new("app", args.algorithm, args.backend.clone());
     upstream.hash_key = args.hash_key.clone();
+    upstream.outlier_detection = passive_health(args);
     if let Some(path) = &args.health_check {
         upstream.health_check =
             Some(HealthCheckConfig { path: path.clone(), ..HealthCheckConfig::default() });
@@ -236,6 +306,7 @@ pub async fn start_demo(args: &Args) -> anyhow::Result<Demo> {
     let specs = backends.iter().map(|b| BackendSpec::new(b.addr().to_string())).collect();
     let mut upstream = UpstreamConfig::new("demo", Algorithm::RoundRobin, specs);
     upstream.health_check = Some(HealthCheckConfig::default());
+    upstream.outlier_detection = passive_health(args);
     let mut config = Config { upstreams: vec![upstream], ..Config::default() };
     if !args.listen.is_empty() {
         config.server.listen = args.listen.clone();
@@ -364,5 +435,28 @@ pub async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick(flags: &[&str]) -> Result<Option<OutlierConfig>, clap::Error> {
+        let args = Args::try_parse_from(["lb", "--backend", "127.0.0.1:9001"].iter().chain(flags))?;
+        Ok(quick_config(&args).upstreams[0].outlier_detection.clone())
+    }
+
+    #[test]
+    fn quick_mode_has_passive_health_unless_told_otherwise() {
+        assert_eq!(quick(&[]).ok(), Some(Some(OutlierConfig::default())));
+        let tuned = quick(&["--max-fails", "3", "--fail-timeout", "500ms"]).ok().flatten();
+        let tuned =
+            tuned.map(|o| (o.consecutive_failures, o.base_ejection_time, o.consecutive_connect_failures));
+        assert_eq!(tuned, Some((3, Duration::from_millis(500), 1)));
+        assert_eq!(quick(&["--no-passive-health"]).ok(), Some(None));
+        assert!(quick(&["--no-passive-health", "--max-fails", "3"]).is_err(), "contradicting flags");
+        assert!(quick(&["--max-fails", "0"]).is_err(), "0 would eject on every failure's first count");
+        assert!(quick(&["--fail-timeout", "soon"]).is_err());
     }
 }

@@ -166,7 +166,11 @@ async fn outlier_detection_ejects_a_backend_whose_certificate_keeps_failing() {
     let bad = tls_backend(&stranger, "bad").await;
     let mut cfg = tls_config(&[bad.addr, good.addr], trusting(&cert.cert));
     cfg.upstreams[0].outlier_detection = Some(lb::config::OutlierConfig {
+        enabled: true,
         consecutive_failures: 2,
+        // A failed handshake is a failed connect, which ejects at once by default; two here, to
+        // show that the count is of failures in a row.
+        consecutive_connect_failures: 2,
         base_ejection_time: Duration::from_secs(60),
         max_ejection_time: Duration::from_secs(60),
         max_ejection_percent: 50,

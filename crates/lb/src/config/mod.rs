@@ -227,7 +227,9 @@ pub struct UpstreamConfig {
     pub limits: UpstreamLimits,
     /// `[upstream.health_check]`: active health checks; off when absent.
     pub health_check: Option<HealthCheckConfig>,
-    /// `[upstream.outlier_detection]`: passive ejection of failing backends; off when absent.
+    /// `[upstream.outlier_detection]`: passive ejection of failing backends; on with its defaults when
+    /// absent, `None` (off) when the table says `enabled = false`.
+    #[serde(default = "default_outlier", deserialize_with = "outlier_detection")]
     pub outlier_detection: Option<OutlierConfig>,
     /// `[upstream.options]`: per-algorithm tuning.
     #[serde(default)]
@@ -245,6 +247,17 @@ fn default_prefix() -> String {
 
 fn default_panic() -> f64 {
     0.5
+}
+
+/// Passive health is on unless a config turns it off: a dead backend must not keep its share of the
+/// traffic because nobody thought of writing a table (nginx counts failures without being asked, too).
+fn default_outlier() -> Option<OutlierConfig> {
+    Some(OutlierConfig::default())
+}
+
+fn outlier_detection<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OutlierConfig>, D::Error> {
+    let config = OutlierConfig::deserialize(d)?;
+    Ok(config.enabled.then_some(config))
 }
 
 fn default_ewma_decay() -> Duration {
@@ -268,7 +281,7 @@ impl UpstreamConfig {
             retry: RetryConfig::default(),
             limits: UpstreamLimits::default(),
             health_check: None,
-            outlier_detection: None,
+            outlier_detection: default_outlier(),
             options: OptionsConfig::default(),
             protocol: Protocol::default(),
             tls: None,
@@ -865,6 +878,17 @@ backends = ["127.0.0.1:9001", "backend-2:9002=3", { addr = "127.0.0.1:9003", wei
         assert_eq!(u.timeouts, Timeouts::default());
         assert_eq!(u.retry.attempts, 3);
         assert_eq!(u.path_prefix, "/");
+    }
+
+    #[test]
+    fn passive_health_is_on_unless_turned_off() {
+        let parse = |text: &str| Config::parse(text, "lb.toml").unwrap_or_else(|e| panic!("{e}"));
+        let outlier = |c: &Config| c.upstreams[0].outlier_detection.clone();
+        assert_eq!(outlier(&parse(GOOD)), Some(OutlierConfig::default()), "no table: the defaults");
+        let tuned = parse(&format!("{GOOD}[upstream.outlier_detection]\nbase_ejection_time = \"3s\"\n"));
+        assert_eq!(outlier(&tuned).map(|o| o.base_ejection_time), Some(Duration::from_secs(3)));
+        let off = parse(&format!("{GOOD}[upstream.outlier_detection]\nenabled = false\n"));
+        assert_eq!(outlier(&off), None);
     }
 
     #[test]

@@ -153,12 +153,21 @@ impl HealthCheckConfig {
     }
 }
 
-/// `[upstream.outlier_detection]` in the config.
+/// `[upstream.outlier_detection]` in the config: on by default (`enabled = false` turns it off).
+///
+/// The defaults follow nginx's for a plain `server` line (`max_fails=1 fail_timeout=10s`) where nginx
+/// counts failures, connecting: one refused or timed-out connect takes a backend out for 10 s. Other
+/// failures (timeouts, broken connections, 5xx) take five in a row, as Envoy's `consecutive_5xx`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutlierConfig {
-    /// Failed attempts in a row that eject a backend.
+    /// `false` turns passive health off for the upstream (the parser then keeps no config at all).
+    pub enabled: bool,
+    /// Failed attempts in a row, of any kind, that eject a backend.
     pub consecutive_failures: u32,
+    /// Failed connects in a row that eject a backend (never more than `consecutive_failures`; 0: no
+    /// rule of their own, they count like any failure).
+    pub consecutive_connect_failures: u32,
     /// How long the first ejection lasts; the n-th in a row lasts n times this.
     #[serde(with = "humantime_serde")]
     pub base_ejection_time: Duration,
@@ -172,7 +181,9 @@ pub struct OutlierConfig {
 impl Default for OutlierConfig {
     fn default() -> Self {
         OutlierConfig {
+            enabled: true,
             consecutive_failures: 5,
+            consecutive_connect_failures: 1,
             base_ejection_time: Duration::from_secs(10),
             max_ejection_time: Duration::from_secs(300),
             max_ejection_percent: 50,
@@ -181,6 +192,17 @@ impl Default for OutlierConfig {
 }
 
 impl OutlierConfig {
+    /// How many failures in a row eject a backend, when the latest was a connect failure (`connect`)
+    /// or any other.
+    #[inline]
+    pub fn threshold(&self, connect: bool) -> u32 {
+        let any = self.consecutive_failures.max(1);
+        match self.consecutive_connect_failures {
+            n if connect && n > 0 => n.min(any),
+            _ => any,
+        }
+    }
+
     /// How long the `level`-th ejection in a row lasts.
     pub fn ejection_time(&self, level: u32) -> Duration {
         // The cap never cuts below the base: a config with max < base means "always base".

@@ -6,8 +6,13 @@
 //! built to answer yes. A backend can answer `/health` with 200 and still fail every real request: a
 //! broken dependency, a full disk, a bad deploy of one route. Outlier detection watches the traffic the
 //! proxy is already sending: after `consecutive_failures` failed attempts in a row (connect error,
-//! timeout, broken connection, or a 5xx answer) the backend is **ejected**: taken out of the pick for
-//! `base_ejection_time`. When the time is up it comes back; with slow start configured it ramps up from
+//! timeout, broken connection, or a 5xx answer), or `consecutive_connect_failures` failed connects in a
+//! row, the backend is **ejected**: taken out of the pick for `base_ejection_time`.
+//!
+//! It is **on by default** (5 failures, or 1 failed connect, for 10 s): a refused connect is the surest
+//! sign there is (nothing listens there), and without this a dead backend would keep its share of the
+//! picks, each one costing a retry, until the retry budget ran dry and clients got 502s. Quick mode
+//! turns it off with `--no-passive-health`, a config with `enabled = false`. When the time is up it comes back; with slow start configured it ramps up from
 //! 10% of its weight rather than taking a full share at once, so a backend that is still sick hurts only a
 //! few requests before it is caught again.
 //!
@@ -40,7 +45,8 @@
 //!
 //! - Envoy: `outlier_detection { consecutive_5xx: 5, base_ejection_time: 30s, max_ejection_time: 300s,
 //!   max_ejection_percent: 10 }`, which is what this module follows.
-//! - nginx (open source): `server ... max_fails=5 fail_timeout=10s`, a fixed time with no growth and no cap.
+//! - nginx (open source): `server ... max_fails=1 fail_timeout=10s` (its defaults, counting connect errors
+//!   and timeouts, not 5xx), a fixed time with no growth and no cap.
 //! - HAProxy: `observe layer7 error-limit 5 on-error mark-down`, which marks the server down until the
 //!   active health check brings it back.
 
@@ -60,8 +66,10 @@ use crate::upstream::{Upstream, UpstreamState, Upstreams};
 pub enum Outcome {
     /// A response that was not a 5xx.
     Success,
-    /// Connect error, timeout, broken connection or a 5xx response.
+    /// Timeout, broken connection or a 5xx response.
     Failure,
+    /// The connection could not be made (refused, timed out, TLS handshake failed).
+    ConnectFailure,
 }
 
 /// Record the outcome of an attempt to backend `index` of `state` (the snapshot the proxy picked from),
@@ -96,9 +104,10 @@ pub(crate) fn observe_in(
             }
             false
         }
-        Outcome::Failure => {
+        Outcome::Failure | Outcome::ConnectFailure => {
             let failures = s.consecutive_failures.fetch_add(1, Relaxed).saturating_add(1);
-            failures >= config.consecutive_failures.max(1) && eject(config, upstream, set, stats, index, now)
+            failures >= config.threshold(outcome == Outcome::ConnectFailure)
+                && eject(config, upstream, set, stats, index, failures, now)
         }
     }
 }
@@ -110,6 +119,7 @@ fn eject(
     set: &BackendSet,
     stats: &[Arc<BackendStats>],
     index: usize,
+    failures: u32,
     now: Nanos,
 ) -> bool {
     let (Some(backend), Some(s)) = (set.get(index), stats.get(index)) else { return false };
@@ -156,7 +166,7 @@ fn eject(
     tracing::warn!(
         %upstream,
         backend = %backend.addr(),
-        failures = config.consecutive_failures,
+        failures,
         level,
         ejected_for = %crate::config::format_duration(duration),
         "backend ejected"
@@ -255,7 +265,9 @@ mod tests {
 
     fn config(failures: u32, percent: u32) -> OutlierConfig {
         OutlierConfig {
+            enabled: true,
             consecutive_failures: failures,
+            consecutive_connect_failures: 0,
             base_ejection_time: Duration::from_secs(10),
             max_ejection_time: Duration::from_secs(35),
             max_ejection_percent: percent,
@@ -290,6 +302,32 @@ mod tests {
         assert_eq!(set.backends()[0].health(), Health::Ejected);
         assert_eq!(stats[0].ejections(), 1);
         assert_eq!(stats[0].ejected_until(), Some(11 * SEC));
+    }
+
+    #[test]
+    fn one_failed_connect_ejects_by_default_other_failures_take_five() {
+        let (set, stats) = group(3);
+        let c = OutlierConfig::default();
+        assert!(observe_in(&c, "app", &set, &stats, 0, Outcome::ConnectFailure, SEC), "nginx's max_fails=1");
+        assert_eq!(set.backends()[0].health(), Health::Ejected);
+        assert_eq!(stats[0].ejected_until(), Some(11 * SEC), "for fail_timeout=10s");
+        // A timeout, a broken connection or a 5xx: five in a row (one ejection already uses the 50%).
+        let c = OutlierConfig { max_ejection_percent: 100, ..c };
+        assert!(!fail(&c, &set, &stats, 1, 4, SEC));
+        assert!(fail(&c, &set, &stats, 1, 1, SEC));
+    }
+
+    #[test]
+    fn the_connect_threshold_never_exceeds_the_general_one_and_zero_means_none() {
+        let c = |connect, any| OutlierConfig {
+            consecutive_connect_failures: connect,
+            consecutive_failures: any,
+            ..OutlierConfig::default()
+        };
+        assert_eq!((c(1, 5).threshold(true), c(1, 5).threshold(false)), (1, 5));
+        assert_eq!(c(3, 2).threshold(true), 2);
+        assert_eq!(c(0, 5).threshold(true), 5);
+        assert_eq!(c(0, 0).threshold(false), 1, "0 failures would eject on a success");
     }
 
     #[test]
@@ -399,6 +437,7 @@ mod tests {
         assert_eq!(w.o.consecutive_failures, 2);
         assert_eq!(w.o.base_ejection_time, Duration::from_millis(500));
         assert_eq!(w.o.max_ejection_time, Duration::from_secs(300), "default");
+        assert_eq!(w.o.consecutive_connect_failures, 1, "default");
         assert!(toml::from_str::<Wrap>("[o]\nconsecutive_errors = 2").is_err());
     }
 }

@@ -72,6 +72,7 @@ use crate::control::reload::{Live, ReloadError, ReloadReport, Reloader};
 use crate::control::{Settings, Shared};
 use crate::forward::Worker;
 use crate::http::ClientBody;
+use crate::net::fds::Throttle;
 use crate::net::io::ClientIo;
 use crate::net::limits::{self, ConnWatch, WatchedIo};
 use crate::net::listeners::{Control, Listeners, Mode, NewListener};
@@ -342,6 +343,10 @@ impl Drop for TrackedConn {
     }
 }
 
+/// One "accept failed" warning per this long, for all listeners and workers together; the line says
+/// how many failures it stands for (`suppressed`: those since the last line).
+static ACCEPT_WARNINGS: Throttle = Throttle::new(Duration::from_secs(5));
+
 /// Accept clients on one listener until `stop`, or until a reload closes it, serving each connection
 /// on this thread, as plain HTTP or TLS as the listener's mode says.
 pub async fn serve_listener(
@@ -363,8 +368,11 @@ pub async fn serve_listener(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off briefly rather than spin.
-                    tracing::warn!("accept: {e}");
+                    // Out of file descriptors and the like: back off briefly rather than spin, and
+                    // say so once per few seconds, not at every try (see `net/fds.rs`).
+                    if let Some(suppressed) = ACCEPT_WARNINGS.allow(lb_algorithms::now_nanos()) {
+                        tracing::warn!(suppressed, "accept: {e}");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

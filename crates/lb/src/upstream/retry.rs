@@ -23,6 +23,12 @@
 //! `budget_min_per_sec` tokens per second lets a quiet service still retry its rare failures. The bucket
 //! holds at most ten seconds of the trickle (or ten tokens), so a long quiet spell cannot bank a storm.
 //!
+//! A **failed connect takes no token** (see `forward/attempts.rs`). The budget protects backends that
+//! are overloaded from being sent more; a refused connect sent nothing and adds no load, and a dead
+//! backend's share of the picks (a third, with three) would outrun a 20% budget within seconds,
+//! turning every one of its picks past that into a 502. nginx (`proxy_next_upstream error`) and HAProxy
+//! (`retry-on conn-failure`) likewise retry a failed connect without asking anyone.
+//!
 //! Tokens are counted in thousandths in one `AtomicI64`, so the budget is lock-free and shared by every
 //! worker thread of an upstream.
 
