@@ -51,10 +51,13 @@ fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
             }
         });
     }
-    // The limit is raised before anything listens, so by the "listening" line it has happened.
+    // The limit is raised before anything listens, so by the "listening" line it has happened. The log
+    // line about it comes on stderr and the "listening" line on stdout, read by two threads: wait for
+    // both, in whichever order they arrive.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut log = Vec::new();
-    while !log.iter().any(|l: &String| l.starts_with("lb listening on ")) {
+    let seen = |log: &[String], what: &str| log.iter().any(|l| l.contains(what));
+    while !(seen(&log, "lb listening on ") && seen(&log, "open files limit")) {
         match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => log.push(line),
             Err(e) => {
