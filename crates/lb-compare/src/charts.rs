@@ -144,14 +144,15 @@ fn style_of(name: &str, i: usize) -> Style {
     algorithm_style(name).unwrap_or_else(|| plain_style(i))
 }
 
+/// A marker: its fill and its outline, in pixels around a point of coordinate type `C`.
+type MarkerElement<C, DB> = ComposedElement<C, DB, Polygon<(i32, i32)>, PathElement<(i32, i32)>>;
+
+/// A drawing area in pixels.
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
 /// A marker of `size` pixels' half-width at `at`: a polygon (the fill) and its outline, in pixels around
 /// the point, so that every shape is the same element type.
-fn marker<C, DB: DrawingBackend>(
-    at: C,
-    m: Marker,
-    color: RGBColor,
-    size: i32,
-) -> ComposedElement<C, DB, Polygon<(i32, i32)>, PathElement<(i32, i32)>> {
+fn marker<C, DB: DrawingBackend>(at: C, m: Marker, color: RGBColor, size: i32) -> MarkerElement<C, DB> {
     let s = size;
     let circle = || -> Vec<(i32, i32)> {
         (0..16)
@@ -221,11 +222,7 @@ impl Entry {
 }
 
 /// The title across the top, then the plot area on the left and the legend panel on the right.
-fn frame<'a>(
-    path: &'a Path,
-    title: &str,
-    e: &Fail<'_>,
-) -> Result<(DrawingArea<SVGBackend<'a>, Shift>, DrawingArea<SVGBackend<'a>, Shift>), ChartError> {
+fn frame<'a>(path: &'a Path, title: &str, e: &Fail<'_>) -> Result<(Area<'a>, Area<'a>), ChartError> {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let root = root.titled(title, ("sans-serif", 18)).map_err(|x| e(&x))?;

@@ -417,10 +417,10 @@ impl Page<'_> {
         let _ = writeln!(
             self.md,
             "![CPU microseconds per request per balancer]({chart})\n\n*What to see: the height of each bar \
-             is what one proxied request costs that balancer on its core; the lower part is its own code \
-             (user), the upper part the kernel's (system calls, copies). The kernel's share is similar \
-             across balancers, since every one reads and writes the same sockets: the differences are \
-             mostly in user time.*\n"
+             is what one proxied request costs that balancer on its core. The dark lower part is user time, \
+             the balancer's own code; the light upper part is system time, the kernel's work on its sockets, \
+             which every balancer pays. Compare balancers within this chart only: the next run on a shared \
+             machine moves every bar.*\n"
         );
         Ok(())
     }
