@@ -259,6 +259,10 @@ pub fn check_files(
         if !options.session || !file_report.ok() {
             // The next file starts clean, so one lesson's leftovers are reported once, by that lesson.
             services.drain(..).for_each(Background::stop);
+        } else {
+            // Services the lesson stopped its own way (`fuser -k PORT/tcp`) are gone: forget them, or
+            // the next lesson's wait for a port would report their exit as its own service failing.
+            services.retain_mut(|s| s.exited().is_none());
         }
         on_file(&file_report);
         let cut_short = file_report.not_run > 0 && options.deadline.is_some_and(|d| Instant::now() >= d);
