@@ -305,6 +305,9 @@ fn maglev_turns(addrs: &[&str]) -> (Vec<(usize, usize)>, Vec<Turn>, Vec<usize>) 
     (params, turns, table)
 }
 
+/// The Maglev picture: checks the fill against the crate's `Maglev`, then draws it top to bottom.
+/// Longer than 80 lines on purpose: it is one picture's layout (rows, arrows, labels at coordinates
+/// that depend on each other), and split into pieces those coordinates would have to be passed around.
 fn maglev_fill() -> String {
     let (params, turns, table) = maglev_turns(&RING_BACKENDS);
     let options = AlgorithmOptions { maglev_table_size: MAGLEV_M, ..AlgorithmOptions::default() };
@@ -431,6 +434,8 @@ const BOUNDED_BACKENDS: [&str; 4] = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"
 const BOUNDED_KEY: &str = "user-1";
 const FULL: usize = 5;
 
+/// The bounded-load picture: checks the walk against the crate's `BoundedLoad`, then draws it. Over 80
+/// lines for the same reason as `maglev_fill`: one layout whose coordinates depend on each other.
 fn bounded_load_walk() -> String {
     let points = ring_points(&BOUNDED_BACKENDS, 1);
     let (name, key) = (BOUNDED_KEY, hash_bytes(BOUNDED_KEY.as_bytes()));

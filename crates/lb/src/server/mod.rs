@@ -183,9 +183,6 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         threads.push(thread);
     }
 
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|&s| s).await;
-    };
     let mut control = Vec::new();
     // The reloader owns the health checks and the unejector (a reload restarts them over the new
     // groups), and everything else a reload changes: settings, certificates, listeners.
@@ -193,21 +190,15 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let reloader = Reloader::start(config, live, stop_rx.clone());
     let mut admin = None;
     if let Some((addr, token)) = admin_config.and_then(|a| Some((a.listen?, a.token))) {
-        let listener = TcpListener::bind(addr).await.map_err(|error| Error::Bind { addr, error })?;
-        let bound = listener.local_addr().map_err(|error| Error::Bind { addr, error })?;
-        admin = Some(bound);
-        let app = router(AdminState {
+        let state = |bound| AdminState {
             upstreams: Arc::clone(&upstreams),
             metrics: Arc::clone(&metrics),
             reloader: Some(Arc::clone(&reloader)),
             access: Arc::new(Access::new(bound, token)),
-        });
-        let shutdown = stopped(stop_rx.clone());
-        control.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-                tracing::error!("admin server: {e}");
-            }
-        }));
+        };
+        let (bound, task) = serve_admin(addr, state, stop_rx.clone()).await?;
+        admin = Some(bound);
+        control.push(task);
     }
     tracing::info!(listen = ?bound, listen_tls = ?bound_tls, admin = ?admin, workers, "lb started");
     Ok(Running {
@@ -221,6 +212,27 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         workers: threads,
         control,
     })
+}
+
+/// Bind the admin API on `addr` and serve it until `stop` turns true. Returns the bound address (port 0
+/// picks one) and the server's task.
+async fn serve_admin(
+    addr: SocketAddr,
+    state: impl FnOnce(SocketAddr) -> AdminState,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), Error> {
+    let listener = TcpListener::bind(addr).await.map_err(|error| Error::Bind { addr, error })?;
+    let bound = listener.local_addr().map_err(|error| Error::Bind { addr, error })?;
+    let app = router(state(bound));
+    let shutdown = async move {
+        let _ = stop.wait_for(|&s| s).await;
+    };
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!("admin server: {e}");
+        }
+    });
+    Ok((bound, task))
 }
 
 /// Start, wait for `shutdown` to complete, then shut down gracefully.
