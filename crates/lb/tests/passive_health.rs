@@ -8,15 +8,13 @@
 
 mod proxy_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use lb_algorithms::{Algorithm, BackendSpec};
-use proxy_support::{backends, client, config, get, proxy, refusing_port};
+use proxy_support::{LbProcess, backends, client, config, get, proxy, refusing_port};
 use toy_backend::Backend;
 
 /// Concurrent keep-alive connections of the load.
@@ -110,52 +108,18 @@ async fn break_one_under_load(url: &str, admin: &str, victim: &str, break_it: im
     assert_eq!(health_of(admin, victim).await, "ejected");
 }
 
-/// The `lb` binary; killed when dropped.
-struct Proc {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The `lb` binary, with what it prints at start.
+struct Proc(LbProcess);
 
 impl Proc {
     fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run lb: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
+        Proc(LbProcess::start(args))
     }
 
     /// What follows `prefix` on the next stdout line that starts with it (bounded wait).
     fn wait_line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with(prefix) => {
-                    return line[prefix.len()..].trim_end_matches('/').to_string();
-                }
-                Ok(_) => {}
-                Err(e) => panic!("no line starting with {prefix:?}: {e}"),
-            }
-        }
+        let line = self.0.wait_line(prefix, Duration::from_secs(20));
+        line[prefix.len()..].trim_end_matches('/').to_string()
     }
 
     /// The proxy's and the admin API's URLs, from what it prints at start.

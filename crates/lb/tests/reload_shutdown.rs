@@ -10,16 +10,14 @@
 
 mod proxy_support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use lb::Config;
-use proxy_support::{backends, client};
+use proxy_support::{LbProcess, backends, client};
 use tokio::time::Instant;
 use toy_backend::Backend;
 
@@ -230,55 +228,20 @@ async fn shutdown_lets_slow_requests_finish_and_refuses_new_connections() {
 // The binary, driven by signals.
 
 /// The `lb` binary running a config file; killed if the test fails before it exits.
-struct Proc {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+struct Proc(LbProcess);
 
 impl Proc {
     fn start(config: &Path) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lb"))
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run lb: {e}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
+        Proc(LbProcess::start(&[std::ffi::OsStr::new("--config"), config.as_os_str()]))
     }
 
     /// The next stdout line that starts with `prefix` (bounded wait).
     fn wait_line(&self, prefix: &str) -> String {
-        let deadline = std::time::Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no line starting with {prefix:?}: {e}"),
-            }
-        }
+        self.0.wait_line(prefix, DEADLINE)
     }
 
     fn signal(&self, signal: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap_or_else(|| panic!("pid 0"));
+        let pid = rustix::process::Pid::from_raw(self.0.child.id() as i32).unwrap_or_else(|| panic!("pid 0"));
         rustix::process::kill_process(pid, signal).unwrap_or_else(|e| panic!("kill: {e}"));
     }
 }
@@ -347,7 +310,7 @@ async fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
     let mut proc = proc;
     let deadline = std::time::Instant::now() + DEADLINE;
     let status = loop {
-        if let Some(status) = proc.child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+        if let Some(status) = proc.0.child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
             break status;
         }
         assert!(std::time::Instant::now() < deadline, "lb did not exit after SIGTERM");

@@ -86,3 +86,52 @@ pub fn refusing_port() -> (std::net::SocketAddr, tokio::net::TcpSocket) {
     let addr = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
     (addr, socket)
 }
+
+/// The real `lb` binary, started with `args`, its stdout read line by line; killed when dropped, so a
+/// failing test leaves no process behind.
+pub struct LbProcess {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for LbProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LbProcess {
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> LbProcess {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lb"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run lb: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LbProcess { child, lines }
+    }
+
+    /// The next stdout line that starts with `prefix`, whole (waits at most `within`).
+    pub fn wait_line(&self, prefix: &str, within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line starting with {prefix:?}: {e}"),
+            }
+        }
+    }
+}
