@@ -21,9 +21,9 @@
 //! not tried yet, and a token from the upstream's budget (`retry.rs`), except after a failed connect,
 //! which takes no token: nothing was sent, and the budget is there to keep retries from piling load on
 //! overloaded backends, which a refused connect adds none to. (A dead backend's share of the picks
-//! would otherwise outrun the budget: one of three is a third of the traffic against a 20% budget.) A retry that finds no other
-//! backend is no retry: its token goes back and it does not count in `lb_retries_total` (with one
-//! backend left, every failure would otherwise "retry"). When one is
+//! would otherwise outrun the budget: one of three is a third of the traffic against a 20% budget.)
+//! A retry that finds no other backend is no retry: its token goes back and it does not count in
+//! `lb_retries_total` (with one backend left, every failure would otherwise "retry"). When one is
 //! missing, the client gets the last failure as it was (its 502, 503 or 504), not a generic error.
 //!
 //! With explain on (`X-Lb-Explain: 1`), the same bookkeeping becomes the `X-Lb-*` response headers:
