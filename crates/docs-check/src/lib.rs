@@ -17,7 +17,8 @@
 //! - [`external`]: programs a test needs from outside the workspace (`mdbook`, `go`), or a skip.
 //! - [`ports`]: the TCP ports still listening below the checker, for the one-sitting check.
 //! - [`go`]: the Go sidebars, complete programs checked with `gofmt -l` and `go vet`.
-//! - [`book`]: the chapters of `docs/SUMMARY.md`, and the book's rewrite of links that leave `docs/`.
+//! - [`book`]: the chapters of a book's `SUMMARY.md`, and the book's rewrite of links that leave it.
+//! - [`translation`]: the Korean core track against the English one, console block for console block.
 //! - this file: the walk over the files and the report ([`check_files`], [`Report`]).
 //!
 //! `src/main.rs` is the `docs-check` command; `tests/lessons.rs` runs the same check over the
@@ -33,6 +34,7 @@ pub mod markdown;
 pub mod matcher;
 pub mod ports;
 pub mod runner;
+pub mod translation;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -54,6 +56,8 @@ const STDERR_LINES: usize = 20;
 pub enum Error {
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
 }
 
 /// Set to `1` (CI does), a block's `requires=` program that is missing fails the file instead of

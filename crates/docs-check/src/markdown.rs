@@ -60,10 +60,19 @@ pub struct CodeSpan {
     pub text: String,
 }
 
+/// A heading: its level (1 for `#`), its rendered text and the line it starts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heading {
+    pub level: usize,
+    pub text: String,
+    pub line: usize,
+}
+
 /// What the checks need from one Markdown file.
 #[derive(Debug, Clone, Default)]
 pub struct Document {
     pub fences: Vec<Fence>,
+    pub headings: Vec<Heading>,
     anchors: Vec<String>,
     links: Vec<Link>,
     code_spans: Vec<CodeSpan>,
@@ -156,6 +165,8 @@ struct OpenFence {
 /// own anchor, as they come after it on GitHub's page).
 #[derive(Debug, Default)]
 struct OpenHeading {
+    level: usize,
+    line: usize,
     text: String,
     html_anchors: Vec<String>,
 }
@@ -200,7 +211,10 @@ impl<'a> Reader<'a> {
                 self.fence = Some(OpenFence { info: info.trim().to_string(), line, text: String::new() });
             }
             Event::End(TagEnd::CodeBlock) => self.close_fence(),
-            Event::Start(Tag::Heading { .. }) => self.heading = Some(OpenHeading::default()),
+            Event::Start(Tag::Heading { level, .. }) => {
+                let line = self.lines.line(range.start);
+                self.heading = Some(OpenHeading { level: level as usize, line, ..OpenHeading::default() })
+            }
             Event::End(TagEnd::Heading(_)) => self.close_heading(),
             // Reference links are checked at their definition; autolinks are always external.
             Event::Start(
@@ -271,6 +285,8 @@ impl<'a> Reader<'a> {
         }
         self.doc.anchors.push(candidate);
         self.doc.anchors.extend(heading.html_anchors);
+        let text = heading.text.trim().to_string();
+        self.doc.headings.push(Heading { level: heading.level, text, line: heading.line });
     }
 
     /// Where an inline link's target starts: after the `](` that ends its text, and any line break
@@ -387,6 +403,9 @@ mod tests {
     fn duplicate_headings_get_numbered_anchors() {
         let doc = Document::parse("# Answer\n\ntext\n\n## Answer\n\nSetext\n------\n<a name=\"here\"></a>\n");
         assert_eq!(doc.anchors(), vec!["answer", "answer-1", "setext", "here"]);
+        let headings: Vec<(usize, &str, usize)> =
+            doc.headings.iter().map(|h| (h.level, h.text.as_str(), h.line)).collect();
+        assert_eq!(headings, vec![(1, "Answer", 1), (2, "Answer", 5), (2, "Setext", 7)]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The lessons as a book: `docs/SUMMARY.md` lists every lesson, and `mdbook build docs` succeeds with no
-//! link in the rendered book pointing at a file that is not there.
+//! The lessons as books: `docs/SUMMARY.md` lists every lesson, `docs/ko/SUMMARY.md` every Korean page
+//! with the core track in the order of `docs/README.md`, and `mdbook build docs` and `mdbook build
+//! docs/ko` succeed with no link in the rendered books pointing at a file that is not there.
 //!
 //! The build needs `mdbook` (`cargo install mdbook --locked`); without it the build test is skipped,
 //! unless `LB_REQUIRE_EXTERNAL=1` (CI), which makes it fail.
@@ -9,8 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use docs_check::book::summary;
+use docs_check::book::{summary, summary_of};
 use docs_check::external;
+use docs_check::translation::{KOREAN_DIR, core_track};
 
 fn repository_root() -> PathBuf {
     // crates/docs-check -> crates -> the root.
@@ -43,7 +45,44 @@ fn every_lesson_is_in_the_summary() {
 }
 
 #[test]
+fn the_korean_summary_follows_the_core_track() {
+    let root = repository_root();
+    let chapters = summary_of(&root, KOREAN_DIR).expect("docs/ko/SUMMARY.md");
+    let listed: Vec<&str> = chapters.iter().map(|c| c.path.as_str()).collect();
+    // The Korean learning path first, then the core track in the English order, then the glossary.
+    let core = core_track(&root).expect("the core track in docs/README.md");
+    let mut expected = vec!["README.md"];
+    expected.extend(core.iter().map(String::as_str));
+    expected.push("용어집.md");
+    assert_eq!(listed, expected, "docs/ko/SUMMARY.md against the core track of docs/README.md");
+    // Every Korean page is in the Korean book, and every chapter it lists is there.
+    let mut missing = Vec::new();
+    for entry in fs::read_dir(root.join(KOREAN_DIR)).expect("docs/ko") {
+        let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+        if name.ends_with(".md") && name != "SUMMARY.md" && !listed.contains(&name.as_str()) {
+            missing.push(name);
+        }
+    }
+    assert!(missing.is_empty(), "Korean pages not in docs/ko/SUMMARY.md, so not in the book: {missing:?}");
+    let absent: Vec<&str> =
+        listed.iter().copied().filter(|path| !root.join(KOREAN_DIR).join(path).is_file()).collect();
+    assert!(absent.is_empty(), "docs/ko/SUMMARY.md lists files that are not there yet: {absent:?}");
+}
+
+#[test]
 fn the_book_builds_without_broken_links() {
+    build_without_broken_links("docs", 25);
+}
+
+#[test]
+fn the_korean_book_builds_without_broken_links() {
+    // The Korean learning path, the 17 lessons of the core track and the glossary.
+    build_without_broken_links(KOREAN_DIR, 18);
+}
+
+/// Builds the book in `folder` with `mdbook` into a temp dir, and fails on a build error or warning, on
+/// fewer than `min_pages` pages, or on a link in the rendered pages that points at nothing.
+fn build_without_broken_links(folder: &str, min_pages: usize) {
     let Some(mdbook) = external::require("mdbook", "cargo install mdbook --locked", "the book test") else {
         return;
     };
@@ -53,33 +92,58 @@ fn the_book_builds_without_broken_links() {
     // book.toml names: a nested cargo would wait for the build lock this `cargo test` holds.
     let output = Command::new(mdbook)
         .arg("build")
-        .arg(root.join("docs"))
+        .arg(root.join(folder))
         .arg("--dest-dir")
         .arg(out.path())
         .env("MDBOOK_PREPROCESSOR__REPO_LINKS__COMMAND", env!("CARGO_BIN_EXE_book-links"))
         .output()
         .expect("running mdbook");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "mdbook build docs failed:\n{stderr}");
-    assert!(!stderr.contains("ERROR") && !stderr.contains("WARN"), "mdbook build docs complained:\n{stderr}");
+    assert!(output.status.success(), "mdbook build {folder} failed:\n{stderr}");
+    assert!(
+        !stderr.contains("ERROR") && !stderr.contains("WARN"),
+        "mdbook build {folder} complained:\n{stderr}"
+    );
     let mut pages = Vec::new();
     html_files(out.path(), &mut pages);
-    assert!(pages.len() > 25, "only {} pages rendered", pages.len());
+    assert!(pages.len() > min_pages, "only {} pages rendered from {folder}", pages.len());
     let mut broken = Vec::new();
     for page in &pages {
         let html = fs::read_to_string(page).expect("read page");
         for target in relative_targets(&html) {
-            let file = target.split(['#', '?']).next().unwrap_or_default();
+            let file = percent_decode(target.split(['#', '?']).next().unwrap_or_default());
             if file.is_empty() {
                 continue;
             }
-            let resolved = normalize(&page.parent().expect("page folder").join(file));
+            let resolved = normalize(&page.parent().expect("page folder").join(&file));
             if !resolved.starts_with(out.path()) || !resolved.exists() {
                 broken.push(format!("{}: {target}", page.strip_prefix(out.path()).unwrap_or(page).display()));
             }
         }
     }
-    assert!(broken.is_empty(), "broken links in the book:\n{}", broken.join("\n"));
+    assert!(broken.is_empty(), "broken links in the book {folder}:\n{}", broken.join("\n"));
+}
+
+/// `%EC%9A%A9` as the bytes it stands for: a browser decodes a link to `용어집.html` before it asks for
+/// the file, so the check does too.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn html_files(dir: &Path, out: &mut Vec<PathBuf>) {

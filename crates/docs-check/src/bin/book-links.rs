@@ -1,6 +1,7 @@
 //! `book-links`: the mdBook preprocessor that keeps the book's links to repository files from breaking.
 //!
-//! Run by `mdbook build docs` and `mdbook serve docs`, which read `docs/book.toml`:
+//! Run by `mdbook build docs` and `mdbook serve docs` (the English book, `docs/book.toml`), and by
+//! `mdbook build docs/ko` and `mdbook serve docs/ko` (the Korean one, `docs/ko/book.toml`):
 //!
 //! ```toml
 //! [preprocessor.repo-links]
@@ -10,14 +11,17 @@
 //!
 //! mdbook first asks `book-links supports <renderer>` (every renderer is supported: the rewrite is plain
 //! Markdown), then pipes `[context, book]` as JSON to `book-links` and reads the book back. Every
-//! chapter's Markdown goes through `docs_check::book::rewrite_repository_links`. The walk over the JSON
-//! looks for chapter objects (`content` with a `path`) wherever they sit, so it does not depend on how
-//! a given mdbook version nests its sections.
+//! chapter's Markdown goes through `docs_check::book::rewrite_repository_links`, which needs to know
+//! where the book's source folder is in the repository (from the context's `root` and `book.src`) and
+//! which chapters the book renders. The walk over the JSON looks for chapter objects (`content` with a
+//! `path`) wherever they sit, so it does not depend on how a given mdbook version nests its sections.
 
+use std::collections::HashSet;
 use std::io::{Read, Write};
+use std::path::Path;
 
 use anyhow::{Context, bail};
-use docs_check::book::rewrite_repository_links;
+use docs_check::book::{Book, repository_root, rewrite_repository_links, source_in_repository};
 use serde_json::Value;
 
 fn main() -> anyhow::Result<()> {
@@ -39,28 +43,53 @@ fn main() -> anyhow::Result<()> {
         .pointer("/config/preprocessor/repo-links/files-url")
         .and_then(Value::as_str)
         .map(str::to_string);
-    rewrite_chapters(&mut book, files_url.as_deref());
+    let root = context.pointer("/root").and_then(Value::as_str).context("no `root` in the book's context")?;
+    let src = context.pointer("/config/book/src").and_then(Value::as_str).unwrap_or("src");
+    let mut chapters = HashSet::new();
+    chapter_paths(&book, &mut chapters);
+    let book_info = Book {
+        source: source_in_repository(Path::new(root), src),
+        chapters,
+        files_url,
+        repository: repository_root(Path::new(root)),
+    };
+    rewrite_chapters(&mut book, &book_info);
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer(&mut stdout, &book).context("writing the book")?;
     stdout.flush().context("writing the book")?;
     Ok(())
 }
 
-fn rewrite_chapters(value: &mut Value, files_url: Option<&str>) {
+/// A chapter object's file, relative to the book's source folder.
+fn chapter_path(map: &serde_json::Map<String, Value>) -> Option<String> {
+    if !map.contains_key("content") {
+        return None;
+    }
+    ["source_path", "path"].iter().find_map(|key| map.get(*key).and_then(Value::as_str)).map(str::to_string)
+}
+
+fn chapter_paths(value: &Value, out: &mut HashSet<String>) {
     match value {
         Value::Object(map) => {
-            let path = ["source_path", "path"]
-                .iter()
-                .find_map(|key| map.get(*key).and_then(Value::as_str))
-                .map(str::to_string);
-            if let (Some(path), Some(Value::String(content))) = (path, map.get_mut("content")) {
-                *content = rewrite_repository_links(content, &path, files_url);
+            out.extend(chapter_path(map));
+            map.values().for_each(|child| chapter_paths(child, out));
+        }
+        Value::Array(items) => items.iter().for_each(|item| chapter_paths(item, out)),
+        _ => {}
+    }
+}
+
+fn rewrite_chapters(value: &mut Value, book: &Book) {
+    match value {
+        Value::Object(map) => {
+            if let (Some(path), Some(Value::String(content))) = (chapter_path(map), map.get_mut("content")) {
+                *content = rewrite_repository_links(content, book, &path);
             }
             for child in map.values_mut() {
-                rewrite_chapters(child, files_url);
+                rewrite_chapters(child, book);
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(|item| rewrite_chapters(item, files_url)),
+        Value::Array(items) => items.iter_mut().for_each(|item| rewrite_chapters(item, book)),
         _ => {}
     }
 }
