@@ -23,7 +23,7 @@ use toy_backend::{Backend, BackendConfig};
 
 use crate::config::{AdminConfig, AdminToken, Config, UpstreamConfig, parse_backend};
 use crate::config::{HealthCheckConfig, OutlierConfig};
-use crate::server::{Running, start};
+use crate::server::{Running, start, start_with, upgrade};
 
 /// An HTTP load balancer you can read. With no arguments, a self-contained demo.
 #[derive(Debug, Parser)]
@@ -134,8 +134,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
             config.server.workers = w;
         }
         warn_if_too_few_files(files, &config);
-        let running = start(config).await.context("starting lb")?;
-        return serve(running).await;
+        return start_and_serve(config).await;
     }
     if !args.backend.is_empty() {
         anyhow::ensure!(
@@ -144,8 +143,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         );
         let config = quick_config(&args);
         warn_if_too_few_files(files, &config);
-        let running = start(config).await.context("starting lb")?;
-        return serve(running).await;
+        return start_and_serve(config).await;
     }
     #[cfg(feature = "demo")]
     {
@@ -323,13 +321,46 @@ pub async fn start_demo(args: &Args) -> anyhow::Result<Demo> {
     Ok(Demo { running, backends, token: args.admin_token.clone() })
 }
 
-async fn serve(running: Running) -> anyhow::Result<ExitCode> {
+/// Start (with the sockets of the process this one replaces, when started by a binary upgrade) and
+/// serve until a signal stops it or hands over to a new binary.
+async fn start_and_serve(config: Config) -> anyhow::Result<ExitCode> {
+    let mut takeover = upgrade::take_over()?;
+    let handed = takeover.as_mut().map(upgrade::TakeOver::sockets).unwrap_or_default();
+    let running = start_with(config, handed).await.context("starting lb")?;
+    serve(running, takeover).await
+}
+
+async fn serve(running: Running, takeover: Option<upgrade::TakeOver>) -> anyhow::Result<ExitCode> {
     // Handlers first, then the "listening" lines: a script that signals as soon as it reads them must
     // not find the default actions (SIGHUP and SIGTERM would kill the process) still in place.
     let mut signals = Signals::new()?;
     print_started(&running);
-    // Every signal but SIGHUP stops.
-    while signals.next().await == Signal::Reload {
+    if let Some(takeover) = takeover {
+        // Said before `ready`, so that it comes before the old process's "new process ... is accepting".
+        println!("took over the listening sockets (pid {})", std::process::id());
+        takeover.ready()?;
+    }
+    loop {
+        match signals.next().await {
+            Signal::Reload => reload(&running).await,
+            Signal::Stop => break,
+            Signal::Upgrade => match upgrade::hand_over(&running).await {
+                Ok(pid) => {
+                    println!("upgrade: new process {pid} is accepting");
+                    break;
+                }
+                Err(e) => eprintln!("{e:#}; still serving"),
+            },
+        }
+    }
+    println!("shutting down: finishing requests in flight");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: read the file again, and say what changed or why nothing did.
+async fn reload(running: &Running) {
+    {
         let reloader = std::sync::Arc::clone(&running.reloader);
         match tokio::task::spawn_blocking(move || reloader.reload_file()).await {
             Ok(Ok(report)) => {
@@ -358,14 +389,20 @@ async fn serve(running: Running) -> anyhow::Result<ExitCode> {
             Err(e) => eprintln!("reload failed: {e}"),
         }
     }
-    println!("shutting down: finishing requests in flight");
-    running.shutdown().await;
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(feature = "demo")]
 async fn serve_demo(demo: Demo, mut signals: Signals) -> anyhow::Result<ExitCode> {
-    while signals.next().await != Signal::Stop {}
+    loop {
+        match signals.next().await {
+            Signal::Stop => break,
+            // The toy backends live in this process: a new one could not take them over.
+            Signal::Upgrade => {
+                eprintln!("SIGUSR2: the demo cannot upgrade in place (its backends live in it)")
+            }
+            Signal::Reload => {}
+        }
+    }
     demo.running.shutdown().await;
     for b in demo.backends {
         b.shutdown().await;
@@ -380,13 +417,15 @@ pub enum Signal {
     Reload,
     /// Ctrl-C (SIGINT) or SIGTERM: shut down gracefully.
     Stop,
+    /// SIGUSR2: start the binary again and hand it the listening sockets (see `server/upgrade.rs`).
+    Upgrade,
 }
 
 /// The signals `lb` listens for, registered when this is made.
 #[derive(Debug)]
 pub struct Signals {
     #[cfg(unix)]
-    streams: [tokio::signal::unix::Signal; 3],
+    streams: [tokio::signal::unix::Signal; 4],
 }
 
 impl Signals {
@@ -400,6 +439,7 @@ impl Signals {
                     signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
                     signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
                     signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+                    signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?,
                 ],
             })
         }
@@ -411,11 +451,12 @@ impl Signals {
     pub async fn next(&mut self) -> Signal {
         #[cfg(unix)]
         {
-            let [int, term, hup] = &mut self.streams;
+            let [int, term, hup, usr2] = &mut self.streams;
             let signal = tokio::select! {
                 _ = int.recv() => Signal::Stop,
                 _ = term.recv() => Signal::Stop,
                 _ = hup.recv() => Signal::Reload,
+                _ = usr2.recv() => Signal::Upgrade,
             };
             tracing::info!(?signal, "signal received");
             signal
@@ -428,7 +469,7 @@ impl Signals {
     }
 }
 
-/// Ctrl-C or SIGTERM (ignores SIGHUP).
+/// Ctrl-C or SIGTERM (ignores SIGHUP and SIGUSR2).
 pub async fn shutdown_signal() {
     match Signals::new() {
         Ok(mut s) => while s.next().await != Signal::Stop {},

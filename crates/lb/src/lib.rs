@@ -69,7 +69,7 @@ pub use control::admin::BackendsView;
 pub use error::Error;
 pub use forward::RequestKeys;
 pub use net::tls::TlsError;
-pub use server::{Running, run, start};
+pub use server::{Running, run, start, start_with};
 pub use upstream::stats::{BUCKETS_SECONDS, FailureKind};
 
 /// Pieces of the proxy that its own integration tests drive directly (a backend connection over TLS,
@@ -77,7 +77,7 @@ pub use upstream::stats::{BUCKETS_SECONDS, FailureKind};
 #[doc(hidden)]
 pub mod testing {
     pub use crate::client::pool::{Pool, connect};
-    pub use crate::http::h1::client::send;
+    pub use crate::http::h1::client::{Timers, send};
     pub use crate::net::backend_tls::BackendTls;
     pub use crate::net::tls::acceptor;
 }

@@ -369,7 +369,11 @@ async fn the_pool_drops_closed_tls_connections_and_keeps_kinds_apart() {
         conn,
         &mut req,
         None,
-        tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+        lb::testing::Timers {
+            head: tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+            send: std::time::Duration::from_secs(30),
+            read: std::time::Duration::from_secs(30),
+        },
     )
     .await
     .unwrap_or_else(|e| panic!("{}", e.error));

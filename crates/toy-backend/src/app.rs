@@ -1,7 +1,7 @@
 //! The HTTP side of a backend: its routes, and the middleware that applies the knobs.
 //!
 //! Routes fall in two groups. The *served* routes (`/`, `/info`, `/status/{code}`, `/delay/{ms}`,
-//! `/bytes/{n}`, `/echo`, `/ws` and anything unknown) are what a balancer sends traffic to, so the
+//! `/bytes/{n}`, `/echo`, `/upload`, `/ws` and anything unknown) are what a balancer sends traffic to, so the
 //! knobs apply to them and they count as requests. The *control* routes (`/health`, `/admin/*`) are
 //! how a health checker or a lesson talks to the backend itself; they must keep answering when the
 //! backend is slow, overloaded or failing, or nobody could turn the failure off again.
@@ -171,6 +171,7 @@ pub fn app(state: BackendState) -> Router {
         .route("/delay/{ms}", any(delay))
         .route("/bytes/{n}", get(bytes))
         .route("/echo", any(echo))
+        .route("/upload", any(upload))
         .route("/ws", get(ws))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), apply_knobs));
@@ -325,6 +326,21 @@ async fn echo(req: Request) -> Response {
         resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     resp
+}
+
+/// `/upload`: read the whole request body (counting it, never keeping it), then answer how many bytes
+/// came, as a backend that parses an upload does: nothing is answered before the body's last byte.
+async fn upload(req: Request) -> Response {
+    use http_body_util::BodyExt;
+    let mut body = req.into_body();
+    let mut received: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => received += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("body broke off: {e}\n")).into_response(),
+        }
+    }
+    format!("received {received} bytes\n").into_response()
 }
 
 /// `/ws`: a WebSocket that echoes every text and binary message.
@@ -518,10 +534,11 @@ mod tests {
         assert_eq!(call(&router, "GET", "/", "").await, (200, "solo\n".into()));
         assert_eq!(call(&router, "GET", "/status/418", "").await.0, 418);
         assert_eq!(call(&router, "POST", "/echo", "hi").await, (200, "hi".into()));
+        assert_eq!(call(&router, "PUT", "/upload", "12345").await, (200, "received 5 bytes\n".into()));
         let (status, reason) = call(&router, "POST", "/admin/error-rate", r#"{"rate":7}"#).await;
         assert_eq!((status, reason.as_str()), (400, "rate must be between 0.0 and 1.0\n"));
         assert_eq!(call(&router, "GET", "/health", "").await.0, 200);
-        assert_eq!(state.requests(), 3, "/, /status and /echo; not /admin or /health");
+        assert_eq!(state.requests(), 4, "/, /status, /echo and /upload; not /admin or /health");
         assert_eq!(state.in_flight(), 0, "released when each body ended");
     }
 

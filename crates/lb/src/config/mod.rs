@@ -306,12 +306,22 @@ pub struct Timeouts {
     /// TCP connect to a backend.
     #[serde(with = "humantime_serde")]
     pub connect: Duration,
-    /// From sending a request to receiving the response headers, per attempt.
+    /// From the end of sending a request (its body included) to receiving the response headers, per
+    /// attempt.
     #[serde(with = "humantime_serde")]
     pub response_headers: Duration,
-    /// From receiving the request to the response headers, over all attempts together.
+    /// From receiving the request to the response headers, over all attempts together, not counting
+    /// the time the client takes to send its body.
     #[serde(with = "humantime_serde")]
     pub request: Duration,
+    /// Longest silence from a backend while its response body is read (nginx's
+    /// `proxy_read_timeout`, HAProxy's `timeout server`): the client's response ends as an error.
+    #[serde(with = "humantime_serde")]
+    pub read: Duration,
+    /// Longest time a backend may leave request bytes unaccepted while a body is sent (nginx's
+    /// `proxy_send_timeout`). Waiting for the client's next bytes does not count.
+    #[serde(with = "humantime_serde")]
+    pub send: Duration,
     /// How long a pooled upstream connection may sit idle before it is closed.
     #[serde(with = "humantime_serde")]
     pub idle: Duration,
@@ -323,6 +333,8 @@ impl Default for Timeouts {
             connect: Duration::from_secs(1),
             response_headers: Duration::from_secs(30),
             request: Duration::from_secs(60),
+            read: Duration::from_secs(60),
+            send: Duration::from_secs(60),
             idle: Duration::from_secs(90),
         }
     }

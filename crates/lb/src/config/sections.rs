@@ -26,6 +26,10 @@ pub struct ServerLimits {
     /// How long a keep-alive connection may sit idle between requests.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Longest wait for a client to take more of a response (nginx's `send_timeout`): an HTTP/1
+    /// connection is closed, an HTTP/2 stream reset, and the backend connection released.
+    #[serde(with = "humantime_serde")]
+    pub send_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -37,6 +41,7 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }

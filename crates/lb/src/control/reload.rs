@@ -242,6 +242,17 @@ impl Reloader {
         self.in_force.lock().unwrap_or_else(|p| p.into_inner()).listeners.addresses()
     }
 
+    /// Close the socket copies kept for an upgrade (the proxy is stopping).
+    pub fn release_sockets(&self) {
+        self.in_force.lock().unwrap_or_else(|p| p.into_inner()).listeners.release_copies();
+    }
+
+    /// A copy of the client-facing listening sockets, for a binary upgrade. Taken under the reload
+    /// lock, so it is never half of a reload's change.
+    pub fn handoff(&self) -> std::io::Result<Vec<crate::net::handoff::Handed>> {
+        self.in_force.lock().unwrap_or_else(|p| p.into_inner()).listeners.handoff()
+    }
+
     /// Apply a new configuration (already checked by [`Config::parse`]). Blocks for up to
     /// [`crate::net::listeners::CLOSE_WAIT`] while removed addresses close.
     pub fn apply(&self, mut config: Config) -> Result<ReloadReport, ReloadError> {

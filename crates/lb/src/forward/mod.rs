@@ -400,9 +400,11 @@ impl Worker {
             } else {
                 (per_attempt, ("response_headers", timeouts.response_headers))
             };
-            match h1::send(conn, request, Some(forwarding), limit).await {
+            let timers = h1::Timers { head: limit, send: timeouts.send, read: timeouts.read };
+            match h1::send(conn, request, Some(forwarding), timers).await {
                 Ok(response) => return AttemptResult::Response(response),
-                Err(h1::SendError { error: h1::Error::Timeout, .. }) => {
+                Err(h1::SendError { error: h1::Error::Timeout(timer), .. }) => {
+                    let which = if timer == h1::Timer::Send { ("send", timeouts.send) } else { which };
                     return AttemptResult::Failed {
                         kind: FailureKind::Timeout,
                         message: format!("{} timeout ({})", which.0, crate::config::format_duration(which.1)),

@@ -18,6 +18,7 @@
 //! | `header_read_timeout` | 10 s | connection closed | `client_header_timeout 60s` / `timeout http-request 10s` |
 //! | `body_read_timeout` | 60 s | connection closed | `client_body_timeout 60s` / `timeout client` |
 //! | `idle_timeout` | 60 s | idle keep-alive connection closed | `keepalive_timeout 75s` / `timeout http-keep-alive` |
+//! | `send_timeout` | 60 s | a client that takes no response bytes: HTTP/1 connection closed, HTTP/2 stream reset, backend connection released | `send_timeout 60s` / `timeout client` |
 //!
 //! 16 KiB of headers is HAProxy's figure: twice what one nginx header line may hold, enough for large
 //! cookies and bearer tokens, and small enough that ten thousand idle connections cannot pin much
@@ -35,6 +36,10 @@
 //! between requests (`idle_timeout`), for the rest of a head (`header_read_timeout`, from the first
 //! byte) or for body bytes (`body_read_timeout`, only while a body read actually waits), with one lazy
 //! timer per connection.
+//!
+//! `send_timeout` is kept where the writing happens: the HTTP/1 loop's writer
+//! ([`crate::server::http1`]) and, for HTTP/2, a per-stream sweeper (`server/h2_streams.rs`), since
+//! an HTTP/2 client stops a stream with flow control rather than a full socket.
 //!
 //! # The HTTP/2 connection watchdog
 //!

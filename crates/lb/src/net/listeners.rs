@@ -35,6 +35,8 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::net::handoff::{Handed, Kind};
 use tokio::sync::{mpsc, watch};
 
 /// An address could not be bound (in use, or not ours).
@@ -112,6 +114,9 @@ struct Active {
     /// Never receives: it reports `Disconnected` once every worker's accept loop on the address has
     /// ended and dropped its [`Control`].
     open: std_mpsc::Receiver<()>,
+    /// A second descriptor of each worker's socket, to hand to a new process on an upgrade
+    /// ([`Listeners::handoff`]). Dropped with the address when a reload removes it.
+    copies: Vec<std::net::TcpListener>,
 }
 
 /// Every address the proxy listens on, and the channel to each worker.
@@ -119,6 +124,9 @@ struct Active {
 pub struct Listeners {
     workers: Vec<mpsc::UnboundedSender<NewListener>>,
     active: Vec<Active>,
+    /// Sockets a previous process handed over (a binary upgrade), taken by the first plan that wants
+    /// their address instead of binding it.
+    inherited: std::sync::Mutex<Vec<Handed>>,
 }
 
 /// A change worked out and bound but not yet in force; dropping it closes the sockets it bound.
@@ -169,7 +177,50 @@ impl Listeners {
     /// No address yet, for `workers` workers; each worker reads its sockets from its receiver.
     pub fn new(workers: usize) -> (Listeners, Vec<mpsc::UnboundedReceiver<NewListener>>) {
         let (senders, receivers) = (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
-        (Listeners { workers: senders, active: Vec::new() }, receivers)
+        let inherited = std::sync::Mutex::new(Vec::new());
+        (Listeners { workers: senders, active: Vec::new(), inherited }, receivers)
+    }
+
+    /// Use these sockets, handed over by the process this one replaces, for their addresses instead of
+    /// binding them (see [`crate::net::handoff`]).
+    pub fn adopt(&mut self, handed: Vec<Handed>) {
+        self.inherited = std::sync::Mutex::new(handed);
+    }
+
+    /// A copy of every listening socket, for the process that replaces this one.
+    pub fn handoff(&self) -> std::io::Result<Vec<Handed>> {
+        let mut handed = Vec::with_capacity(self.active.len());
+        for a in &self.active {
+            let kind = if *a.mode.borrow() == Mode::Tls { Kind::Tls } else { Kind::Plain };
+            let sockets = a.copies.iter().map(std::net::TcpListener::try_clone).collect::<Result<_, _>>()?;
+            handed.push(Handed { kind, requested: a.requested, bound: a.bound, sockets });
+        }
+        Ok(handed)
+    }
+
+    /// Close the copies kept for an upgrade: on shutdown, so that once the workers close their
+    /// sockets the ports refuse new connections rather than queue them for nobody.
+    pub fn release_copies(&mut self) {
+        for a in &mut self.active {
+            a.copies.clear();
+        }
+    }
+
+    /// The sockets for `requested`: handed over by the previous process if it had them (as many as it
+    /// had workers: [`Listeners::commit`] spreads them over ours), else bound once per worker.
+    fn bind_or_adopt(
+        &self,
+        requested: SocketAddr,
+    ) -> Result<(SocketAddr, Vec<std::net::TcpListener>), BindError> {
+        let mut inherited = self.inherited.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let hit = inherited.iter().position(|h| h.bound == requested || h.requested == requested);
+        match hit {
+            Some(i) if !inherited[i].sockets.is_empty() => {
+                let h = inherited.swap_remove(i);
+                Ok((h.bound, h.sockets))
+            }
+            _ => bind_everywhere(requested, self.workers.len()),
+        }
     }
 
     /// The addresses in use, as bound: plain ones, then TLS ones, each in file order.
@@ -211,7 +262,7 @@ impl Listeners {
             plan.wanted.push(match same {
                 Some(i) => Wanted::Keep(i, mode),
                 None => {
-                    let (bound, sockets) = bind_everywhere(requested, self.workers.len())?;
+                    let (bound, sockets) = self.bind_or_adopt(requested)?;
                     Wanted::Bind(Bound { requested, bound, mode, sockets })
                 }
             });
@@ -248,14 +299,16 @@ impl Listeners {
                 Wanted::Bind(b) => {
                     let (mode, _) = watch::channel(b.mode);
                     let (open, open_rx) = std_mpsc::channel();
-                    for (worker, socket) in self.workers.iter().zip(b.sockets) {
+                    let copies = b.sockets.iter().filter_map(|s| s.try_clone().ok()).collect();
+                    for (worker, socket) in self.spread(b.sockets) {
                         let control = Control { mode: mode.subscribe(), _open: open.clone() };
                         // A worker that has exited (the proxy is stopping) drops the socket with the
                         // message.
                         let _ = worker.send(NewListener { socket, control });
                     }
                     changes.added.push(url(b.mode, b.bound));
-                    self.active.push(Active { requested: b.requested, bound: b.bound, mode, open: open_rx });
+                    let (requested, bound) = (b.requested, b.bound);
+                    self.active.push(Active { requested, bound, mode, open: open_rx, copies });
                 }
             }
         }
@@ -267,6 +320,26 @@ impl Listeners {
             }
         }
         changes
+    }
+}
+
+impl Listeners {
+    /// Pair sockets with workers: one each when there are as many (as bound here); sockets handed over
+    /// by a process with more workers go round-robin (a worker then accepts on several), and with
+    /// fewer, workers share a socket's accept queue through a second descriptor of it.
+    fn spread(
+        &self,
+        sockets: Vec<std::net::TcpListener>,
+    ) -> Vec<(&mpsc::UnboundedSender<NewListener>, std::net::TcpListener)> {
+        let n = sockets.len();
+        let mut pairs = Vec::with_capacity(n.max(self.workers.len()));
+        let extra: Vec<std::net::TcpListener> = (n..self.workers.len())
+            .filter_map(|w| sockets.get(w % n.max(1)).and_then(|s| s.try_clone().ok()))
+            .collect();
+        for (i, socket) in sockets.into_iter().chain(extra).enumerate() {
+            pairs.push((&self.workers[i % self.workers.len()], socket));
+        }
+        pairs
     }
 }
 

@@ -83,8 +83,17 @@ struct Exchange<'a> {
     stop: &'a watch::Receiver<bool>,
 }
 
+/// When the proxy stops, how long after its last answer an idle connection still waits for a request.
+///
+/// Closing an idle keep-alive connection races its client: a client that sends its next request at
+/// once (a load generator, a busy service) may have it on the wire when the close happens, and a
+/// close with unread bytes is a reset, which the client sees as a failed request. So a connection
+/// answered less than this ago is given the rest of it: a request that arrives is served with
+/// `Connection: close`, and the client moves on cleanly. One idle for longer closes at once.
+const LAST_CALL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Idle: wait until the next request's first bytes are buffered. False: close (the client left, the
-/// idle timeout passed, or the proxy is stopping).
+/// idle timeout passed, or the proxy is stopping and [`LAST_CALL`] has passed).
 async fn wait_for_request(
     conn: &SharedConn,
     limits: &ServerLimits,
@@ -102,9 +111,16 @@ async fn wait_for_request(
                 return false;
             }
         }
-        if *stop.borrow()
-            || !read_more(conn, timer.as_mut(), idle_since + limits.idle_timeout, Some(stop)).await
+        if *stop.borrow() {
+            let last_call = idle_since + LAST_CALL;
+            if Instant::now() >= last_call || !read_more(conn, timer.as_mut(), last_call, None).await {
+                return false;
+            }
+        } else if !read_more(conn, timer.as_mut(), idle_since + limits.idle_timeout, Some(stop)).await
+            && !*stop.borrow()
         {
+            // The client left or the idle timeout passed. (When the proxy began stopping instead, the
+            // loop goes round to the last call above.)
             return false;
         }
     }
@@ -151,10 +167,10 @@ async fn read_more(
 ///
 /// Each block below ends before the next `.await` on purpose: a value (even one moved out) keeps its
 /// room in the future until its scope ends, and this future is copied into its box once per request.
-async fn exchange(x: Exchange<'_>, wbuf: &mut BytesMut, timer: Pin<&mut Sleep>) -> Next {
+async fn exchange(x: Exchange<'_>, wbuf: &mut BytesMut, mut timer: Pin<&mut Sleep>) -> Next {
     let conn = x.conn;
     let (handling, version, mut keep_alive, head_method, upgrade) = {
-        let parsed = match read_head(conn, x.limits, timer).await {
+        let parsed = match read_head(conn, x.limits, timer.as_mut()).await {
             Ok(Some(parsed)) => parsed,
             Ok(None) => return Next::Close,
             Err((status, why)) => return refuse(conn, wbuf, status, why).await,
@@ -175,7 +191,9 @@ async fn exchange(x: Exchange<'_>, wbuf: &mut BytesMut, timer: Pin<&mut Sleep>) 
     if *x.stop.borrow() {
         keep_alive = false;
     }
-    if write_response(conn, wbuf, response, version, keep_alive, head_method).await.is_err() {
+    let send_timer = SendTimer { timer, timeout: x.limits.send_timeout, armed: false };
+    let written = write_response(conn, wbuf, response, version, keep_alive, head_method, Some(send_timer));
+    if written.await.is_err() {
         return Next::Close;
     }
     // Keep the connection only if the request was read to its end: otherwise its unread rest would be
@@ -202,7 +220,7 @@ fn refuse<'a>(
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        let _ = write_response(conn, wbuf, response, Version::HTTP_11, false, false).await;
+        let _ = write_response(conn, wbuf, response, Version::HTTP_11, false, false, None).await;
         linger(conn).await;
         Next::Close
     })
@@ -218,7 +236,7 @@ fn hand_over<'a>(
     tx: oneshot::Sender<Upgraded>,
 ) -> Pin<Box<dyn Future<Output = Next> + 'a>> {
     Box::pin(async move {
-        if write_response(conn, wbuf, response, version, true, true).await.is_ok() {
+        if write_response(conn, wbuf, response, version, true, true, None).await.is_ok() {
             let (ended, tunnel_done) = oneshot::channel();
             let handed = {
                 let mut c = lock(conn);
@@ -317,7 +335,31 @@ enum ResponseFraming {
 #[derive(Debug)]
 pub(crate) struct Unusable;
 
-/// Write `response` to the client: head, then body.
+/// The `send_timeout` of one response: the connection's timer, run while the client is not taking
+/// what is written (nginx's `send_timeout`: between two successful writes, not for the whole
+/// response). Waiting for the backend's next bytes does not count: the upstream `read` timer covers it.
+struct SendTimer<'a> {
+    timer: Pin<&'a mut Sleep>,
+    timeout: std::time::Duration,
+    /// Set for the current stall (cleared when the client takes bytes again).
+    armed: bool,
+}
+
+impl SendTimer<'_> {
+    /// The client is not taking bytes: run the timer from the start of this stall. Ready when it has
+    /// run out.
+    fn poll_stalled(&mut self, progressed: bool, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.armed || progressed {
+            self.armed = true;
+            self.timer.as_mut().reset(Instant::now() + self.timeout);
+        }
+        self.timer.as_mut().poll(cx)
+    }
+}
+
+/// Write `response` to the client: head, then body. With `send_timer`, a client that stops reading
+/// for its timeout has its connection closed (and the response body, with its backend connection,
+/// dropped).
 async fn write_response(
     conn: &SharedConn,
     wbuf: &mut BytesMut,
@@ -325,11 +367,24 @@ async fn write_response(
     version: Version,
     keep_alive: bool,
     head_method: bool,
+    mut send_timer: Option<SendTimer<'_>>,
 ) -> Result<(), Unusable> {
     let (parts, mut body) = response.into_parts();
     let out = encode_head(wbuf, &parts, &body, version, keep_alive, head_method);
     let mut sender = Sender::new(wbuf.split().freeze(), out, body.is_end_stream());
-    if let Err(unusable) = poll_fn(|cx| sender.poll_send(conn, &mut body, cx)).await {
+    let sent = poll_fn(|cx| {
+        let polled = sender.poll_send(conn, &mut body, cx);
+        if polled.is_pending()
+            && sender.blocked_on_client
+            && let Some(t) = send_timer.as_mut()
+            && t.poll_stalled(std::mem::take(&mut sender.progressed), cx).is_ready()
+        {
+            tracing::debug!("closing a client connection: send timeout");
+            return Poll::Ready(Err(Unusable));
+        }
+        polled
+    });
+    if let Err(unusable) = sent.await {
         if sender.body_broke && !sender.started {
             // The backend's body broke before a byte of the answer left (a bad first chunk, a body
             // shorter than its length): the client can still be told, rather than given an empty reply.
@@ -343,7 +398,17 @@ async fn write_response(
         return Err(Unusable);
     }
     // TLS keeps written bytes in its own buffer until flushed; TCP's flush is a no-op.
-    poll_fn(|cx| with_io(conn, |io| Pin::new(io).poll_flush(cx))).await.map_err(|_| Unusable)
+    let flushed = poll_fn(|cx| {
+        let polled = with_io(conn, |io| Pin::new(io).poll_flush(cx));
+        if polled.is_pending()
+            && let Some(t) = send_timer.as_mut()
+            && t.poll_stalled(false, cx).is_ready()
+        {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        polled
+    });
+    flushed.await.map_err(|_| Unusable)
 }
 
 /// The answer to a request whose backend response broke before any of it was written: 502, and the
@@ -471,6 +536,10 @@ struct Sender {
     started: bool,
     /// The body failed (not the client's socket).
     body_broke: bool,
+    /// The last `Pending` was the client's socket not taking bytes (not the body having none).
+    blocked_on_client: bool,
+    /// Bytes were written since the send timer looked last.
+    progressed: bool,
 }
 
 impl Sender {
@@ -486,6 +555,8 @@ impl Sender {
             out,
             started: false,
             body_broke: false,
+            blocked_on_client: false,
+            progressed: false,
         };
         if sender.body_done && out == ResponseFraming::Chunked {
             sender.push(Bytes::from_static(b"0\r\n\r\n"));
@@ -511,8 +582,10 @@ impl Sender {
             // one reading the client's request body on this same connection).
             self.take_ready(body, cx)?;
             if self.queue.is_empty() {
+                self.blocked_on_client = false;
                 return if self.body_done { Poll::Ready(Ok(())) } else { Poll::Pending };
             }
+            self.blocked_on_client = true;
             let n = ready!(self.poll_write(conn, cx))?;
             self.advance(n);
         }
@@ -595,6 +668,7 @@ impl Sender {
     /// Drop the `n` bytes the socket took from the front of the queue.
     fn advance(&mut self, n: usize) {
         self.started = true;
+        self.progressed = true;
         self.queued = self.queued.saturating_sub(n);
         let mut written = n;
         let mut drained = 0;

@@ -34,7 +34,8 @@
 //!
 //! [`Running::shutdown`] (or Ctrl-C / SIGTERM through [`run`]): every worker closes its listeners (new
 //! connections are refused from then on), asks each open connection to close after its current
-//! request (idle keep-alive connections close at once, a request in progress gets `Connection: close`
+//! request (idle keep-alive connections close at once, or, if answered less than a second ago, after
+//! serving the request their client may already have sent; a request in progress gets `Connection: close`
 //! on its response; HTTP/2 connections get hyper's GOAWAY), and waits up to
 //! `server.shutdown_timeout` for them, WebSocket tunnels included; what is left is cut.
 //!
@@ -43,7 +44,9 @@
 //! The top of the runtime: it starts everything below. [`http1`] is the HTTP/1.x connection loop; HTTP/2
 //! clients are served by hyper here. May import every layer except [`crate::cli`].
 
+mod h2_streams;
 pub(crate) mod http1;
+pub(crate) mod upgrade;
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -73,6 +76,7 @@ use crate::control::{Settings, Shared};
 use crate::forward::Worker;
 use crate::http::ClientBody;
 use crate::net::fds::Throttle;
+use crate::net::handoff::{Handed, Kind};
 use crate::net::io::ClientIo;
 use crate::net::limits::{self, ConnWatch, WatchedIo};
 use crate::net::listeners::{Control, Listeners, Mode, NewListener};
@@ -99,12 +103,19 @@ pub struct Running {
     stop: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
     control: Vec<JoinHandle<()>>,
+    /// A second descriptor of the admin API's socket, with its address as configured, for a binary
+    /// upgrade ([`Running::handoff`]).
+    admin_copy: Option<(SocketAddr, std::net::TcpListener)>,
 }
 
 impl Running {
     /// Stop accepting, let requests in flight finish (up to `shutdown_grace`), and return when every
     /// worker thread has exited.
     pub async fn shutdown(self) {
+        // The copies kept for an upgrade would keep the ports listening after the workers close
+        // theirs (a binary upgrade has handed its own copies over by now).
+        self.reloader.release_sockets();
+        drop(self.admin_copy);
         let _ = self.stop.send(true);
         let workers = self.workers;
         // Joining threads blocks; do it off the async runtime.
@@ -125,6 +136,22 @@ impl Running {
         self.reloader.reload_file()
     }
 
+    /// A copy of every listening socket, the admin API's included, for the process that replaces
+    /// this one (see [`crate::net::handoff`]).
+    pub fn handoff(&self) -> std::io::Result<Vec<Handed>> {
+        let mut handed = self.reloader.handoff()?;
+        if let Some((requested, socket)) = &self.admin_copy {
+            let bound = socket.local_addr()?;
+            handed.push(Handed {
+                kind: Kind::Admin,
+                requested: *requested,
+                bound,
+                sockets: vec![socket.try_clone()?],
+            });
+        }
+        Ok(handed)
+    }
+
     /// The first client-facing address as a URL, e.g. `http://127.0.0.1:8080`.
     pub fn url(&self) -> String {
         self.listen.first().map_or_else(String::new, |a| format!("http://{a}"))
@@ -134,6 +161,12 @@ impl Running {
 /// Start the proxy: bind every listener (errors now, not later), start the workers and the control
 /// plane, and return. Must be called inside a tokio runtime.
 pub async fn start(config: Config) -> Result<Running, Error> {
+    start_with(config, Vec::new()).await
+}
+
+/// [`start`], using `handed` (sockets a previous process handed over on a binary upgrade) for the
+/// addresses they are bound to instead of binding those again.
+pub async fn start_with(config: Config, mut handed: Vec<Handed>) -> Result<Running, Error> {
     let upstreams = Arc::new(Upstreams::new(&config.upstreams)?);
     let metrics = Arc::new(Metrics::for_upstreams(&upstreams));
     let admin_config = config.admin.clone();
@@ -150,10 +183,9 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         trusted_proxies: ArcSwap::from_pointee(config.server.trusted_proxies.clone()),
     });
     metrics.connections.set_max(settings.limits.max_connections);
-    let workers = if config.server.workers == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        config.server.workers
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     };
 
     // One acceptor for every TLS listener, even when there is none yet: a reload may add one. Its
@@ -167,28 +199,22 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let tls = crate::net::tls::terminator(Arc::clone(&certs))?;
     // Bind all sockets up front, and queue each worker's for it before it starts.
     let (mut listeners, incoming) = Listeners::new(workers);
+    let admin_socket = handed.iter().position(|h| h.kind == Kind::Admin).map(|i| handed.swap_remove(i));
+    listeners.adopt(handed);
     let plan = listeners.plan(&config.server.listen, &config.server.listen_tls)?;
     listeners.commit(plan);
     let (bound, bound_tls) = listeners.addresses();
 
     let (stop, stop_rx) = watch::channel(false);
     let ctx = ListenCtx { shared: Arc::clone(&shared), stop: stop_rx.clone(), tls };
-    let mut threads = Vec::with_capacity(workers);
-    for (i, incoming) in incoming.into_iter().enumerate() {
-        let ctx = ctx.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("lb-worker-{i}"))
-            .spawn(move || worker_thread(i, incoming, ctx))
-            .map_err(|error| Error::Worker { worker: i, error })?;
-        threads.push(thread);
-    }
+    let threads = spawn_workers(incoming, &ctx)?;
 
     let mut control = Vec::new();
     // The reloader owns the health checks and the unejector (a reload restarts them over the new
     // groups), and everything else a reload changes: settings, certificates, listeners.
     let live = Live { shared: Arc::clone(&shared), certs, listeners, workers };
     let reloader = Reloader::start(config, live, stop_rx.clone());
-    let mut admin = None;
+    let (mut admin, mut admin_copy) = (None, None);
     if let Some((addr, token)) = admin_config.and_then(|a| Some((a.listen?, a.token))) {
         let state = |bound| AdminState {
             upstreams: Arc::clone(&upstreams),
@@ -196,7 +222,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             reloader: Some(Arc::clone(&reloader)),
             access: Arc::new(Access::new(bound, token)),
         };
-        let (bound, task) = serve_admin(addr, state, stop_rx.clone()).await?;
+        let inherited = admin_socket.filter(|h| h.requested == addr || h.bound == addr);
+        let listener = admin_listener(addr, inherited)?;
+        admin_copy = listener.try_clone().ok().map(|copy| (addr, copy));
+        let (bound, task) = serve_admin(addr, listener, state, stop_rx.clone())?;
         admin = Some(bound);
         control.push(task);
     }
@@ -211,17 +240,49 @@ pub async fn start(config: Config) -> Result<Running, Error> {
         stop,
         workers: threads,
         control,
+        admin_copy,
     })
 }
 
-/// Bind the admin API on `addr` and serve it until `stop` turns true. Returns the bound address (port 0
+/// One thread per worker, each with its channel of listening sockets.
+fn spawn_workers(
+    incoming: Vec<mpsc::UnboundedReceiver<NewListener>>,
+    ctx: &ListenCtx,
+) -> Result<Vec<std::thread::JoinHandle<()>>, Error> {
+    let mut threads = Vec::with_capacity(incoming.len());
+    for (i, incoming) in incoming.into_iter().enumerate() {
+        let ctx = ctx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("lb-worker-{i}"))
+            .spawn(move || worker_thread(i, incoming, ctx))
+            .map_err(|error| Error::Worker { worker: i, error })?;
+        threads.push(thread);
+    }
+    Ok(threads)
+}
+
+/// The admin API's socket: the one a previous process handed over, or a new one on `addr`.
+fn admin_listener(addr: SocketAddr, inherited: Option<Handed>) -> Result<std::net::TcpListener, Error> {
+    if let Some(socket) = inherited.and_then(|h| h.sockets.into_iter().next()) {
+        return Ok(socket);
+    }
+    let bind = || {
+        let socket = std::net::TcpListener::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    };
+    bind().map_err(|error| Error::Bind { addr, error })
+}
+
+/// Serve the admin API on `listener` until `stop` turns true. Returns the bound address (port 0
 /// picks one) and the server's task.
-async fn serve_admin(
+fn serve_admin(
     addr: SocketAddr,
+    listener: std::net::TcpListener,
     state: impl FnOnce(SocketAddr) -> AdminState,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), Error> {
-    let listener = TcpListener::bind(addr).await.map_err(|error| Error::Bind { addr, error })?;
+    let listener = TcpListener::from_std(listener).map_err(|error| Error::Bind { addr, error })?;
     let bound = listener.local_addr().map_err(|error| Error::Bind { addr, error })?;
     let app = router(state(bound));
     let shutdown = async move {
@@ -532,19 +593,23 @@ pub async fn serve_io<I>(
     let limits = watch.limits();
     let client = Rc::new(worker.client_info(peer, https));
     let w = Arc::clone(&watch);
+    let streams = h2_streams::Streams::new(limits.send_timeout);
+    let s = Rc::clone(&streams);
     let service = service_fn(move |req: Request<Incoming>| {
         let guard = w.request_started(!req.body().is_end_stream());
         let handled = Rc::clone(&worker).handle(req.map(ClientBody::H2), Rc::clone(&client));
+        let streams = Rc::clone(&s);
         async move {
             let (mut parts, mut body) = handled.await?.into_parts();
             // hyper's HTTP/2 server writes a map: an HTTP/1 backend's fields go into it.
             body.fields_into(&mut parts.headers);
-            Ok::<_, Infallible>(http::Response::from_parts(parts, limits::Tracked::new(body, guard)))
+            let body = limits::Tracked::new(streams.watch(body), guard);
+            Ok::<_, Infallible>(http::Response::from_parts(parts, body))
         }
     });
     let mut http = hyper::server::conn::http2::Builder::new(LocalExec);
     http.timer(TokioTimer::new()).max_header_list_size(limits.max_header_bytes as u32);
-    drive(http.serve_connection(TokioIo::new(io), service), stop, watch).await;
+    drive(http.serve_connection(TokioIo::new(io), service), stop, watch, &streams).await;
 }
 
 /// A hyper server connection that can be asked to finish its current requests and close.
@@ -567,14 +632,23 @@ where
 }
 
 /// Run a connection to its end, unless its watchdog fires (drop it) or the proxy stops (let the
-/// current requests finish, then close; idle connections close at once).
-async fn drive<C: Graceful>(conn: C, mut stop: watch::Receiver<bool>, watch: Arc<ConnWatch>) {
+/// current requests finish, then close; idle connections close at once), sweeping its stalled
+/// streams meanwhile (see [`h2_streams`]).
+async fn drive<C: Graceful>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    watch: Arc<ConnWatch>,
+    streams: &h2_streams::Streams,
+) {
     tokio::pin!(conn);
+    let sweeping = streams.sweep();
+    tokio::pin!(sweeping);
     let mut stopping = false;
     loop {
         tokio::select! {
             // A client that goes away mid-request is routine, not worth a log line per connection.
             _ = conn.as_mut() => return,
+            () = sweeping.as_mut() => return,
             why = watch.expired() => {
                 tracing::debug!("closing a client connection: {why}");
                 return;

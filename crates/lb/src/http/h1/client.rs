@@ -61,6 +61,7 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use crate::http::ClientBody;
 use crate::http::forwarding::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_LB_EXPLAIN};
@@ -116,9 +117,44 @@ pub enum Error {
     /// The client's request body broke off (its fault, not the backend's).
     #[error("{0}")]
     ClientBody(BoxError),
-    /// The deadline given to [`send`] passed before the response head arrived.
-    #[error("timed out")]
-    Timeout,
+    /// One of the exchange's [`Timers`] ran out.
+    #[error("{0} timeout")]
+    Timeout(Timer),
+}
+
+/// The timers of one exchange, each blaming the side that is slow (see [`send`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    /// When the response head must have arrived, for a request with nothing left to send when the
+    /// exchange starts. A request body moves it later by the time the body takes to send: a client
+    /// that uploads slowly is never the backend's fault.
+    pub head: Instant,
+    /// While a request body is sent: how long the backend may leave written bytes unaccepted.
+    /// Waiting for the client's next bytes does not count (the client's own timer covers that).
+    pub send: Duration,
+    /// While the response body is read: how long the backend may stay silent.
+    pub read: Duration,
+}
+
+/// Which of the [`Timers`] ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// No response head in time.
+    Head,
+    /// The backend stopped accepting the request body.
+    Send,
+    /// The backend went silent in the middle of its response body.
+    Read,
+}
+
+impl std::fmt::Display for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Timer::Head => "response head",
+            Timer::Send => "send",
+            Timer::Read => "read",
+        })
+    }
 }
 
 /// A failed exchange, and whether the backend may have seen the request.
@@ -305,6 +341,8 @@ struct Sending<B> {
     failed: bool,
     /// A byte reached the socket or a frame was taken from the client's body.
     sent: bool,
+    /// A byte reached the socket since the send timer was last armed.
+    progress: bool,
 }
 
 enum SendProblem {
@@ -320,7 +358,13 @@ where
     /// Move the request forward: write what is queued, then the next body frame, until done or waiting.
     fn poll(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), SendProblem>> {
         loop {
-            ready!(conn.poll_flush_queue(cx, &mut self.sent)).map_err(SendProblem::Io)?;
+            let mut wrote = false;
+            let flushed = conn.poll_flush_queue(cx, &mut wrote);
+            if wrote {
+                self.sent = true;
+                self.progress = true;
+            }
+            ready!(flushed).map_err(SendProblem::Io)?;
             let Some(body) = self.body.as_mut() else {
                 self.done = true;
                 return Poll::Ready(Ok(()));
@@ -438,11 +482,24 @@ impl Forwarding<'_> {
 /// with it (see [`Forwarding`]). On success the request's body has moved into the returned response
 /// body, which keeps sending it while the response streams. On failure with `sent == false` the request
 /// is untouched (its head is only read, so a retry sends the same one).
+///
+/// # Which timer runs when
+///
+/// One timer per connection, measuring one thing at a time, so that a timeout blames the side that
+/// is slow:
+///
+/// - the request head and body are being written and the backend is not taking them: [`Timers::send`]
+///   since the last byte it took;
+/// - the next piece of the request body is awaited from the client: no backend timer (the client's
+///   `body_read_timeout` runs in the server, and its failure is the client's);
+/// - everything is sent: the response head is due at [`Timers::head`], moved later by however long
+///   the body took (a request without a body starts here at once);
+/// - the response body is read: [`Timers::read`] since the backend's last byte (in [`ResponseBody`]).
 pub async fn send<B>(
     mut conn: Conn,
     request: &mut Request<UpstreamBody<B>>,
     forwarding: Option<&Forwarding<'_>>,
-    deadline: Instant,
+    timers: Timers,
 ) -> Result<http::Response<ResponseBody<B>>, SendError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -450,19 +507,22 @@ where
 {
     let mut timer = match conn.timer.take() {
         Some(mut timer) => {
-            timer.as_mut().reset(deadline);
+            timer.as_mut().reset(timers.head);
             timer
         }
-        None => Box::pin(tokio::time::sleep_until(deadline)),
+        None => Box::pin(tokio::time::sleep_until(timers.head)),
     };
     let out = encode_head(&mut conn.wbuf, request, forwarding);
     conn.queue_wbuf();
     let head_request = request.method() == Method::HEAD;
-    let mut sending = Sending { body: None, out, done: false, failed: false, sent: false };
+    let mut sending = Sending { body: None, out, done: false, failed: false, sent: false, progress: false };
     let mut write_error: Option<io::Error> = None;
     // The body is taken only once a byte of the head has left; until then a failure leaves the
     // request whole, to be sent elsewhere.
     let mut body_slot = Some(request.body_mut());
+    // When the body started to go out, while it does (a request without one never reads the clock).
+    let mut body_since: Option<Instant> = None;
+    let mut measuring = Timer::Head;
     // Interim (1xx) answers to hand on, as bytes; empty (no allocation) nearly always.
     let mut interim = BytesMut::new();
     let result = poll_fn(|cx| {
@@ -483,12 +543,22 @@ where
             {
                 sending.body = Some(body);
                 sending.done = false;
+                body_since = Some(Instant::now());
                 continue;
             }
             break;
         }
+        let waiting_on_client = match body_since {
+            None => false,
+            Some(since) => body_timer(&mut sending, &conn, &mut timer, &mut measuring, since, timers),
+        };
+        if sending.done || sending.failed {
+            body_since = None;
+        }
         match poll_head(&mut conn, cx, head_request, &mut interim) {
-            Poll::Pending if timer.as_mut().poll(cx).is_ready() => Poll::Ready(Err(Error::Timeout)),
+            Poll::Pending if !waiting_on_client && timer.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(Error::Timeout(measuring)))
+            }
             polled => polled,
         }
     })
@@ -496,19 +566,51 @@ where
     match result {
         Ok(head) => {
             conn.timer = Some(timer);
-            Ok(head.into_response(conn, sending))
+            Ok(head.into_response(conn, sending, timers.read))
         }
+        Err(error) => Err(send_error(error, write_error, sending.sent)),
+    }
+}
+
+/// What a failed [`send`] reports.
+fn send_error(error: Error, write_error: Option<io::Error>, sent: bool) -> SendError {
+    match (error, write_error) {
         // Whatever was sent, the backend may be working on it: never resent on another connection.
-        Err(Error::Timeout) => Err(SendError { error: Error::Timeout, sent: true }),
-        Err(Error::ClientBody(e)) => Err(SendError { error: Error::ClientBody(e), sent: true }),
-        Err(error) => {
-            // Prefer the write error when writing failed first: "broken pipe" says more than "closed".
-            let error = match write_error {
-                Some(e) if matches!(error, Error::Incomplete | Error::Io(_)) => Error::Io(e),
-                _ => error,
-            };
-            Err(SendError { error, sent: sending.sent })
+        (error @ (Error::Timeout(_) | Error::ClientBody(_)), _) => SendError { error, sent: true },
+        // Prefer the write error when writing failed first: "broken pipe" says more than "closed".
+        (Error::Incomplete | Error::Io(_), Some(e)) => SendError { error: Error::Io(e), sent },
+        (error, _) => SendError { error, sent },
+    }
+}
+
+/// While a request body goes out, point the connection's timer at the side being waited for (see
+/// [`send`]). True when that is the client, whose slowness no backend timer may count.
+fn body_timer<B>(
+    sending: &mut Sending<B>,
+    conn: &Conn,
+    timer: &mut Pin<Box<Sleep>>,
+    measuring: &mut Timer,
+    since: Instant,
+    timers: Timers,
+) -> bool {
+    if sending.done || sending.failed {
+        // All sent (or the backend stopped reading): the response head is due, as late as the body
+        // made it.
+        timer.as_mut().reset(timers.head + since.elapsed());
+        *measuring = Timer::Head;
+        false
+    } else if !conn.queue.is_empty() {
+        // Bytes wait for the backend: the send timer runs from its last progress.
+        if *measuring != Timer::Send || sending.progress {
+            sending.progress = false;
+            timer.as_mut().reset(Instant::now() + timers.send);
+            *measuring = Timer::Send;
         }
+        false
+    } else {
+        // Waiting for the client's next bytes.
+        *measuring = Timer::Head;
+        true
     }
 }
 
@@ -566,13 +668,20 @@ pub struct Head {
 }
 
 impl Head {
-    fn into_response<B>(self, conn: Conn, sending: Sending<B>) -> http::Response<ResponseBody<B>> {
+    fn into_response<B>(
+        self,
+        conn: Conn,
+        sending: Sending<B>,
+        read: Duration,
+    ) -> http::Response<ResponseBody<B>> {
         let mut response = http::Response::new(ResponseBody {
             conn: Some(conn),
             sending,
             framing: self.framing,
             keep_alive: self.keep_alive,
             fields: self.fields,
+            read,
+            read_armed: false,
         });
         *response.status_mut() = self.status;
         *response.version_mut() = self.version;
@@ -890,6 +999,10 @@ pub struct ResponseBody<B = ClientBody> {
     keep_alive: bool,
     /// The response's header fields (the `http::Response` around this body has an empty map).
     fields: Fields,
+    /// How long the backend may stay silent mid-body ([`Timers::read`]).
+    read: Duration,
+    /// The connection's timer is set for the current silence (cleared by every byte read).
+    read_armed: bool,
 }
 
 impl<B> std::fmt::Debug for ResponseBody<B> {
@@ -993,10 +1106,12 @@ where
                     }
                 }
             }
-            let n = match ready!(conn.poll_fill(cx)) {
-                Ok(n) => n,
-                Err(e) => return Poll::Ready(Some(Err(Error::Io(e)))),
+            let n = match conn.poll_fill(cx) {
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(Error::Io(e)))),
+                Poll::Pending => return Self::poll_silence(conn, &mut self.read_armed, self.read, cx),
             };
+            self.read_armed = false;
             if n == 0 {
                 if self.framing == Framing::Eof {
                     self.framing = Framing::Done;
@@ -1004,6 +1119,27 @@ where
                 }
                 return Poll::Ready(Some(Err(Error::Incomplete)));
             }
+        }
+    }
+}
+
+impl<B> ResponseBody<B> {
+    /// The backend has nothing more for now: run the read timer from the start of this silence
+    /// (armed once per silence, so a body that streams steadily reads the clock once per wait).
+    fn poll_silence(
+        conn: &mut Conn,
+        armed: &mut bool,
+        read: Duration,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Error>>> {
+        let timer = conn.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(read)));
+        if !*armed {
+            *armed = true;
+            timer.as_mut().reset(Instant::now() + read);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Error::Timeout(Timer::Read)))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -1125,6 +1261,11 @@ mod tests {
         }
     }
 
+    /// Timers with the response head due at `head`, the others out of reach.
+    fn due(head: Instant) -> Timers {
+        Timers { head, send: Duration::from_secs(3600), read: Duration::from_secs(3600) }
+    }
+
     /// A deadline no test reaches.
     fn far() -> Instant {
         Instant::now() + std::time::Duration::from_secs(60)
@@ -1149,18 +1290,20 @@ mod tests {
         let started = Instant::now();
         // Answered at once, within a short deadline.
         let conn = finish(
-            send(open(&addr).await, &mut get("GET", "/"), None, started + Duration::from_millis(300)).await,
+            send(open(&addr).await, &mut get("GET", "/"), None, due(started + Duration::from_millis(300)))
+                .await,
         )
         .await;
         // The backend takes 600 ms, past the first request's deadline: this request's own, later one counts.
-        let conn =
-            finish(send(conn, &mut get("GET", "/"), None, Instant::now() + Duration::from_secs(5)).await)
-                .await;
+        let conn = finish(
+            send(conn, &mut get("GET", "/"), None, due(Instant::now() + Duration::from_secs(5))).await,
+        )
+        .await;
         assert!(started.elapsed() >= Duration::from_millis(600));
         // No answer at all: the deadline fires, and the request counts as sent (never resent elsewhere).
         let asked = Instant::now();
-        let err = send(conn, &mut get("GET", "/"), None, asked + Duration::from_millis(200)).await.err();
-        assert!(matches!(err, Some(SendError { error: Error::Timeout, sent: true })), "{err:?}");
+        let err = send(conn, &mut get("GET", "/"), None, due(asked + Duration::from_millis(200))).await.err();
+        assert!(matches!(err, Some(SendError { error: Error::Timeout(Timer::Head), sent: true })), "{err:?}");
         let waited = asked.elapsed();
         assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(3), "{waited:?}");
     }
@@ -1188,7 +1331,7 @@ mod tests {
         B::Error: Into<BoxError>,
     {
         let response =
-            send(conn, &mut req, None, far()).await.unwrap_or_else(|e| panic!("send: {}", e.error));
+            send(conn, &mut req, None, due(far())).await.unwrap_or_else(|e| panic!("send: {}", e.error));
         let status = response.status().as_u16();
         let mut body = response.into_body();
         let mut bytes = Vec::new();
@@ -1312,7 +1455,7 @@ mod tests {
                 let _ = read_head(&mut s, &mut Vec::new()).await;
             }
         });
-        let err = send(open(&addr).await, &mut get("GET", "/"), None, far()).await.err();
+        let err = send(open(&addr).await, &mut get("GET", "/"), None, due(far())).await.err();
         let err = err.unwrap_or_else(|| panic!("a response out of nowhere"));
         assert!(err.sent);
         assert_eq!(err.error.to_string(), "connection closed before the response was complete");
@@ -1378,8 +1521,9 @@ mod tests {
             backend(vec![Step::AnswerAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")]).await;
         // Keep-alive by the headers, but the backend closes right after: the pool must notice.
         let mut req = get("GET", "/");
-        let response =
-            send(open(&addr).await, &mut req, None, far()).await.unwrap_or_else(|e| panic!("{}", e.error));
+        let response = send(open(&addr).await, &mut req, None, due(far()))
+            .await
+            .unwrap_or_else(|e| panic!("{}", e.error));
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
             assert!(frame.is_ok());
