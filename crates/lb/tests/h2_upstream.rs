@@ -298,3 +298,47 @@ async fn the_access_log_records_the_h2_paths_attempts_and_backend() {
     assert!(log.contains(&expected), "{log}");
     assert!(log.contains("\"attempts\":2,"), "{log}");
 }
+
+/// An h2c backend whose every answer sends `hello` and then nothing more, holding the stream open.
+async fn h2c_silent_after_hello() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let service = service_fn(|_req: http::Request<hyper::body::Incoming>| async move {
+                let hello = futures_util::stream::once(async {
+                    Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(b"hello")))
+                });
+                let silence = futures_util::stream::pending();
+                let body = http_body_util::StreamBody::new(futures_util::StreamExt::chain(hello, silence));
+                Ok::<_, Infallible>(http::Response::new(body))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service),
+            );
+        }
+    });
+    addr
+}
+
+/// `[upstream.timeouts] read` holds for HTTP/2 backends too: a body that stops half way ends the
+/// client's response as an error after the timeout, instead of holding it open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_backend_silent_mid_body_is_cut_after_the_read_timeout() {
+    let addr = h2c_silent_after_hello().await;
+    let mut cfg = lb::Config::default();
+    cfg.server.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
+    cfg.server.workers = 1;
+    let specs = vec![BackendSpec::new(addr.to_string())];
+    cfg.upstreams.push(lb::config::UpstreamConfig::new("app", Algorithm::RoundRobin, specs));
+    cfg.upstreams[0].protocol = Protocol::H2c;
+    cfg.upstreams[0].timeouts.read = std::time::Duration::from_millis(300);
+    let lb = proxy(cfg).await;
+    let response = client().get(lb.url()).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(std::time::Duration::from_secs(5), response.bytes()).await;
+    let body = body.unwrap_or_else(|_| panic!("the response is still open after 5 s"));
+    assert!(body.is_err(), "a cut body is an error, never a short success: {body:?}");
+    lb.shutdown().await;
+}

@@ -70,7 +70,10 @@ pub(crate) async fn forward(
         let (kind, message, unsent) = match sent {
             Ok(Ok(response)) => match ctx.answered(&picked, response.status()) {
                 Answered::Retry => continue,
-                Answered::Deliver(_) => return deliver(response, picked.guard, &mut ctx, request_id),
+                Answered::Deliver(_) => {
+                    let read = timeouts.read;
+                    return deliver(response, picked.guard, &mut ctx, request_id, read);
+                }
             },
             Ok(Err(e)) => {
                 let why = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
@@ -98,6 +101,7 @@ fn deliver(
     guard: InFlightGuard,
     ctx: &mut Attempts<'_>,
     request_id: &HeaderValue,
+    read: std::time::Duration,
 ) -> Response<ProxyBody> {
     let (mut head, body) = response.into_parts();
     crate::http::forwarding::strip_hop_by_hop(&mut head.headers);
@@ -106,5 +110,5 @@ fn deliver(
         head.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     }
     ctx.explain_headers(&mut head.headers);
-    Response::from_parts(head, ProxyBody::streamed(body, guard))
+    Response::from_parts(head, ProxyBody::streamed(body, guard, read))
 }

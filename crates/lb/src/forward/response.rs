@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
@@ -41,6 +42,8 @@ enum Inner {
     Streamed {
         body: Incoming,
         guard: Option<InFlightGuard>,
+        /// `[upstream.timeouts] read`, run while the backend sends nothing (created on the first wait).
+        silence: Silence,
     },
 }
 
@@ -108,10 +111,43 @@ impl ProxyBody {
         ProxyBody { inner: Inner::Full(Some(bytes)) }
     }
 
-    /// A body streamed from hyper's client (HTTP/2 backends), holding `guard` until it ends.
-    pub(crate) fn streamed(body: Incoming, guard: InFlightGuard) -> Self {
+    /// A body streamed from hyper's client (HTTP/2 backends), holding `guard` until it ends, and cut
+    /// after `read` without a frame.
+    pub(crate) fn streamed(body: Incoming, guard: InFlightGuard, read: Duration) -> Self {
         let guard = (!body.is_end_stream()).then_some(guard);
-        ProxyBody { inner: Inner::Streamed { body, guard } }
+        ProxyBody {
+            inner: Inner::Streamed { body, guard, silence: Silence { read, timer: None, armed: false } },
+        }
+    }
+}
+
+/// The read timer of an HTTP/2 backend's body (the HTTP/1 client keeps its own: see
+/// `h1::client::Timers`): armed when the backend has nothing to give, disarmed by every frame.
+struct Silence {
+    read: Duration,
+    /// Made on the first wait and reused: a frame disarms it, the next wait sets it again.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl Silence {
+    /// The body had nothing: time out if the silence has lasted `read`.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
+        let deadline = tokio::time::Instant::now() + self.read;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            self.armed = true;
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(h1::Error::Timeout(h1::Timer::Read)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// A frame (or the end) came: the next silence starts from scratch.
+    fn broken(&mut self) {
+        self.armed = false;
     }
 }
 
@@ -148,12 +184,18 @@ impl Body for ProxyBody {
                 }
                 polled
             }
-            Inner::Streamed { body, guard } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
+            Inner::Streamed { body, guard, silence } => {
+                let polled = match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Pending => silence.poll(cx),
+                    polled => {
+                        silence.broken();
+                        polled.map_err(|e| h1::Error::Io(std::io::Error::other(e)))
+                    }
+                };
                 if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) || body.is_end_stream() {
                     *guard = None;
                 }
-                polled.map_err(|e| h1::Error::Io(std::io::Error::other(e)))
+                polled
             }
         }
     }
