@@ -12,7 +12,10 @@
 //!   `backend-1:9001`, `backend-2:9002`, `backend-3:9003` (the same rules `lab up` renders with);
 //! - each backend runs `toy-backend --listen 0.0.0.0:900N --name backend-N`;
 //! - each balancer depends on the three backends;
-//! - Prometheus scrapes services and ports that exist.
+//! - Prometheus scrapes services and ports that exist;
+//! - the scalable `backend` publishes no port (a fixed host port allows one replica only), and `lb-dns`
+//!   runs a config whose `[upstream.dns]` names that service, on its port, through Docker's embedded
+//!   DNS server (127.0.0.11) (tests/compose.rs also runs `lb check`'s checks on it).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -53,7 +56,7 @@ const fn service(name: &'static str, ports: &'static [u16], loopback: &'static [
 }
 
 /// The lab's services.
-const SERVICES: [Service; 9] = [
+const SERVICES: [Service; 11] = [
     service("backend-1", &[9001], &[9001]),
     service("backend-2", &[9002], &[9002]),
     service("backend-3", &[9003], &[9003]),
@@ -63,6 +66,8 @@ const SERVICES: [Service; 9] = [
     service("envoy", &[8083, 9901], &[9901]),
     service("prometheus", &[9090], &[9090]),
     service("grafana", &[3000], &[3000]),
+    service("backend", &[], &[]),
+    service("lb-dns", &[8084, 9904], &[9904]),
 ];
 
 /// Reads and validates `root/docker-compose.yml`.
@@ -113,7 +118,48 @@ pub fn validate(root: &Path, text: &str) -> Report {
     if services.contains_key("prometheus") {
         check_prometheus(root, services, &mut r);
     }
+    if let Some(svc) = services.get("lb-dns") {
+        check_lb_dns(root, svc, &mut r);
+    }
     r
+}
+
+/// The port the scalable `backend` listens on, from its command.
+const SCALED_PORT: u16 = 9001;
+
+/// `lb-dns` runs `lb --config /etc/lb/FILE` (FILE in crates/lb/config), depends on `backend`, and
+/// FILE discovers `backend:9001` through 127.0.0.11.
+fn check_lb_dns(root: &Path, svc: &Value, r: &mut Report) {
+    let command = strings(svc.get("command")).join(" ");
+    let Some(file) = command.strip_prefix("lb --config /etc/lb/") else {
+        r.errors.push(format!("lb-dns: command {command:?} should run `lb --config /etc/lb/FILE`"));
+        return;
+    };
+    if !depends_on(svc).iter().any(|d| d == "backend") {
+        r.errors.push("lb-dns: must depend_on backend".to_string());
+    }
+    let path = root.join("crates/lb/config").join(file);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => return r.errors.push(format!("lb-dns: {}: {e}", path.display())),
+    };
+    let doc: toml::Table = match toml::from_str(&text) {
+        Ok(d) => d,
+        Err(e) => return r.errors.push(format!("lb-dns: {}: {e}", path.display())),
+    };
+    let upstreams = doc.get("upstream").and_then(toml::Value::as_array).cloned().unwrap_or_default();
+    let found = upstreams.iter().filter_map(|u| u.get("dns")).any(|dns| {
+        let field = |k: &str| dns.get(k).cloned();
+        field("name") == Some("backend".into())
+            && field("port") == Some(i64::from(SCALED_PORT).into())
+            && field("resolver") == Some("127.0.0.11:53".into())
+    });
+    if !found {
+        r.errors.push(format!(
+            "lb-dns: {} has no [upstream.dns] with name = \"backend\", port = {SCALED_PORT}, resolver = \"127.0.0.11:53\"",
+            path.display()
+        ));
+    }
 }
 
 fn check_service(root: &Path, known: &Service, svc: &Value, r: &mut Report) {
@@ -180,7 +226,12 @@ fn check_ports(known: &Service, svc: &Value, r: &mut Report) {
 /// runs the lab's config.
 fn check_command(root: &Path, name: &str, svc: &Value, r: &mut Report) {
     let command = strings(svc.get("command")).join(" ");
-    if let Some(n) = name.strip_prefix("backend-") {
+    if name == "backend" {
+        let want = format!("toy-backend --listen 0.0.0.0:{SCALED_PORT} --name backend");
+        if command != want {
+            r.errors.push(format!("backend: command is {command:?}, expected {want:?}"));
+        }
+    } else if let Some(n) = name.strip_prefix("backend-") {
         let port = n.parse::<usize>().ok().and_then(|i| BACKEND_PORTS.get(i - 1)).copied().unwrap_or(0);
         let want = format!("toy-backend --listen 0.0.0.0:{port} --name {name}");
         if command != want {

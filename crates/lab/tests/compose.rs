@@ -56,3 +56,42 @@ fn grafana_is_in_the_monitoring_profile_on_loopback() {
         assert!(all.contains(expected), "expected an error about {expected:?}, got:\n{all}");
     }
 }
+
+#[test]
+fn the_scalable_backend_and_the_lb_that_discovers_it_are_checked() {
+    let root = source_root();
+    let text = std::fs::read_to_string(root.join("docker-compose.yml")).expect("docker-compose.yml");
+    assert!(text.contains("\n  backend:\n"), "a scalable backend service");
+    let backend = text.find("\n  backend:\n").expect("backend");
+    let (before, after) = text.split_at(backend);
+    let broken = format!(
+        "{before}{}",
+        after
+            .replacen(
+                "    profiles: [scale]\n    command:",
+                "    ports: [\"9001:9001\"]\n    profiles: [scale]\n    command:",
+                1
+            )
+            .replacen("/etc/lb/compose-dns.toml", "/etc/lb/lab.toml", 1)
+            .replacen("depends_on: [backend]", "depends_on: [backend-1]", 1)
+    );
+    let report = validate(&root, &broken);
+    let all = report.errors.join("\n");
+    for expected in [
+        "backend: publishes ports {9001}, the lab expects {}",
+        "lb-dns: must depend_on backend",
+        "lab.toml has no [upstream.dns] with name = \"backend\", port = 9001",
+    ] {
+        assert!(all.contains(expected), "expected an error about {expected:?}, got:\n{all}");
+    }
+}
+
+#[test]
+fn the_lb_dns_config_passes_lb_check() {
+    let path = source_root().join("crates/lb/config/compose-dns.toml");
+    let config = lb::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.summary(),
+        "listen 0.0.0.0:8084; upstreams: app (least-connections, backends from dns backend:9001)"
+    );
+}

@@ -22,7 +22,7 @@ use lb_algorithms::{Algorithm, BackendSpec, HashKey};
 use toy_backend::{Backend, BackendConfig};
 
 use crate::config::{AdminConfig, AdminToken, Config, UpstreamConfig, parse_backend};
-use crate::config::{HealthCheckConfig, OutlierConfig};
+use crate::config::{DnsConfig, HealthCheckConfig, OutlierConfig};
 use crate::server::{Running, start, start_with, upgrade};
 
 /// An HTTP load balancer you can read. With no arguments, a self-contained demo.
@@ -41,6 +41,16 @@ pub struct Args {
     /// A backend, `host:port` or `host:port=weight` (repeatable). Gives quick mode.
     #[arg(long, value_parser = parse_backend)]
     pub backend: Vec<BackendSpec>,
+    /// Find the backends by DNS: every A/AAAA address of NAME is a backend on PORT, re-resolved while
+    /// lb runs (quick mode instead of --backend; see [upstream.dns]).
+    #[arg(long, value_name = "NAME:PORT", value_parser = parse_dns, conflicts_with = "backend")]
+    pub dns: Option<(String, u16)>,
+    /// Find the backends by the SRV records of NAME (target, port and weight from each record).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["backend", "dns"])]
+    pub dns_srv: Option<String>,
+    /// The DNS server --dns and --dns-srv ask, `IP` or `IP:PORT` (default: the system's resolv.conf).
+    #[arg(long, value_name = "IP:PORT", value_parser = crate::config::parse_resolver)]
+    pub resolver: Option<SocketAddr>,
     /// The algorithm (quick mode).
     #[arg(long, default_value = "round-robin")]
     pub algorithm: Algorithm,
@@ -75,6 +85,13 @@ pub struct Args {
     /// Turn passive health (outlier detection) off. Quick and demo mode.
     #[arg(long, conflicts_with_all = ["max_fails", "fail_timeout"])]
     pub no_passive_health: bool,
+}
+
+/// `--dns NAME:PORT`.
+fn parse_dns(s: &str) -> Result<(String, u16), String> {
+    let (name, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?}: expected NAME:PORT"))?;
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("{s:?}: bad port"))?;
+    Ok((crate::config::check_dns_name(name.to_string())?, port))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -112,6 +129,7 @@ Examples:
   lb                                   demo: three toy backends behind the proxy on 127.0.0.1:8080
   lb --backend 127.0.0.1:9001 --backend 127.0.0.1:9002=3 --algorithm weighted-round-robin
   lb --backend 127.0.0.1:9001 --backend 127.0.0.1:9002 --max-fails 3 --fail-timeout 30s
+  lb --dns app.internal:9001 --resolver 127.0.0.1:5353   backends: every address app.internal has
   lb --config crates/lb/config/lab.toml
   lb check --config lb.toml";
 
@@ -136,7 +154,7 @@ pub async fn main(args: Args) -> anyhow::Result<ExitCode> {
         warn_if_too_few_files(files, &config);
         return start_and_serve(config).await;
     }
-    if !args.backend.is_empty() {
+    if !args.backend.is_empty() || args.dns.is_some() || args.dns_srv.is_some() {
         anyhow::ensure!(
             args.admin_token.is_none() || args.admin.is_some(),
             "--admin-token protects the admin API, and quick mode has none without --admin ADDR"
@@ -207,6 +225,11 @@ pub fn check(path: &std::path::Path) -> ExitCode {
 /// The config quick mode builds from flags.
 pub fn quick_config(args: &Args) -> Config {
     let mut upstream = UpstreamConfig::new("app", args.algorithm, args.backend.clone());
+    upstream.dns = match (&args.dns, &args.dns_srv) {
+        (Some((name, port)), _) => Some(DnsConfig::name(name, *port, args.resolver)),
+        (None, Some(srv)) => Some(DnsConfig::srv(srv, args.resolver)),
+        (None, None) => None,
+    };
     upstream.hash_key = args.hash_key.clone();
     upstream.outlier_detection = passive_health(args);
     if let Some(path) = &args.health_check {

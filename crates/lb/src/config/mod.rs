@@ -204,9 +204,14 @@ pub struct UpstreamConfig {
     /// Requests whose path starts with this go here; the longest matching prefix wins.
     #[serde(default = "default_prefix", deserialize_with = "path_prefix")]
     pub path_prefix: String,
-    /// `host:port[=weight]` strings or `{ addr, weight }` tables.
-    #[serde(deserialize_with = "backend_list")]
+    /// `host:port[=weight]` strings or `{ addr, weight }` tables. Required unless `[upstream.dns]`
+    /// finds the backends instead (one or the other, never both).
+    #[serde(default, deserialize_with = "backend_list")]
     pub backends: Vec<BackendSpec>,
+    /// `[upstream.dns]`: the backends are what a DNS name resolves to, kept up to date
+    /// (`control/discovery.rs`).
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
     /// Ramp a new or recovered backend's weight from 10% to 100% over this window.
     #[serde(default, with = "humantime_serde")]
     pub slow_start: Option<Duration>,
@@ -274,6 +279,7 @@ impl UpstreamConfig {
             hosts: Vec::new(),
             path_prefix: default_prefix(),
             backends,
+            dns: None,
             slow_start: None,
             panic_threshold: default_panic(),
             ewma_decay: default_ewma_decay(),
@@ -505,9 +511,28 @@ impl Config {
         #[derive(Deserialize)]
         struct NameOnly {
             name: toml::Spanned<String>,
+            backends: Option<toml::Spanned<toml::Value>>,
+            dns: Option<toml::Spanned<toml::Value>>,
         }
         let mut errors = Vec::new();
         if let Ok(names) = toml::from_str::<Names>(text) {
+            for n in &names.upstream {
+                let name = n.name.get_ref();
+                match (&n.backends, &n.dns) {
+                    (Some(b), Some(_)) => errors.push(at(
+                        Some(b.span()),
+                        format!(
+                            "upstream {name:?}: backends and [upstream.dns] are both set: the backends \
+                             come from the list or from DNS, not both; keep one"
+                        ),
+                    )),
+                    (None, None) => errors.push(at(
+                        Some(n.name.span()),
+                        format!("upstream {name:?}: no backends: set backends = [...] or [upstream.dns]"),
+                    )),
+                    _ => {}
+                }
+            }
             for (i, n) in names.upstream.iter().enumerate() {
                 if names.upstream[..i].iter().any(|m| m.name.get_ref() == n.name.get_ref()) {
                     errors.push(at(
@@ -571,6 +596,11 @@ impl Config {
             .map(|u| {
                 let n = u.backends.len();
                 let plural = if n == 1 { "" } else { "s" };
+                let found = match u.dns.as_ref().map(|d| &d.query) {
+                    Some(DnsQuery::Name { name, port }) => format!("backends from dns {name}:{port}"),
+                    Some(DnsQuery::Srv(srv)) => format!("backends from dns srv {srv}"),
+                    None => format!("{n} backend{plural}"),
+                };
                 // How the backends are spoken to, when it is not plain HTTP/1.1.
                 let how = match (u.protocol, u.tls.is_some()) {
                     (Protocol::Http1, false) => "",
@@ -578,7 +608,7 @@ impl Config {
                     (Protocol::H2c, _) => ", h2c",
                     (Protocol::H2, _) => ", h2 over tls",
                 };
-                format!("{} ({}, {n} backend{plural}{how})", u.name, u.algorithm)
+                format!("{} ({}, {found}{how})", u.name, u.algorithm)
             })
             .collect();
         let tls = if self.server.listen_tls.is_empty() {
@@ -946,6 +976,54 @@ backends = ["127.0.0.1:9001", "backend-2:9002=3", { addr = "127.0.0.1:9003", wei
         let text = format!("{GOOD}\n[[upstream]]\nname = \"app\"\nalgorithm = \"random\"\nbackends = []\n");
         let e = errors(&text);
         assert!(e.iter().any(|e| e.starts_with("lb.toml:11:8: duplicate upstream name \"app\"")), "{e:?}");
+    }
+
+    #[test]
+    fn dns_replaces_backends_and_is_checked_in_place() {
+        let dns = GOOD.replace(
+            "backends = [\"127.0.0.1:9001\", \"backend-2:9002=3\", { addr = \"127.0.0.1:9003\", weight = 2 }]",
+            "[upstream.dns]\nname = \"app.internal\"\nport = 9001\nresolver = \"127.0.0.1:5353\"\nmin_refresh = \"200ms\"",
+        );
+        let c = Config::parse(&dns, "lb.toml").unwrap_or_else(|e| panic!("{e}"));
+        let d = c.upstreams[0].dns.clone().unwrap_or_else(|| panic!("no dns"));
+        assert_eq!(d.query, DnsQuery::Name { name: "app.internal".into(), port: 9001 });
+        assert_eq!(d.resolver, Some("127.0.0.1:5353".parse().unwrap_or_else(|e| panic!("{e}"))));
+        assert_eq!((d.min_refresh, d.max_refresh), (Duration::from_millis(200), DNS_MAX_REFRESH));
+        assert_eq!(d.refresh_after(Duration::ZERO), Duration::from_millis(200), "TTL 0: min_refresh");
+        assert_eq!(d.refresh_after(Duration::from_secs(3600)), DNS_MAX_REFRESH);
+        assert!(c.upstreams[0].backends.is_empty());
+        assert!(
+            c.summary().ends_with("app (round-robin, backends from dns app.internal:9001)"),
+            "{}",
+            c.summary()
+        );
+
+        // Both: pointed at `backends` (line 8, column 12).
+        let e = errors(&format!("{GOOD}[upstream.dns]\nname = \"app.internal\"\nport = 9001\n"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("lb.toml:8:12: upstream \"app\": backends and [upstream.dns] are both set"),
+            "{e:?}"
+        );
+        // Neither: pointed at the name.
+        let e = errors(&GOOD.replace("backends = [", "#"));
+        assert!(e[0].starts_with("lb.toml:6:8: upstream \"app\": no backends"), "{e:?}");
+        // Mistakes inside the table point at it (line 8).
+        for (table, reason) in [
+            ("name = \"a.test\"", "name needs port"),
+            ("srv = \"_h._tcp.a.test\"\nport = 1", "srv records carry their own port"),
+            ("name = \"a.test\"\nsrv = \"_h._tcp.a.test\"", "name and srv both set"),
+            ("name = \"a test\"\nport = 1", "\"a test\" is not a DNS name"),
+            ("name = \"a.test\"\nport = 1\nresolver = \"dns.test\"", "expected IP or IP:PORT"),
+            (
+                "name = \"a.test\"\nport = 1\nmin_refresh = \"10s\"\nmax_refresh = \"1s\"",
+                "max_refresh is shorter",
+            ),
+            ("name = \"a.test\"\nport = 1\nmin_refresh = \"1ms\"", "at least 100ms"),
+        ] {
+            let e = errors(&GOOD.replace("backends = [\"127.0.0.1:9001\", \"backend-2:9002=3\", { addr = \"127.0.0.1:9003\", weight = 2 }]", &format!("[upstream.dns]\n{table}")));
+            assert!(e[0].starts_with("lb.toml:8:1: ") && e[0].contains(reason), "{table}: {e:?}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! checks, outlier detection): plain data with their defaults, read by the layers above. They live here so
 //! the schema imports nothing of the runtime.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -314,4 +315,157 @@ mod tests {
             assert!(bad.parse::<ProxyNet>().is_err(), "{bad}");
         }
     }
+}
+
+/// `[upstream.dns]`: the upstream's backends are what a DNS name resolves to, re-resolved as the records'
+/// TTL says (clamped to `min_refresh..=max_refresh`). Either `name` (A and AAAA records: one backend per
+/// address, on `port`) or `srv` (SRV records: target, port and weight from each record).
+///
+/// Checked as it is read (one of `name`/`srv`, a port with `name` only, `min_refresh <= max_refresh`),
+/// so a mistake points at the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// What to resolve, and how its answer becomes backends.
+    pub query: DnsQuery,
+    /// The DNS server to ask (`IP` or `IP:PORT`, port 53 by default); `None`: the system's
+    /// `/etc/resolv.conf`.
+    pub resolver: Option<SocketAddr>,
+    /// The shortest wait between two resolutions, whatever the TTL (and the wait after a failure).
+    pub min_refresh: Duration,
+    /// The longest wait between two resolutions, whatever the TTL.
+    pub max_refresh: Duration,
+}
+
+/// What `[upstream.dns]` resolves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsQuery {
+    /// A and AAAA records of `name`: every address is a backend on `port`, weight 1.
+    Name {
+        /// The DNS name.
+        name: String,
+        /// The backends' port.
+        port: u16,
+    },
+    /// SRV records: each record's target (resolved to its addresses), port and weight; only the records
+    /// of the lowest priority are used, as RFC 2782 asks.
+    Srv(String),
+}
+
+impl DnsConfig {
+    /// A config that resolves `name` to backends on `port`, through `resolver` (or the system's), with
+    /// the default refresh bounds.
+    pub fn name(name: impl Into<String>, port: u16, resolver: Option<SocketAddr>) -> DnsConfig {
+        DnsConfig::of(DnsQuery::Name { name: name.into(), port }, resolver)
+    }
+
+    /// A config that reads the SRV records of `srv`.
+    pub fn srv(srv: impl Into<String>, resolver: Option<SocketAddr>) -> DnsConfig {
+        DnsConfig::of(DnsQuery::Srv(srv.into()), resolver)
+    }
+
+    fn of(query: DnsQuery, resolver: Option<SocketAddr>) -> DnsConfig {
+        DnsConfig { query, resolver, min_refresh: DNS_MIN_REFRESH, max_refresh: DNS_MAX_REFRESH }
+    }
+
+    /// The name asked for: `app.internal` or `_http._tcp.app.internal`.
+    pub fn target(&self) -> &str {
+        match &self.query {
+            DnsQuery::Name { name, .. } => name,
+            DnsQuery::Srv(srv) => srv,
+        }
+    }
+
+    /// How long to wait before the next resolution, for an answer valid `ttl` more.
+    pub fn refresh_after(&self, ttl: Duration) -> Duration {
+        ttl.clamp(self.min_refresh, self.max_refresh.max(self.min_refresh))
+    }
+}
+
+/// Default `min_refresh`.
+pub const DNS_MIN_REFRESH: Duration = Duration::from_secs(1);
+/// Default `max_refresh`.
+pub const DNS_MAX_REFRESH: Duration = Duration::from_secs(30);
+/// The shortest `min_refresh` accepted: a resolver is not to be asked in a busy loop.
+pub const DNS_FLOOR: Duration = Duration::from_millis(100);
+
+impl<'de> Deserialize<'de> for DnsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            name: Option<String>,
+            srv: Option<String>,
+            port: Option<u16>,
+            resolver: Option<String>,
+            #[serde(default, with = "humantime_serde")]
+            min_refresh: Option<Duration>,
+            #[serde(default, with = "humantime_serde")]
+            max_refresh: Option<Duration>,
+        }
+        let raw = Raw::deserialize(d)?;
+        raw_to_dns(raw.name, raw.srv, raw.port, raw.resolver.as_deref(), raw.min_refresh, raw.max_refresh)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn raw_to_dns(
+    name: Option<String>,
+    srv: Option<String>,
+    port: Option<u16>,
+    resolver: Option<&str>,
+    min_refresh: Option<Duration>,
+    max_refresh: Option<Duration>,
+) -> Result<DnsConfig, String> {
+    let query = match (name, srv, port) {
+        (Some(_), Some(_), _) => return Err("[upstream.dns]: name and srv both set; keep one".to_string()),
+        (None, None, _) => {
+            return Err(
+                "[upstream.dns]: set name (A/AAAA records, with port) or srv (SRV records)".to_string()
+            );
+        }
+        (Some(name), None, Some(port)) if port > 0 => DnsQuery::Name { name: check_dns_name(name)?, port },
+        (Some(_), None, _) => {
+            return Err("[upstream.dns]: name needs port, the backends' port (1 to 65535)".to_string());
+        }
+        (None, Some(srv), None) => DnsQuery::Srv(check_dns_name(srv)?),
+        (None, Some(_), Some(_)) => {
+            return Err("[upstream.dns]: srv records carry their own port; remove port".to_string());
+        }
+    };
+    let resolver = resolver.map(parse_resolver).transpose()?;
+    let min_refresh = min_refresh.unwrap_or(DNS_MIN_REFRESH);
+    let max_refresh = max_refresh.unwrap_or(DNS_MAX_REFRESH.max(min_refresh));
+    if min_refresh < DNS_FLOOR {
+        return Err(format!("[upstream.dns]: min_refresh must be at least {}ms", DNS_FLOOR.as_millis()));
+    }
+    if max_refresh < min_refresh {
+        return Err("[upstream.dns]: max_refresh is shorter than min_refresh".to_string());
+    }
+    Ok(DnsConfig { query, resolver, min_refresh, max_refresh })
+}
+
+/// A DNS name as `[upstream.dns]` and `--dns` take it: labels of letters, digits, `-` and `_` (SRV
+/// names start with `_service._proto`), a final dot allowed.
+pub fn check_dns_name(name: String) -> Result<String, String> {
+    let labels = name.strip_suffix('.').unwrap_or(&name);
+    let ok = !labels.is_empty()
+        && labels.len() <= 253
+        && labels.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if ok { Ok(name) } else { Err(format!("[upstream.dns]: {name:?} is not a DNS name")) }
+}
+
+/// `IP` or `IP:PORT` (port 53 when absent).
+pub fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("resolver {s:?}: expected IP or IP:PORT, such as \"127.0.0.1:5353\""))
 }

@@ -171,6 +171,9 @@ pub struct BackendView {
     pub ejections: u64,
     /// Failed attempts in a row.
     pub consecutive_failures: u32,
+    /// Where it came from: `config`, `admin` (added here) or `dns NAME` (`[upstream.dns]`).
+    #[serde(default)]
+    pub source: String,
 }
 
 fn view(upstream: &Upstream) -> UpstreamView {
@@ -192,6 +195,7 @@ fn view(upstream: &Upstream) -> UpstreamView {
             requests: s.requests(),
             ejections: s.ejections(),
             consecutive_failures: s.consecutive_failures(),
+            source: upstream.origin(b.addr()),
         })
         .collect();
     UpstreamView {

@@ -18,7 +18,7 @@
 //! 4. **Carry state over**: a backend that stays (same address and weight) is the same
 //!    `Arc<Backend>` in the new group, so its health, EWMA, in-flight count and metrics continue, and
 //!    its pooled keep-alive connections (kept per address by each worker) are reused.
-//! 5. **Restart the control loops** (health checks, outlier unejection) over the new groups, and
+//! 5. **Restart the control loops** (health checks, outlier unejection, DNS discovery) over the new groups, and
 //!    **hand the new listening sockets** to the workers; removed addresses stop accepting.
 //!
 //! # Settings, certificates and listeners
@@ -208,7 +208,7 @@ pub struct Reloader {
     shared: Arc<Shared>,
     certs: Arc<Certificates>,
     workers: usize,
-    /// Health checks and the outlier unejector over the current groups.
+    /// Health checks, the outlier unejector and DNS discovery over the current groups.
     control: Mutex<Vec<JoinHandle<()>>>,
     stop: watch::Receiver<bool>,
 }
@@ -352,6 +352,11 @@ impl Reloader {
         ));
         control.push(crate::control::outlier::spawn_unejector(
             Arc::clone(&self.shared.upstreams),
+            stopped(self.stop.clone()),
+        ));
+        control.push(crate::control::discovery::spawn(
+            Arc::clone(&self.shared.upstreams),
+            Arc::clone(&self.shared.metrics),
             stopped(self.stop.clone()),
         ));
     }

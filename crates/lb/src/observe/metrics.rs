@@ -49,6 +49,28 @@ use crate::net::tls::CertExpiry;
 use crate::upstream::stats::{BUCKETS_NANOS, BUCKETS_SECONDS, BackendStats, COMMON_CODES, FailureKind};
 use crate::upstream::{Upstream, UpstreamState, Upstreams};
 
+/// How one DNS resolution of an `[upstream.dns]` group ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsOutcome {
+    /// An answer with at least one address: the group follows it.
+    Ok = 0,
+    /// No answer (timeout, refused, server failure): the group keeps its last good set.
+    Error = 1,
+    /// An answer with no address (no such name, no records): the group keeps its last good set.
+    Empty = 2,
+}
+
+impl DnsOutcome {
+    /// The `result` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsOutcome::Ok => "ok",
+            DnsOutcome::Error => "error",
+            DnsOutcome::Empty => "empty",
+        }
+    }
+}
+
 /// Per-upstream counters that have no backend (retries, the retry budget, "no backend" answers).
 #[derive(Debug)]
 struct UpstreamCounters {
@@ -56,6 +78,9 @@ struct UpstreamCounters {
     retries: AtomicU64,
     budget_exhausted: AtomicU64,
     no_backend: AtomicU64,
+    /// `[upstream.dns]` resolutions by outcome ([`DnsOutcome`] order), and whether the last one failed.
+    dns: [AtomicU64; 3],
+    dns_stale: AtomicU64,
 }
 
 impl UpstreamCounters {
@@ -65,6 +90,8 @@ impl UpstreamCounters {
             retries: AtomicU64::new(0),
             budget_exhausted: AtomicU64::new(0),
             no_backend: AtomicU64::new(0),
+            dns: Default::default(),
+            dns_stale: AtomicU64::new(0),
         }
     }
 }
@@ -174,6 +201,20 @@ impl Metrics {
         self.with_counters(upstream, |c| c.no_backend.fetch_add(1, Relaxed));
     }
 
+    /// Count one DNS resolution of an `[upstream.dns]` group; anything but `Ok` means the group kept its
+    /// last good set, and `lb_dns_stale` says so until a resolution succeeds again.
+    pub fn record_dns(&self, upstream: &str, outcome: DnsOutcome) {
+        self.with_counters(upstream, |c| {
+            c.dns[outcome as usize].fetch_add(1, Relaxed);
+            c.dns_stale.store(u64::from(outcome != DnsOutcome::Ok), Relaxed);
+        });
+    }
+
+    /// DNS resolutions of `upstream` that ended with `outcome`.
+    pub fn dns_resolutions(&self, upstream: &str, outcome: DnsOutcome) -> u64 {
+        self.with_counters(upstream, |c| c.dns[outcome as usize].load(Relaxed))
+    }
+
     /// Retries counted for `upstream`.
     pub fn retries(&self, upstream: &str) -> u64 {
         self.with_counters(upstream, |c| c.retries.load(Relaxed))
@@ -196,6 +237,7 @@ impl Metrics {
         render_durations(&mut w, &snapshots);
         render_backend_gauges(&mut w, &snapshots, now_nanos());
         self.render_upstreams(&mut w, &snapshots);
+        self.render_dns(&mut w, &snapshots);
         self.render_certificates(&mut w);
         self.render_process(&mut w);
         out
@@ -236,6 +278,37 @@ impl Metrics {
             if stray > 0 {
                 w.sample(name, &[("upstream", "")], None, stray as f64);
             }
+        }
+    }
+
+    /// `lb_dns_resolutions_total` and `lb_dns_stale`, for the groups with `[upstream.dns]` only.
+    fn render_dns(&self, w: &mut Writer<'_>, snapshots: &[Snapshot]) {
+        let dns: Vec<&str> =
+            snapshots.iter().filter(|(u, _)| u.config.dns.is_some()).map(|(u, _)| u.name.as_str()).collect();
+        if dns.is_empty() {
+            return;
+        }
+        const TOTAL: &str = "lb_dns_resolutions_total";
+        w.family(
+            TOTAL,
+            "counter",
+            "DNS resolutions of [upstream.dns] groups: ok, error or empty (the last good set is kept).",
+        );
+        for &name in &dns {
+            for outcome in [DnsOutcome::Ok, DnsOutcome::Error, DnsOutcome::Empty] {
+                let n = self.dns_resolutions(name, outcome);
+                w.sample(TOTAL, &[("upstream", name)], Some(("result", outcome.as_str())), n as f64);
+            }
+        }
+        const STALE: &str = "lb_dns_stale";
+        w.family(
+            STALE,
+            "gauge",
+            "1 while the last DNS resolution failed and the group serves its last good set.",
+        );
+        for &name in &dns {
+            let stale = self.with_counters(name, |c| c.dns_stale.load(Relaxed));
+            w.sample(STALE, &[("upstream", name)], None, stale as f64);
         }
     }
 

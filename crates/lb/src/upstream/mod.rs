@@ -48,6 +48,9 @@ pub struct Upstream {
     state: ArcSwap<UpstreamState>,
     /// Serialises rebuilds so two admin calls cannot lose each other's change.
     write: Mutex<()>,
+    /// Backends that DNS discovery stopped seeing: draining, removed once their in-flight count is 0
+    /// (see [`Upstream::sync_discovered`]). Carried over by a reload.
+    leaving: Mutex<Vec<String>>,
     /// The retry budget, shared by every worker thread.
     pub(crate) budget: RetryBudget,
     /// For `protocol = "h2c"` or `"h2"`: the HTTP/2 client (see `h2_upstream.rs`).
@@ -81,14 +84,22 @@ impl Upstream {
     fn carry_over(config: UpstreamConfig, old: Option<&Upstream>) -> Result<Upstream, Error> {
         let Some(old) = old else { return Upstream::new(config) };
         let was = old.load();
+        // A DNS upstream keeps what DNS found until its discovery loop, restarted by the reload, resolves
+        // again (and drains what the new answer lacks): a reload never empties it.
+        let (specs, leaving) = match config.dns {
+            Some(_) => (specs_of(&was.set), lock(&old.leaving).clone()),
+            None => (config.backends.clone(), Vec::new()),
+        };
         // `rebuild` keeps the old set's options; when those changed (slow start, panic threshold,
         // EWMA decay) the backends start afresh rather than run with stale options.
         let set = if *was.set.options() == config.set_options() {
-            was.set.rebuild(config.backends.clone(), now_nanos())
+            was.set.rebuild(specs, now_nanos())
         } else {
-            BackendSet::new(config.backends.clone(), config.set_options())
+            BackendSet::new(specs, config.set_options())
         };
-        Self::with_set(config, set, &was.stats)
+        let upstream = Self::with_set(config, set, &was.stats)?;
+        *lock(&upstream.leaving) = leaving;
+        Ok(upstream)
     }
 
     /// A group over `set`, keeping the stats of backends found in `stats` (by address). Its TLS
@@ -109,6 +120,7 @@ impl Upstream {
             config,
             state: ArcSwap::from_pointee(state),
             write: Mutex::new(()),
+            leaving: Mutex::new(Vec::new()),
         })
     }
 
@@ -166,8 +178,9 @@ impl Upstream {
         Ok(())
     }
 
-    /// Add one backend (an error if its address is already there).
+    /// Add one backend (an error if its address is already there, or if DNS owns this group's list).
     pub fn add_backend(&self, spec: BackendSpec) -> Result<(), Error> {
+        self.not_discovered("add")?;
         let _write = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.load();
         let mut specs = specs_of(&old.set);
@@ -177,6 +190,7 @@ impl Upstream {
 
     /// Remove one backend by address (an error if it is not there). Requests in flight to it finish.
     pub fn remove_backend(&self, addr: &str) -> Result<(), Error> {
+        self.not_discovered("remove")?;
         let _write = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.load();
         let mut specs = specs_of(&old.set);
@@ -196,6 +210,135 @@ impl Upstream {
             None => false,
         }
     }
+}
+
+impl Upstream {
+    /// Where a backend of this group came from, as `GET /backends` shows it: `dns NAME` for a group
+    /// whose list DNS owns, else `config` for one the configuration lists, `admin` for one added
+    /// through the admin API.
+    pub fn origin(&self, addr: &str) -> String {
+        match &self.config.dns {
+            Some(dns) => format!("dns {}", dns.target()),
+            None if self.config.backends.iter().any(|b| b.addr == addr) => "config".to_string(),
+            None => "admin".to_string(),
+        }
+    }
+
+    fn not_discovered(&self, what: &str) -> Result<(), Error> {
+        match &self.config.dns {
+            None => Ok(()),
+            Some(dns) => Err(Error::BadBackend {
+                upstream: self.name.clone(),
+                reason: format!(
+                    "its backends are found by DNS ({}): change the DNS records to {what} one (drain works)",
+                    dns.target()
+                ),
+            }),
+        }
+    }
+
+    /// Make the group follow a DNS answer (`wanted`, never empty: an empty answer keeps the last set).
+    ///
+    /// An address that is new joins (with slow start when configured) without touching the others'
+    /// state: the backends that stay are the same `Arc<Backend>`s. One that is gone is *drained*: marked
+    /// `Draining` (no new requests) and remembered as leaving; [`Upstream::sweep_leaving`] removes it once
+    /// its requests in flight have finished. One that comes back while leaving is healthy again.
+    pub fn sync_discovered(&self, wanted: &[BackendSpec]) -> Result<Discovered, Error> {
+        let _write = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut leaving = lock(&self.leaving);
+        let old = self.load();
+        let mut change = Discovered::default();
+        let mut specs: Vec<BackendSpec> = specs_of(&old.set);
+        for w in wanted {
+            match specs.iter_mut().find(|s| s.addr == w.addr) {
+                // A new weight (SRV) is a new backend entry in the set; the old one's requests finish.
+                Some(s) if s.weight != w.weight => {
+                    s.weight = w.weight;
+                    change.reweighted.push(w.addr.clone());
+                }
+                Some(_) => {}
+                None => {
+                    specs.push(w.clone());
+                    change.added.push(w.addr.clone());
+                }
+            }
+            if let Some(i) = leaving.iter().position(|a| *a == w.addr) {
+                leaving.remove(i);
+                change.returned.push(w.addr.clone());
+            }
+        }
+        if !change.added.is_empty() || !change.reweighted.is_empty() {
+            // Sorted by address: two balancers that see the same answer build the same set, in the same
+            // order, whatever order the changes reached them in (Maglev's table depends on the order).
+            specs.sort_by(|a, b| a.addr.cmp(&b.addr));
+            self.replace(specs)?;
+        }
+        let now = self.load();
+        for (i, b) in now.set.backends().iter().enumerate() {
+            let gone = !wanted.iter().any(|w| w.addr == b.addr());
+            if gone && !leaving.iter().any(|a| a == b.addr()) {
+                now.set.set_health(i, Health::Draining, now_nanos());
+                leaving.push(b.addr().to_string());
+                change.leaving.push(b.addr().to_string());
+            } else if change.returned.iter().any(|a| a == b.addr()) && b.health() == Health::Draining {
+                // Back to healthy; health checks take it out again at their next round if it is down.
+                now.set.set_health(i, Health::Healthy, now_nanos());
+            }
+        }
+        Ok(change)
+    }
+
+    /// Remove the leaving backends whose requests in flight have all finished; returns their addresses.
+    pub fn sweep_leaving(&self) -> Result<Vec<String>, Error> {
+        let _write = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut leaving = lock(&self.leaving);
+        let state = self.load();
+        let done: Vec<String> = leaving
+            .iter()
+            .filter(|a| state.set.position(a).is_none_or(|i| state.set.backends()[i].in_flight() == 0))
+            .cloned()
+            .collect();
+        if done.is_empty() {
+            return Ok(done);
+        }
+        let specs: Vec<BackendSpec> =
+            specs_of(&state.set).into_iter().filter(|s| !done.contains(&s.addr)).collect();
+        self.replace(specs)?;
+        leaving.retain(|a| !done.contains(a));
+        Ok(done)
+    }
+
+    /// Backends leaving the group (drained after DNS stopped naming them), not yet removed.
+    pub fn leaving(&self) -> Vec<String> {
+        lock(&self.leaving).clone()
+    }
+}
+
+/// What one DNS answer changed in a group ([`Upstream::sync_discovered`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    /// Addresses that joined.
+    pub added: Vec<String>,
+    /// Addresses whose weight changed (a new SRV weight).
+    pub reweighted: Vec<String>,
+    /// Addresses that the answer no longer has: draining from now on.
+    pub leaving: Vec<String>,
+    /// Addresses that were leaving and are back in the answer.
+    pub returned: Vec<String>,
+}
+
+impl Discovered {
+    /// Did the answer change anything?
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.reweighted.is_empty()
+            && self.leaving.is_empty()
+            && self.returned.is_empty()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn specs_of(set: &BackendSet) -> Vec<BackendSpec> {
@@ -460,6 +603,114 @@ mod tests {
         assert!(up.set_health("127.0.0.1:3", Health::Draining));
         assert!(!up.set_health("127.0.0.1:1", Health::Draining), "removed");
         assert!(matches!(up.remove_backend("127.0.0.1:1"), Err(Error::UnknownBackend { .. })));
+        Ok(())
+    }
+
+    fn discovered(algorithm: Algorithm) -> Result<Upstream, Error> {
+        let mut c = UpstreamConfig::new("app", algorithm, Vec::new());
+        c.dns = Some(crate::config::DnsConfig::name("app.test", 1, None));
+        Upstream::new(c)
+    }
+
+    fn answer(addrs: &[&str]) -> Vec<BackendSpec> {
+        addrs.iter().map(|a| BackendSpec::new(*a)).collect()
+    }
+
+    fn addrs_and_health(up: &Upstream) -> Vec<(String, &'static str)> {
+        up.load().set.backends().iter().map(|b| (b.addr().to_string(), b.health().as_str())).collect()
+    }
+
+    #[test]
+    fn a_dns_answer_adds_keeps_and_drains_then_sweeps_when_idle() -> Result<(), Error> {
+        let up = discovered(Algorithm::LeastConnections)?;
+        let change = up.sync_discovered(&answer(&["127.0.0.12:1", "127.0.0.11:1"]))?;
+        assert_eq!(change.added, ["127.0.0.12:1", "127.0.0.11:1"]);
+        let before = up.load();
+        let busy = before.set.start(0, 1);
+        let change = up.sync_discovered(&answer(&["127.0.0.12:1", "127.0.0.13:1"]))?;
+        assert_eq!(
+            (change.added.as_slice(), change.leaving.as_slice()),
+            (&["127.0.0.13:1".to_string()][..], &["127.0.0.11:1".to_string()][..])
+        );
+        assert_eq!(
+            addrs_and_health(&up),
+            [
+                ("127.0.0.11:1".into(), "draining"),
+                ("127.0.0.12:1".into(), "healthy"),
+                ("127.0.0.13:1".into(), "healthy")
+            ],
+            "sorted by address; the gone one drains"
+        );
+        let after = up.load();
+        assert!(
+            Arc::ptr_eq(&before.set.backends()[1], &after.set.backends()[1]),
+            "127.0.0.12 is the same backend"
+        );
+        assert!(Arc::ptr_eq(&before.stats[1], &after.stats[1]), "with the same metrics");
+        assert_eq!(up.sweep_leaving()?, Vec::<String>::new(), "a request is still in flight on 127.0.0.11");
+        assert!(
+            up.sync_discovered(&answer(&["127.0.0.12:1", "127.0.0.13:1"]))?.is_empty(),
+            "same answer: no change"
+        );
+        drop(busy);
+        assert_eq!(up.sweep_leaving()?, ["127.0.0.11:1"]);
+        assert_eq!(addrs_and_health(&up).len(), 2);
+        assert!(up.leaving().is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_leaving_backend_that_comes_back_is_healthy_again_and_admin_changes_are_refused() -> Result<(), Error>
+    {
+        let up = discovered(Algorithm::RoundRobin)?;
+        up.sync_discovered(&answer(&["127.0.0.11:1", "127.0.0.12:1"]))?;
+        let busy = up.load().set.start(1, 1);
+        up.sync_discovered(&answer(&["127.0.0.11:1"]))?;
+        assert_eq!(addrs_and_health(&up)[1].1, "draining");
+        let change = up.sync_discovered(&answer(&["127.0.0.11:1", "127.0.0.12:1"]))?;
+        assert_eq!(change.returned, ["127.0.0.12:1"]);
+        assert_eq!(addrs_and_health(&up)[1].1, "healthy");
+        drop(busy);
+        assert!(up.sweep_leaving()?.is_empty(), "no longer leaving");
+        assert!(matches!(up.add_backend(BackendSpec::new("127.0.0.9:1")), Err(Error::BadBackend { .. })));
+        assert!(matches!(up.remove_backend("127.0.0.11:1"), Err(Error::BadBackend { .. })));
+        assert_eq!(up.origin("127.0.0.11:1"), "dns app.test");
+        Ok(())
+    }
+
+    #[test]
+    fn hashing_keeps_the_keys_of_backends_that_stay_across_dns_changes() -> Result<(), Error> {
+        for algorithm in [Algorithm::RingHash, Algorithm::Maglev, Algorithm::Rendezvous] {
+            let up = discovered(algorithm)?;
+            let two = answer(&["127.0.0.11:1", "127.0.0.12:1"]);
+            up.sync_discovered(&two)?;
+            let picks = |up: &Upstream| -> Vec<String> {
+                let state = up.load();
+                (0..500u64)
+                    .map(|k| {
+                        let req = lb_algorithms::PickRequest::new(1)
+                            .with_key(Some(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+                        state
+                            .balancer
+                            .pick(&req, None)
+                            .map_or_else(String::new, |i| state.set.backends()[i].addr().to_string())
+                    })
+                    .collect()
+            };
+            let before = picks(&up);
+            up.sync_discovered(&answer(&["127.0.0.11:1", "127.0.0.12:1", "127.0.0.13:1", "127.0.0.14:1"]))?;
+            let grown = picks(&up);
+            let moved_between_old = before
+                .iter()
+                .zip(&grown)
+                .filter(|(b, g)| b != g && !g.ends_with(".13:1") && !g.ends_with(".14:1"))
+                .count();
+            assert_eq!(moved_between_old, 0, "{algorithm:?}: a key moves only to a new backend");
+            assert!(grown.iter().any(|g| g.ends_with(".13:1")), "{algorithm:?}: the new ones get keys");
+            up.sync_discovered(&two)?;
+            assert_eq!(up.sweep_leaving()?.len(), 2);
+            assert_eq!(picks(&up), before, "{algorithm:?}: back to two, back to the same keys");
+        }
         Ok(())
     }
 }
