@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::balancers::{BenchError, LoadSummary};
@@ -145,8 +146,11 @@ impl H2loadRun {
     /// Runs it on core 0; with a rate, the percentiles come from its per-request log.
     pub fn run(&self, what: &str) -> Result<LoadSummary, BenchError> {
         let tool = require("h2load")?;
+        // One file per run: two benchmarks in one process (the tests) may run h2load at the same time.
+        static RUNS: AtomicU64 = AtomicU64::new(0);
         let log = self.rate.map(|_| {
-            std::env::temp_dir().join(format!("lb-compare-h2load-{}-{what}.log", std::process::id()))
+            let run = RUNS.fetch_add(1, Ordering::Relaxed);
+            std::env::temp_dir().join(format!("lb-compare-h2load-{}-{run}-{what}.log", std::process::id()))
         });
         let args = self.args(log.as_deref());
         let out = run_on_core0(&tool, &args, what);
