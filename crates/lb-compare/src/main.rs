@@ -354,6 +354,16 @@ struct BalancersArgs {
     /// What answers behind the balancers: toy (toy-backend) or nginx (`return 200`).
     #[arg(long, default_value = "toy", value_parser = parse_backends)]
     backends: balancers::Backends,
+    /// How clients speak to the balancers: http1 (loadgen), https (wrk), h2 or h2c (h2load); the
+    /// backends always get plain HTTP/1.1.
+    #[arg(long, default_value = "http1", value_parser = parse_protocol)]
+    protocol: balancers::Protocol,
+    /// Every request on a new connection (http1 and https, with wrk): handshakes/s and CPU per handshake.
+    #[arg(long)]
+    new_connections: bool,
+    /// Requests in flight per HTTP/2 connection (h2load -m), for h2 and h2c.
+    #[arg(long, default_value_t = 10)]
+    streams: usize,
     /// Port of backend-1 (below 32768); the balancers' ports move with it.
     #[arg(long, default_value_t = 25001)]
     base_port: u16,
@@ -376,6 +386,10 @@ fn parse_backends(s: &str) -> Result<balancers::Backends, String> {
     s.parse()
 }
 
+fn parse_protocol(s: &str) -> Result<balancers::Protocol, String> {
+    s.parse()
+}
+
 impl BalancersArgs {
     fn run(self) -> Result<()> {
         let duration = scenario::parse_duration(&self.duration)
@@ -391,6 +405,9 @@ impl BalancersArgs {
             spec.only = self.only;
         }
         spec.backends = self.backends;
+        spec.protocol = self.protocol;
+        spec.new_connections = self.new_connections;
+        spec.h2_streams = self.streams.max(1);
         spec.base_port = self.base_port;
         spec.idle_connections = self.idle_connections;
         spec.strace_requests = self.strace_requests;
