@@ -85,6 +85,32 @@ impl Access {
 
     /// Apply the rules, in the order of the table above.
     pub fn check(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+        self.check_host_and_origin(uri, headers)?;
+        if let Some(token) = &self.token
+            && !bearer_matches(headers.get(header::AUTHORIZATION), token)
+        {
+            return Err(Refusal {
+                status: StatusCode::UNAUTHORIZED,
+                message: "this admin API needs the header \"Authorization: Bearer <token>\" with its token"
+                    .to_string(),
+            });
+        }
+        if matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+            check_json_body(method, headers)?;
+        }
+        Ok(())
+    }
+
+    /// The rules for the dashboard's own files (its page, script and style sheet): Host and Origin,
+    /// but no token, because a browser cannot send a bearer token when it navigates to a page. They
+    /// are the same bytes for everyone, built into the binary, and carry no data; everything the page
+    /// then shows or does goes through [`Access::check`] with the token the page was given.
+    pub fn check_page(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+        self.check_host_and_origin(uri, headers)
+    }
+
+    /// The Host rule (without a token) and the Origin rule.
+    fn check_host_and_origin(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
         // HTTP/2 carries the host in `:authority`, which ends up in the URI rather than in `Host`.
         let host = headers
             .get(header::HOST)
@@ -114,18 +140,6 @@ impl Access {
                     ),
                 });
             }
-        }
-        if let Some(token) = &self.token
-            && !bearer_matches(headers.get(header::AUTHORIZATION), token)
-        {
-            return Err(Refusal {
-                status: StatusCode::UNAUTHORIZED,
-                message: "this admin API needs the header \"Authorization: Bearer <token>\" with its token"
-                    .to_string(),
-            });
-        }
-        if matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
-            check_json_body(method, headers)?;
         }
         Ok(())
     }

@@ -195,6 +195,7 @@ pub async fn start(config: Config) -> Result<Running, Error> {
             metrics: Arc::clone(&metrics),
             reloader: Some(Arc::clone(&reloader)),
             access: Arc::new(Access::new(bound, token)),
+            stop: Some(stop_rx.clone()),
         };
         let (bound, task) = serve_admin(addr, state, stop_rx.clone()).await?;
         admin = Some(bound);
