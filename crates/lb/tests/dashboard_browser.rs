@@ -117,22 +117,24 @@ fn webdriver<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{what}: {e}")
 }
 
-/// The text of every element `css` matches.
-async fn texts(page: &Client, css: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for e in page.find_all(Locator::Css(css)).await.map_err(webdriver("find"))? {
-        out.push(e.text().await.map_err(webdriver("text"))?);
-    }
-    Ok(out)
+/// The text of every element `css` matches, or an attribute of each: read in one script, as the page
+/// redraws its chart every second (elements found one call and read the next may be gone by then).
+async fn query(page: &Client, css: &str, attribute: Option<&str>) -> Result<Vec<String>, String> {
+    let script = "return Array.from(document.querySelectorAll(arguments[0]))
+        .map(e => arguments[1] === null ? e.textContent : (e.getAttribute(arguments[1]) || ''));";
+    let value = page
+        .execute(script, vec![serde_json::json!(css), serde_json::json!(attribute)])
+        .await
+        .map_err(webdriver("query"))?;
+    serde_json::from_value(value).map_err(|e| format!("query {css}: {e}"))
 }
 
-/// An attribute of every element `css` matches.
+async fn texts(page: &Client, css: &str) -> Result<Vec<String>, String> {
+    query(page, css, None).await
+}
+
 async fn attrs(page: &Client, css: &str, name: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for e in page.find_all(Locator::Css(css)).await.map_err(webdriver("find"))? {
-        out.push(e.attr(name).await.map_err(webdriver("attr"))?.unwrap_or_default());
-    }
-    Ok(out)
+    query(page, css, Some(name)).await
 }
 
 /// Each backend's response count, as the admin API says.

@@ -322,14 +322,21 @@ function drawChart(g, addrs) {
   const offset = HISTORY - g.history.length;
   addrs.forEach((addr, i) => {
     const points = [];
+    const color = COLORS[i % COLORS.length];
     g.history.forEach((p, j) => {
       const share = p[addr];
+      // A second without traffic has no share: a gap in the line's dots.
       if (share === null || share === undefined) return;
-      points.push((left + (offset + j) * step).toFixed(1) + ',' + (top + plotH * (1 - share / 100)).toFixed(1));
+      const [x, y] = [left + (offset + j) * step, top + plotH * (1 - share / 100)];
+      points.push(x.toFixed(1) + ',' + y.toFixed(1));
+      // A dot per second, so a single busy second shows too (a one-point line draws nothing).
+      const dot = document.createElementNS(ns, 'circle');
+      for (const [k, v] of [['cx', x], ['cy', y], ['r', 2.5], ['fill', color]]) dot.setAttribute(k, v);
+      svg.append(dot);
     });
     const line = document.createElementNS(ns, 'polyline');
     line.setAttribute('data-addr', addr);
-    line.setAttribute('stroke', COLORS[i % COLORS.length]);
+    line.setAttribute('stroke', color);
     line.setAttribute('points', points.join(' '));
     svg.append(line);
   });
