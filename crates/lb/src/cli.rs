@@ -287,7 +287,12 @@ impl Demo {
         }
         s += &format!("  proxy             {url}\n");
         if let Some(a) = self.running.admin {
-            s += &format!("  admin             http://{a}/\n");
+            // The dashboard reads a token from the URL's fragment, which the browser keeps to itself.
+            let browser = match &self.token {
+                Some(t) => format!("in a browser: http://{a}/#token={}, the live dashboard", t.expose()),
+                None => "open it in a browser: the live dashboard".to_string(),
+            };
+            s += &format!("  admin             http://{a}/  ({browser})\n");
         }
         s += &format!(
             "\nTry:\n  curl {url}/          (three times: a different backend each time)\n  curl -i -H 'X-Lb-Explain: 1' {url}/\n"

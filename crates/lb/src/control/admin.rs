@@ -1,4 +1,5 @@
-//! The admin API: metrics, the live backend table, and run-time changes (add, remove, drain).
+//! The admin API: metrics, the live backend table, run-time changes (add, remove, drain, reweight), and
+//! the live dashboard a browser gets on `GET /` (see `dashboard.rs`).
 //!
 //! It listens on its own address, loopback by default (`[admin] listen = "127.0.0.1:9900"`), never on
 //! the proxy's listeners: anyone who can reach it can take every backend out. So it is closed by
@@ -8,10 +9,12 @@
 //!
 //! | method and path | what it does |
 //! |---|---|
-//! | `GET /` | lists these endpoints and the access rules in force |
+//! | `GET /` | lists these endpoints and the access rules in force; to a browser (`Accept: text/html`), the live dashboard |
 //! | `GET /metrics` | Prometheus text format (see `metrics.rs`) |
 //! | `GET /backends` | JSON: each upstream, its algorithm, and each backend's live state |
+//! | `GET /events` | the dashboard's feed: server-sent events, a `snapshot` of every backend each second, with the latest routing decisions |
 //! | `POST /upstreams/{name}/backends` | add a backend: `{"addr": "127.0.0.1:9004", "weight": 2}` |
+//! | `PATCH /upstreams/{name}/backends/{addr}` | change its weight in place: `{"weight": 3}` (its health and counters stay) |
 //! | `DELETE /upstreams/{name}/backends/{addr}` | remove a backend (its requests in flight finish) |
 //! | `POST /upstreams/{name}/backends/{addr}/drain` | no new requests; in-flight ones finish |
 //! | `POST /upstreams/{name}/backends/{addr}/undrain` | back to healthy (the next health check may disagree) |
@@ -22,6 +25,11 @@
 //!
 //! **Drain vs remove.** Draining keeps the backend in the list, so its metrics, EWMA and slow-start state
 //! stay and it can be undrained in one call: the step before a deploy. Removing forgets it.
+//!
+//! **Reweight vs remove and add.** `PATCH` keeps the backend's health (a drained backend stays drained),
+//! its counters and its outlier state, and its place in the list; removing and adding it again would
+//! have brought it back healthy. It is how a canary's share is raised step by step (HAProxy: `set server
+//! app/b1 weight 3` on its runtime API).
 //!
 //! `router` takes the state and returns an `axum::Router`, so tests can call it without a socket and the
 //! binary serves it with `axum::serve`.
@@ -34,11 +42,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use lb_algorithms::{BackendSpec, Health, now_nanos};
 use serde::{Deserialize, Serialize};
 
 use crate::control::admin_access::Access;
+use crate::control::dashboard;
 use crate::control::reload::{ReloadError, Reloader};
 use crate::observe::metrics::Metrics;
 use crate::upstream::{Upstream, Upstreams};
@@ -54,6 +63,9 @@ pub struct AdminState {
     pub reloader: Option<Arc<Reloader>>,
     /// Who may call it (see `admin_access.rs`).
     pub access: Arc<Access>,
+    /// Turns true when the proxy shuts down: the dashboard's feeds end then, or the admin server's
+    /// graceful shutdown would wait for every open page (`None`: never).
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The admin API's routes.
@@ -62,8 +74,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/backends", get(backends))
+        .route("/events", get(events))
+        .route(dashboard::SCRIPT_PATH, get(dashboard::script))
+        .route(dashboard::STYLE_PATH, get(dashboard::style))
         .route("/upstreams/{name}/backends", post(add_backend))
-        .route("/upstreams/{name}/backends/{addr}", delete(remove_backend))
+        .route("/upstreams/{name}/backends/{addr}", axum::routing::delete(remove_backend).patch(set_weight))
         .route("/upstreams/{name}/backends/{addr}/drain", post(drain))
         .route("/upstreams/{name}/backends/{addr}/undrain", post(undrain))
         .route("/reload", post(reload))
@@ -73,9 +88,16 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// Every request passes the access rules before its handler runs.
+/// Every request passes the access rules before its handler runs (the dashboard's own files all but
+/// the token rule: see `dashboard.rs`).
 async fn admit(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
-    match access.check(request.method(), request.uri(), request.headers()) {
+    let (method, uri, headers) = (request.method(), request.uri(), request.headers());
+    let verdict = if dashboard::is_page_request(method, uri.path(), headers) {
+        access.check_page(uri, headers)
+    } else {
+        access.check(method, uri, headers)
+    };
+    match verdict {
         Ok(()) => next.run(request).await,
         Err(refusal) => {
             tracing::warn!(method = %request.method(), uri = %request.uri(), "admin request refused: {}", refusal.message);
@@ -86,18 +108,28 @@ async fn admit(State(access): State<Arc<Access>>, request: Request, next: Next) 
 
 const INDEX: &str = "\
 lb admin API
+GET    /                                             in a browser: the live dashboard (with a token: /#token=<token>)
 GET    /metrics                                      Prometheus metrics
 GET    /backends                                     every upstream and backend, as JSON
+GET    /events                                       the dashboard's live feed (server-sent events)
 POST   /upstreams/{name}/backends                    add a backend: {\"addr\":\"127.0.0.1:9004\",\"weight\":2}
+PATCH  /upstreams/{name}/backends/{addr}             change its weight: {\"weight\":3}
 DELETE /upstreams/{name}/backends/{addr}             remove a backend
 POST   /upstreams/{name}/backends/{addr}/drain       stop sending it new requests
 POST   /upstreams/{name}/backends/{addr}/undrain     send it requests again
 POST   /reload                                       read the config file again and switch to it
 ";
 
-/// The endpoints, then the access rules in force with this API's own addresses filled in.
-async fn index(State(state): State<AdminState>) -> String {
-    let access = &state.access;
+/// To a browser, the dashboard; otherwise the endpoints, then the access rules in force with this API's
+/// own addresses filled in.
+async fn index(State(state): State<AdminState>, headers: axum::http::HeaderMap) -> Response {
+    if dashboard::wants_html(&headers) {
+        return dashboard::page();
+    }
+    index_text(&state.access).into_response()
+}
+
+fn index_text(access: &Access) -> String {
     let (host, token) = if access.has_token() {
         ("Host: any name (a token is set)".to_string(), "Authorization: Bearer <token> is required")
     } else {
@@ -115,7 +147,7 @@ async fn index(State(state): State<AdminState>) -> String {
         format!("421  {host}"),
         "403  Origin, when sent, must be http://<Host> (cross-site requests from a browser)".to_string(),
         format!("401  {token}"),
-        "415  a POST, PUT or DELETE body must be Content-Type: application/json".to_string(),
+        "415  a POST, PUT, PATCH or DELETE body must be Content-Type: application/json".to_string(),
     ];
     let mut text =
         format!("{INDEX}\nEvery request passes these rules, or is refused with the reason as JSON:\n");
@@ -123,6 +155,11 @@ async fn index(State(state): State<AdminState>) -> String {
         text += &format!("  {rule}\n");
     }
     text
+}
+
+/// `GET /events`: the dashboard's feed, recording decisions while it is open.
+async fn events(State(state): State<AdminState>) -> Response {
+    dashboard::events(Arc::clone(&state.upstreams), state.metrics.decisions.watch(), state.stop.clone())
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
@@ -269,6 +306,35 @@ async fn add_backend(State(state): State<AdminState>, Path(name): Path<String>, 
     }
 }
 
+/// The body of `PATCH /upstreams/{name}/backends/{addr}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reweight {
+    weight: u32,
+}
+
+async fn set_weight(
+    State(state): State<AdminState>,
+    Path((name, addr)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(upstream) = state.upstreams.get(&name) else { return no_upstream(&name) };
+    let change: Reweight = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!(r#"expected {{"weight": N}}: {e}"#)),
+    };
+    if change.weight == 0 {
+        return error(StatusCode::BAD_REQUEST, "weight 0: drain it instead".to_string());
+    }
+    match upstream.set_weight(&addr, change.weight) {
+        Ok(()) => {
+            tracing::info!(upstream = %name, backend = %addr, weight = change.weight, "backend weight changed");
+            changed(&upstream, StatusCode::OK)
+        }
+        Err(e) => change_error(e),
+    }
+}
+
 async fn remove_backend(
     State(state): State<AdminState>,
     Path((name, addr)): Path<(String, String)>,
@@ -365,7 +431,7 @@ mod tests {
         let upstreams = Arc::new(Upstreams::new(&[config]).expect("valid upstream"));
         let metrics = Arc::new(Metrics::for_upstreams(&upstreams));
         let access = Arc::new(Access::new(ADMIN.parse().expect("address"), None));
-        AdminState { upstreams, metrics, reloader: None, access }
+        AdminState { upstreams, metrics, reloader: None, access, stop: None }
     }
 
     const ADMIN: &str = "127.0.0.1:9900";
@@ -476,6 +542,116 @@ mod tests {
             body.contains("  401  never: no token is set, so the API listens on loopback only\n"),
             "{body}"
         );
+    }
+
+    #[tokio::test]
+    async fn patch_changes_a_weight_in_place_and_a_drain_survives_it() {
+        let state = state();
+        let app = router(state.clone());
+        let (status, _) = call(&app, "POST", "/upstreams/app/backends/127.0.0.1:9001/drain", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) =
+            call(&app, "PATCH", "/upstreams/app/backends/127.0.0.1:9001", r#"{"weight":5}"#).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let v: UpstreamView = serde_json::from_str(&body).expect("JSON");
+        let b = &v.backends[0];
+        assert_eq!((b.addr.as_str(), b.weight, b.health.as_str()), ("127.0.0.1:9001", 5, "draining"));
+        assert_eq!(v.backends[1].weight, 3, "the other one is untouched");
+        let cases = [
+            ("/upstreams/app/backends/127.0.0.1:9001", r#"{"weight":0}"#, StatusCode::BAD_REQUEST),
+            ("/upstreams/app/backends/127.0.0.1:9001", r#"{"weight":-1}"#, StatusCode::BAD_REQUEST),
+            ("/upstreams/app/backends/127.0.0.1:9001", r#"{"weight":2,"x":1}"#, StatusCode::BAD_REQUEST),
+            ("/upstreams/app/backends/127.0.0.1:1", r#"{"weight":2}"#, StatusCode::NOT_FOUND),
+            ("/upstreams/nope/backends/127.0.0.1:9001", r#"{"weight":2}"#, StatusCode::NOT_FOUND),
+        ];
+        for (uri, body, expected) in cases {
+            let (status, text) = call(&app, "PATCH", uri, body).await;
+            assert_eq!(status, expected, "PATCH {uri} {body}: {text}");
+        }
+        assert_eq!(healths(&state)[0].1, "draining");
+    }
+
+    /// A GET as a browser sends it: its own Host, and `Accept: text/html` when `html`.
+    fn browser_get(uri: &str, html: bool, token: Option<&str>) -> http::Request<Body> {
+        let mut request = http::Request::builder().uri(uri).header("host", ADMIN);
+        if html {
+            request = request.header("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
+        }
+        if let Some(t) = token {
+            request = request.header("authorization", format!("Bearer {t}"));
+        }
+        request.body(Body::empty()).expect("valid request")
+    }
+
+    #[tokio::test]
+    async fn a_browser_gets_the_dashboard_which_cannot_be_framed_and_curl_the_index() {
+        let app = router(state());
+        let response = app.clone().oneshot(browser_get("/", true, None)).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers().clone();
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap_or("");
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(r#"<script src="/ui/dashboard.js" defer></script>"#), "{body}");
+        for path in [dashboard::SCRIPT_PATH, dashboard::STYLE_PATH] {
+            let response = app.clone().oneshot(browser_get(path, false, None)).await.expect("infallible");
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+        let (_, index) = call(&app, "GET", "/", "").await;
+        assert!(index.starts_with("lb admin API\n"), "{index}");
+    }
+
+    #[tokio::test]
+    async fn with_a_token_the_page_loads_without_it_but_its_data_and_the_index_need_it() {
+        let token = crate::config::AdminToken::new("s3cret").expect("token");
+        let state = AdminState {
+            access: Arc::new(Access::new(ADMIN.parse().expect("address"), Some(token))),
+            ..state()
+        };
+        let app = router(state);
+        let status = |request: http::Request<Body>| {
+            let app = app.clone();
+            async move { app.oneshot(request).await.expect("infallible").status() }
+        };
+        assert_eq!(status(browser_get("/", true, None)).await, StatusCode::OK);
+        assert_eq!(status(browser_get(dashboard::SCRIPT_PATH, false, None)).await, StatusCode::OK);
+        assert_eq!(status(browser_get("/", false, None)).await, StatusCode::UNAUTHORIZED, "the text index");
+        assert_eq!(status(browser_get("/events", true, None)).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(browser_get("/backends", true, None)).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(status(browser_get("/backends", true, Some("s3cret"))).await, StatusCode::OK);
+        // The page is still this origin's only: a foreign page asking for it is refused.
+        let foreign = http::Request::builder()
+            .uri("/")
+            .header("host", ADMIN)
+            .header("accept", "text/html")
+            .header("origin", "http://evil.example")
+            .body(Body::empty())
+            .expect("valid request");
+        assert_eq!(status(foreign).await, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn events_stream_snapshots_and_record_decisions_only_while_open() {
+        let state = state();
+        let app = router(state.clone());
+        assert!(!state.metrics.decisions.watching());
+        let response = app.oneshot(browser_get("/events", false, None)).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+        assert!(state.metrics.decisions.watching(), "an open feed is a watcher");
+        let mut body = response.into_body();
+        let frame = body.frame().await.expect("a first event").expect("no error");
+        let text = String::from_utf8_lossy(frame.data_ref().expect("data")).into_owned();
+        let json = text.strip_prefix("event: snapshot\ndata: ").expect("a snapshot event").trim_end();
+        let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+        assert_eq!(v["upstreams"][0]["name"], "app");
+        assert_eq!(v["upstreams"][0]["backends"][1]["addr"], "127.0.0.1:9002");
+        assert_eq!(v["upstreams"][0]["backends"][1]["weight_share"], 75.0);
+        drop(body);
+        assert!(!state.metrics.decisions.watching(), "the page went away: nothing is recorded");
     }
 
     #[tokio::test]

@@ -18,6 +18,11 @@
 //! then reached under whatever name the operator gives it, and a browser cannot add a bearer token it
 //! was never given.
 //!
+//! **The dashboard's own files** (its page, script and style sheet, see `dashboard.rs`) pass the Host
+//! and Origin rules but not the token rule ([`Access::check_page`]): a browser cannot put a bearer token
+//! on a page it navigates to, and these files are the same public bytes for everyone. The page then
+//! sends the token itself on every call that reads or changes anything.
+//!
 //! The token is compared with `subtle`'s constant-time equality, so the time an answer takes does not
 //! say how many leading characters of a guess were right (only its length, as with every such check).
 //!
@@ -85,6 +90,32 @@ impl Access {
 
     /// Apply the rules, in the order of the table above.
     pub fn check(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+        self.check_host_and_origin(uri, headers)?;
+        if let Some(token) = &self.token
+            && !bearer_matches(headers.get(header::AUTHORIZATION), token)
+        {
+            return Err(Refusal {
+                status: StatusCode::UNAUTHORIZED,
+                message: "this admin API needs the header \"Authorization: Bearer <token>\" with its token"
+                    .to_string(),
+            });
+        }
+        if matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+            check_json_body(method, headers)?;
+        }
+        Ok(())
+    }
+
+    /// The rules for the dashboard's own files (its page, script and style sheet): Host and Origin,
+    /// but no token, because a browser cannot send a bearer token when it navigates to a page. They
+    /// are the same bytes for everyone, built into the binary, and carry no data; everything the page
+    /// then shows or does goes through [`Access::check`] with the token the page was given.
+    pub fn check_page(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
+        self.check_host_and_origin(uri, headers)
+    }
+
+    /// The Host rule (without a token) and the Origin rule.
+    fn check_host_and_origin(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Refusal> {
         // HTTP/2 carries the host in `:authority`, which ends up in the URI rather than in `Host`.
         let host = headers
             .get(header::HOST)
@@ -114,18 +145,6 @@ impl Access {
                     ),
                 });
             }
-        }
-        if let Some(token) = &self.token
-            && !bearer_matches(headers.get(header::AUTHORIZATION), token)
-        {
-            return Err(Refusal {
-                status: StatusCode::UNAUTHORIZED,
-                message: "this admin API needs the header \"Authorization: Bearer <token>\" with its token"
-                    .to_string(),
-            });
-        }
-        if matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
-            check_json_body(method, headers)?;
         }
         Ok(())
     }
@@ -268,6 +287,21 @@ mod tests {
         // The Origin rule still holds with a token.
         let evil = ("origin", "http://evil.example");
         assert_eq!(status(&a, Method::GET, &[host, ("authorization", "Bearer s3cret"), evil]), 403);
+    }
+
+    #[test]
+    fn the_dashboards_files_need_no_token_but_still_their_own_host_and_origin() {
+        let uri = Uri::from_static("/");
+        let token = AdminToken::new("s3cret").unwrap_or_else(|e| panic!("{e}"));
+        let with_token = Access::new(SocketAddr::from(([127, 0, 0, 1], 9900)), Some(token));
+        let host = ("host", "127.0.0.1:9900");
+        assert_eq!(with_token.check_page(&uri, &headers(&[host])), Ok(()));
+        assert_eq!(status(&with_token, Method::GET, &[host]), 401, "everything else needs it");
+        let evil = ("origin", "http://evil.example");
+        let refused = with_token.check_page(&uri, &headers(&[host, evil])).err().map(|r| r.status);
+        assert_eq!(refused, Some(StatusCode::FORBIDDEN));
+        let rebound = loopback().check_page(&uri, &headers(&[("host", "evil.example:9900")]));
+        assert_eq!(rebound.err().map(|r| r.status), Some(StatusCode::MISDIRECTED_REQUEST));
     }
 
     #[test]

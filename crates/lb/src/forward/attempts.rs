@@ -28,7 +28,9 @@
 //!
 //! With explain on (`X-Lb-Explain: 1`), the same bookkeeping becomes the `X-Lb-*` response headers:
 //! the backend, the algorithm and its reason, the backends skipped and why, the attempts, and why each
-//! retry happened; whichever path answered.
+//! retry happened; whichever path answered. While an admin dashboard is open, a sample of requests
+//! makes the same explanation for the dashboard's decision list instead (or as well); with none open,
+//! asking costs one relaxed load (see `observe/decisions.rs`).
 
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ use lb_algorithms::{Explain, InFlightGuard, Nanos, PickRequest, SkipReason, now_
 
 use crate::control::outlier::{self, Outcome};
 use crate::forward::{ProxyBody, error_response, no_backend_message};
+use crate::observe::decisions::Decision;
 use crate::observe::metrics::Metrics;
 use crate::upstream::retry::is_retryable_status;
 use crate::upstream::stats::FailureKind;
@@ -93,7 +96,12 @@ pub(crate) struct Attempts<'a> {
     max_attempts: u32,
     /// Backends this request tried or skipped: the next pick excludes them.
     tried: Vec<usize>,
+    /// Filled while explaining: for the headers, the dashboard, or both.
     explain: Option<Explain>,
+    /// The client gets the `X-Lb-*` headers.
+    headers: bool,
+    /// The dashboard gets this request's decision.
+    record: bool,
     /// Why each retry happened (explain only).
     retries: Vec<String>,
     /// Attempts made so far.
@@ -120,6 +128,8 @@ impl<'a> Attempts<'a> {
         explain: bool,
         replayable: bool,
     ) -> Self {
+        // One relaxed load when no dashboard is open.
+        let record = metrics.decisions.sample();
         Attempts {
             upstream,
             state,
@@ -127,7 +137,9 @@ impl<'a> Attempts<'a> {
             replayable,
             max_attempts: upstream.config.retry.attempts.max(1),
             tried: Vec::new(),
-            explain: explain.then(Explain::default),
+            explain: (explain || record).then(Explain::default),
+            headers: explain,
+            record,
             retries: Vec::new(),
             attempts: 0,
             last_backend: None,
@@ -328,13 +340,20 @@ impl<'a> Attempts<'a> {
         request_id: &HeaderValue,
     ) -> Response<ProxyBody> {
         let mut response = error_response(status, body, request_id);
-        self.explain_headers(response.headers_mut());
+        self.explain_headers(status, response.headers_mut());
         response
     }
 
-    /// Add the `X-Lb-*` headers (once; only when explain is on for this request).
-    pub fn explain_headers(&mut self, headers: &mut HeaderMap) {
+    /// Add the `X-Lb-*` headers to the client's answer with this status, and send the decision to the
+    /// dashboard; once, and only when explain is on for this request or it was sampled for the dashboard.
+    pub fn explain_headers(&mut self, status: StatusCode, headers: &mut HeaderMap) {
         let Some(explain) = self.explain.take() else { return };
+        if self.record {
+            self.record_decision(&explain, status);
+        }
+        if !self.headers {
+            return;
+        }
         let set = &self.state.set;
         let addr = |i: usize| set.get(i).map_or("?", |b| b.addr());
         let mut put = |name: &HeaderName, value: String| {
@@ -358,5 +377,25 @@ impl<'a> Attempts<'a> {
         if !self.retries.is_empty() {
             put(&X_LB_RETRY, self.retries.join("; "));
         }
+    }
+
+    /// What the explain headers say, for the dashboard's decision list.
+    fn record_decision(&self, explain: &Explain, status: StatusCode) {
+        let set = &self.state.set;
+        let addr = |i: usize| set.get(i).map_or("?", |b| b.addr());
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.metrics.decisions.record(Decision {
+            at_ms,
+            upstream: self.upstream.name.clone(),
+            backend: self.last_backend.map(|i| addr(i).to_string()),
+            algorithm: self.upstream.config.algorithm.name(),
+            reason: explain.reason.clone(),
+            skipped: explain.skipped.iter().map(|(i, why)| format!("{}={why}", addr(*i))).collect(),
+            attempts: self.attempts,
+            retries: self.retries.clone(),
+            status: status.as_u16(),
+        });
     }
 }

@@ -109,6 +109,6 @@ fn deliver(
     if !head.headers.contains_key(&X_REQUEST_ID) {
         head.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
     }
-    ctx.explain_headers(&mut head.headers);
+    ctx.explain_headers(head.status, &mut head.headers);
     Response::from_parts(head, ProxyBody::streamed(body, guard, read))
 }

@@ -438,7 +438,7 @@ impl Worker {
     ) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
         let request_id = (!body.fields().has_request_id).then(|| request_id.clone());
-        ctx.explain_headers(&mut parts.headers);
+        ctx.explain_headers(parts.status, &mut parts.headers);
         let ret = ReturnTo { worker: Rc::clone(self), expires };
         Response::from_parts(parts, ProxyBody::upstream(body, guard, ret, request_id))
     }

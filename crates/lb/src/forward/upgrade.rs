@@ -187,7 +187,7 @@ async fn refused(response: Response<Incoming>, ctx: &mut Attempts<'_>) -> Respon
         Err(_) => Bytes::new(),
     };
     parts.headers.remove(header::CONTENT_LENGTH);
-    ctx.explain_headers(&mut parts.headers);
+    ctx.explain_headers(parts.status, &mut parts.headers);
     Response::from_parts(parts, ProxyBody::full(bytes))
 }
 
@@ -221,7 +221,7 @@ fn switch(
     // and the like): here they describe the switch, not the connection, so they stay.
     let (mut parts, _) = response.into_parts();
     parts.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    ctx.explain_headers(&mut parts.headers);
+    ctx.explain_headers(parts.status, &mut parts.headers);
     Response::from_parts(parts, ProxyBody::full(Bytes::new()))
 }
 

@@ -113,6 +113,8 @@ pub struct Metrics {
     pub connections: Arc<crate::net::limits::ConnectionCount>,
     /// The certificates in force and when they expire; replaced whole on start and reload.
     certificates: arc_swap::ArcSwap<Vec<CertExpiry>>,
+    /// The routing decisions, for the admin dashboard while one is open (see `decisions.rs`).
+    pub decisions: crate::observe::decisions::Decisions,
 }
 
 impl Default for Metrics {
@@ -132,6 +134,7 @@ impl Metrics {
             started: std::time::SystemTime::now(),
             connections: crate::net::limits::ConnectionCount::new(usize::MAX),
             certificates: arc_swap::ArcSwap::from_pointee(Vec::new()),
+            decisions: crate::observe::decisions::Decisions::default(),
         }
     }
 

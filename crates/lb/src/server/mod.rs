@@ -221,6 +221,7 @@ pub async fn start_with(config: Config, mut handed: Vec<Handed>) -> Result<Runni
             metrics: Arc::clone(&metrics),
             reloader: Some(Arc::clone(&reloader)),
             access: Arc::new(Access::new(bound, token)),
+            stop: Some(stop_rx.clone()),
         };
         let inherited = admin_socket.filter(|h| h.requested == addr || h.bound == addr);
         let listener = admin_listener(addr, inherited)?;

@@ -202,6 +202,30 @@ impl Upstream {
         self.replace(specs)
     }
 
+    /// Change one backend's weight in place (an error if it is not there). Its health (draining,
+    /// ejected, unhealthy), counters and outlier state carry over, and it keeps its place in the list;
+    /// its in-flight count and latency average start afresh, as for a backend just added (requests in
+    /// flight finish on the old entry), and with slow start it ramps up to the new weight.
+    pub fn set_weight(&self, addr: &str, weight: u32) -> Result<(), Error> {
+        let _write = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let old = self.load();
+        let Some(index) = old.set.position(addr) else {
+            return Err(Error::UnknownBackend { upstream: self.name.clone(), addr: addr.to_string() });
+        };
+        let mut specs = specs_of(&old.set);
+        specs[index].weight = weight.max(1);
+        let now = now_nanos();
+        let set = old.set.rebuild(specs, now);
+        // Before the swap, so no request ever sees a drained or ejected backend as healthy.
+        let health = old.set.backends()[index].health();
+        if health != Health::Healthy {
+            set.set_health(index, health, now);
+        }
+        let state = Self::assemble(&self.config, set, &old.stats)?;
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
     /// Set one backend's health by address on the current set; false if there is no such backend.
     pub fn set_health(&self, addr: &str, health: Health) -> bool {
         let state = self.load();
