@@ -1,7 +1,7 @@
 //! The control plane: the live state every worker reads ([`state`]) and everything that changes it
 //! while the proxy runs: active health checks ([`health`]), passive outlier detection ([`outlier`]),
 //! DNS discovery of backends ([`discovery`]), hot reload ([`reload`]) and the admin API ([`admin`],
-//! with its access rules in [`admin_access`]).
+//! with its access rules in [`admin_access`], and the orchestrator's `/live` and `/ready` in [`probes`]).
 //!
 //! May import: everything below it ([`crate::config`], [`crate::net`], [`crate::client`],
 //! [`crate::upstream`], [`crate::observe`]). The request path ([`crate::forward`]) sits above it: it
@@ -12,6 +12,7 @@ pub(crate) mod admin_access;
 pub(crate) mod discovery;
 pub(crate) mod health;
 pub(crate) mod outlier;
+pub(crate) mod probes;
 pub(crate) mod reload;
 pub(crate) mod state;
 
