@@ -5,7 +5,8 @@
 //! [`latency_percentiles`] (one marker per algorithm at p50, p90, p99, p99.9, log scale),
 //! [`per_backend`] (requests each backend received: a dot plot, backends are categories, so no line
 //! joins them), [`supermarket`] (mean time in system against load: the theory curve sampled densely,
-//! simulated points on it, one colour per `d`) and [`cpu_per_request`] (stacked user + system bars per
+//! simulated points on it, one colour per `d`), [`stale`] (mean time in system against the age of
+//! the load information, one line per strategy) and [`cpu_per_request`] (stacked user + system bars per
 //! balancer).
 //!
 //! Every algorithm has one colour and one marker of its own ([`algorithm_style`]), the same in every
@@ -467,6 +468,49 @@ pub fn supermarket(
             .draw_series(mine.map(|p| marker((p.lambda, p.simulated), style.marker, style.color, 5)))
             .map_err(|x| e(&x))?;
         entries.push(Entry::new(&format!("d = {d}"), style, Swatch::LineMarker));
+    }
+    legend(&side, &entries, &e)?;
+    plot.present().map_err(|x| e(&x))
+}
+
+/// Mean time in system against the age of the load information (a board refreshed every `period`),
+/// one line per strategy, with `random` as the reference every other line is read against.
+pub fn stale(path: &Path, rows: &[crate::stale::SweepRow]) -> Result<(), ChartError> {
+    let e = err(path);
+    let points: Vec<(f64, &crate::stale::StaleResult)> = rows
+        .iter()
+        .filter_map(|r| match r.view {
+            crate::stale::View::Board { period } => Some(r.results.iter().map(move |x| (period, x))),
+            crate::stale::View::Own { .. } => None,
+        })
+        .flatten()
+        .collect();
+    let hi_x = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.04;
+    let hi_y = points.iter().map(|p| p.1.mean_sojourn).fold(1.0, f64::max) * 1.08;
+    let (plot, side) = frame(path, "Stale load information: mean time in system against its age", &e)?;
+    let mut chart = ChartBuilder::on(&plot)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..hi_x, 0f64..hi_y)
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .light_line_style(WHITE)
+        .x_desc("board refreshed every ... service times (0: current)")
+        .y_desc("mean time in system (1 = one service time)")
+        .draw()
+        .map_err(|x| e(&x))?;
+    let mut entries = vec![Entry::heading("strategy")];
+    for (i, strategy) in crate::stale::Strategy::ALL.iter().enumerate() {
+        let style = style_of(strategy.name(), i);
+        let line: Vec<(f64, f64)> =
+            points.iter().filter(|p| p.1.strategy == *strategy).map(|p| (p.0, p.1.mean_sojourn)).collect();
+        chart.draw_series(LineSeries::new(line.clone(), style.color.stroke_width(2))).map_err(|x| e(&x))?;
+        chart
+            .draw_series(line.iter().map(|&p| marker(p, style.marker, style.color, 5)))
+            .map_err(|x| e(&x))?;
+        entries.push(Entry::new(strategy.name(), style, Swatch::LineMarker));
     }
     legend(&side, &entries, &e)?;
     plot.present().map_err(|x| e(&x))

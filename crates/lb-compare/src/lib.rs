@@ -12,6 +12,8 @@
 //! - [`sequence`]: the first N picks of an algorithm, as letters (`lb-compare sequence`).
 //! - [`balls`]: balls into bins with `d` choices, Azar et al. 1994 (`lb-compare balls`).
 //! - [`supermarket`]: Mitzenmacher's supermarket model and its fixed point (`lb-compare supermarket`).
+//! - [`stale`]: several balancers, each with its own view, and stale load information: Mitzenmacher's
+//!   herd (`lb-compare stale`).
 //! - [`hashing`]: balance and disruption of the consistent-hashing algorithms (`lb-compare hashing`).
 //! - [`scenario`]: the TOML scenario format (fleet, load, script of failures); files in `scenarios/`.
 //! - [`sim`]: the discrete-event simulator that runs a scenario through every algorithm
@@ -48,4 +50,5 @@ mod rng;
 pub mod scenario;
 pub mod sequence;
 pub mod sim;
+pub mod stale;
 pub mod supermarket;

@@ -6,6 +6,7 @@
 //! cargo run --release -p lb-compare -- sequence --algorithm weighted-round-robin --weights 5,1,1 --picks 14
 //! cargo run --release -p lb-compare -- balls --bins 10000 --balls 10000 --choices 2 --trials 20
 //! cargo run --release -p lb-compare -- supermarket --servers 500 --lambda 0.9 --choices 2 --arrivals 10000000
+//! cargo run --release -p lb-compare -- stale --servers 100 --periods 0,1,2,5,10 --balancers 1,10
 //! cargo run --release -p lb-compare -- hashing --algorithm maglev --backends 100 --keys 1000000 --remove 0.1
 //! cargo run --release -p lb-compare -- scenario crates/lb-compare/scenarios/linkerd-beyond-round-robin.toml
 //! cargo run --release -p lb-compare -- live crates/lb-compare/scenarios/one-slow.toml --compare
@@ -25,7 +26,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lb_algorithms::Algorithm;
 use lb_compare::scenario::{Nanos, Scenario};
-use lb_compare::{balancers, balls, hashing, live, report, scenario, sequence, sim, supermarket};
+use lb_compare::{balancers, balls, hashing, live, report, scenario, sequence, sim, stale, supermarket};
 use serde::Serialize;
 
 #[derive(Debug, Parser)]
@@ -46,6 +47,8 @@ enum Command {
     Balls(BallsArgs),
     /// Mitzenmacher's supermarket model: Poisson arrivals join the shortest of D random queues.
     Supermarket(SupermarketArgs),
+    /// Several balancers and old load information: random, power of two and least connections.
+    Stale(StaleArgs),
     /// Balance and disruption of a consistent-hashing algorithm.
     Hashing(HashingArgs),
     /// Simulate a scenario file through every algorithm (the real balancers, in simulated time).
@@ -63,6 +66,7 @@ fn main() -> Result<()> {
         Command::Sequence(args) => args.run(),
         Command::Balls(args) => args.run(),
         Command::Supermarket(args) => args.run(),
+        Command::Stale(args) => args.run(),
         Command::Hashing(args) => args.run(),
         Command::Scenario(args) => args.run(),
         Command::Live(args) => args.run(),
@@ -183,6 +187,55 @@ impl SupermarketArgs {
             arrivals as f64 / wall / 1e6
         );
         print_report(json, &report, |r| supermarket::text(&spec, r))
+    }
+}
+
+#[derive(Debug, Args)]
+struct StaleArgs {
+    /// Number of servers n.
+    #[arg(long, default_value_t = 100)]
+    servers: usize,
+    /// Arrival rate per server (0 < lambda < 1); service rate is 1.
+    #[arg(long, default_value_t = 0.9)]
+    lambda: f64,
+    /// Board refresh periods, in mean service times (0: current information); one row each.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.0, 0.5, 1.0, 2.0, 5.0, 10.0])]
+    periods: Vec<f64>,
+    /// Numbers of balancers that each see only their own requests; one row each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 10, 50])]
+    balancers: Vec<usize>,
+    /// Arrivals to simulate per row and strategy, warm-up included.
+    #[arg(long, default_value_t = 1_000_000)]
+    arrivals: u64,
+    /// Fraction of arrivals at the start not measured.
+    #[arg(long, default_value_t = 0.1)]
+    warmup: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl StaleArgs {
+    fn run(self) -> Result<()> {
+        let StaleArgs { servers, lambda, periods, balancers, arrivals, warmup, seed, json } = self;
+        if !(lambda > 0.0 && lambda < 1.0) || servers < 2 || balancers.contains(&0) {
+            bail!("need 0 < --lambda < 1, --servers >= 2, --balancers >= 1");
+        }
+        if periods.iter().any(|p| !(p.is_finite() && *p >= 0.0)) {
+            bail!("--periods must be 0 or more");
+        }
+        let views = periods
+            .iter()
+            .map(|&period| stale::View::Board { period })
+            .chain(balancers.iter().map(|&balancers| stale::View::Own { balancers }));
+        let spec = |view| stale::StaleSpec { servers, lambda, view, arrivals, warmup, seed };
+        let rows: Vec<stale::SweepRow> =
+            views.map(|view| stale::SweepRow { view, results: stale::run_all(&spec(view)) }).collect();
+        let first = spec(stale::View::Board { period: 0.0 });
+        print_report(json, &rows, |r| stale::text(&first, r))
     }
 }
 

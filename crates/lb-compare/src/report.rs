@@ -2,7 +2,8 @@
 //! charts, so the whole comparison can be read (and diffed, run after run) without running anything.
 //!
 //! The set: the smooth weighted round-robin sequence for weights 5,1,1; balls into bins with one and two
-//! choices; the supermarket model for d = 1, 2, 3 at several loads against its fixed point; balance and
+//! choices; the supermarket model for d = 1, 2, 3 at several loads against its fixed point; several
+//! balancers and stale load information (Mitzenmacher's herd); balance and
 //! disruption of the four consistent-hashing algorithms when a tenth of the backends goes; every shipped
 //! scenario through every algorithm; and, on request, the same scenarios live (`--with-live`) and the
 //! per-core benchmark of the balancers (`--with-balancers`). Each section gives the command that
@@ -20,7 +21,7 @@ use crate::charts::{self, SojournPoint};
 use crate::live::{self, LiveOptions};
 use crate::output::table;
 use crate::scenario::Scenario;
-use crate::{balls, hashing, sequence, sim, supermarket};
+use crate::{balls, hashing, sequence, sim, stale, supermarket};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -93,6 +94,8 @@ pub async fn write(
     page.balls();
     progress("supermarket model");
     page.supermarket()?;
+    progress("stale information");
+    page.stale()?;
     progress("hashing");
     page.hashing()?;
     page.scenarios(options, &mut progress).await?;
@@ -247,6 +250,47 @@ impl Page<'_> {
              many of the theory, and the tail of a finite system is a little fatter.*\n",
             spread(0.9),
             spread(0.95)
+        );
+        Ok(())
+    }
+
+    /// Several balancers and stale load information: Mitzenmacher's herd, with a chart.
+    fn stale(&mut self) -> Result<(), ReportError> {
+        let (servers, arrivals) = if self.quick { (50, 200_000) } else { (100, 1_000_000) };
+        let (periods, balancers) = ([0.0, 0.5, 1.0, 2.0, 5.0, 10.0], [1, 2, 10, 50]);
+        let views = periods
+            .iter()
+            .map(|&period| stale::View::Board { period })
+            .chain(balancers.iter().map(|&balancers| stale::View::Own { balancers }));
+        let spec = |view| stale::StaleSpec { servers, lambda: 0.9, view, arrivals, warmup: 0.1, seed: 1 };
+        let rows: Vec<stale::SweepRow> =
+            views.map(|view| stale::SweepRow { view, results: stale::run_all(&spec(view)) }).collect();
+        let chart = "stale-information.svg";
+        charts::stale(&self.dir.join(chart), &rows)?;
+        self.charts.push(chart.to_string());
+        let md = &mut self.md;
+        let _ = writeln!(md, "## Several balancers and stale load information\n");
+        let _ = writeln!(
+            md,
+            "```sh\n{CMD} stale --servers {servers} --arrivals {arrivals} --periods 0,0.5,1,2,5,10 --balancers 1,2,10,50\n```\n"
+        );
+        let _ = writeln!(
+            md,
+            "{servers} servers at load 0.9. *Board* rows: every balancer sees the queue lengths as they were \
+             at the last refresh of a shared board (Mitzenmacher's periodic update model, \"How Useful Is \
+             Old Information?\", IEEE TPDS 2000). *Own in-flight* rows: each of B balancers sees only the \
+             requests it sent itself, as each `lb` replica does.\n"
+        );
+        let table = stale::text(&spec(stale::View::Board { period: 0.0 }), &rows);
+        let _ = writeln!(md, "```text\n{table}```\n");
+        let _ = writeln!(md, "![mean time in system against the age of the load information]({chart})\n");
+        let _ = writeln!(
+            md,
+            "*What to see: with current information least-connections is best; a board a few service times \
+             old makes it send every arrival to the servers that were shortest at the last refresh, and it \
+             ends up worse than not looking at all (random). Two random choices degrade gently and stay \
+             well below random. A partial but current view (each balancer its own in-flight) does not \
+             herd: a balancer's own decisions update its view at once.*\n"
         );
         Ok(())
     }

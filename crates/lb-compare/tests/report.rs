@@ -15,8 +15,8 @@ async fn quick_report_writes_markdown_and_parseable_svgs() {
     let options = ReportOptions { quick: true, with_balancers: false, with_live: false, root };
     let written = report::write(dir.path(), &options, |_| {}).await.unwrap_or_else(|e| panic!("{e}"));
     let md = std::fs::read_to_string(&written.readme).unwrap_or_else(|e| panic!("{e}"));
-    // The supermarket chart and two per scenario.
-    assert_eq!(written.charts.len(), 1 + 2 * report::SCENARIOS.len(), "{:?}", written.charts);
+    // The supermarket chart, the stale-information chart and two per scenario.
+    assert_eq!(written.charts.len(), 2 + 2 * report::SCENARIOS.len(), "{:?}", written.charts);
     for chart in &written.charts {
         assert!(md.contains(&format!("]({chart})")), "README.md does not link {chart}");
         let svg = std::fs::read_to_string(dir.path().join(chart)).unwrap_or_else(|e| panic!("{chart}: {e}"));
@@ -34,6 +34,7 @@ async fn quick_report_writes_markdown_and_parseable_svgs() {
         "## Smooth weighted round robin",
         "## Balls into bins",
         "## The supermarket model",
+        "## Several balancers and stale load information",
         "## Consistent hashing",
         "### one-slow",
     ] {

@@ -19,6 +19,7 @@
 //! | `POST /upstreams/{name}/backends/{addr}/drain` | no new requests; in-flight ones finish |
 //! | `POST /upstreams/{name}/backends/{addr}/undrain` | back to healthy (the next health check may disagree) |
 //! | `POST /reload` | read the config file again and switch to it (see `reload.rs`); 400 with the errors if it is bad |
+//! | `GET /live`, `GET /ready` | for an orchestrator's probes; served next to this router, outside its access rules (see `probes.rs`) |
 //!
 //! Errors are JSON, `{"error": "..."}`, with 404 for an unknown upstream or backend and 400 for a bad
 //! request. Successful changes answer with the upstream's new backend table, so a script sees the effect.
@@ -118,6 +119,7 @@ DELETE /upstreams/{name}/backends/{addr}             remove a backend
 POST   /upstreams/{name}/backends/{addr}/drain       stop sending it new requests
 POST   /upstreams/{name}/backends/{addr}/undrain     send it requests again
 POST   /reload                                       read the config file again and switch to it
+GET    /live, /ready                                 for probes: 200, or 503 from /ready while starting or draining
 ";
 
 /// To a browser, the dashboard; otherwise the endpoints, then the access rules in force with this API's

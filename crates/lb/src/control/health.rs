@@ -71,6 +71,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::HealthCheckConfig;
 use crate::config::Protocol;
+use crate::control::probes::{FirstRound, Readiness};
 use crate::net::backend_tls::BackendConnector;
 use crate::upstream::{Upstream, Upstreams};
 
@@ -125,12 +126,17 @@ fn check_client(upstream: &Upstream) -> (CheckClient, &'static str) {
 }
 
 /// Start checking every upstream that has `health_check` set; runs until `shutdown` completes.
+/// `readiness` is marked checked once every one of them has run its first round (`/ready`, see
+/// `probes.rs`).
 pub fn spawn(
     upstreams: Arc<Upstreams>,
+    readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tasks = JoinSet::new();
+        let checked = upstreams.all().iter().filter(|u| u.config.health_check.is_some()).count();
+        let first_round = Arc::new(FirstRound::new(readiness, checked));
         for upstream in upstreams.all().iter() {
             if let Some(config) = upstream.config.health_check.clone() {
                 tracing::info!(
@@ -141,7 +147,13 @@ pub fn spawn(
                     fall = config.fall,
                     "active health checks on"
                 );
-                tasks.spawn(check_loop(Arc::clone(upstream), config, check_client(upstream)));
+                let loop_ = check_loop(
+                    Arc::clone(upstream),
+                    config,
+                    check_client(upstream),
+                    Arc::clone(&first_round),
+                );
+                tasks.spawn(loop_);
             }
         }
         if tasks.is_empty() {
@@ -156,8 +168,14 @@ pub fn spawn(
 }
 
 /// Check one upstream's backends forever.
-async fn check_loop(upstream: Arc<Upstream>, config: HealthCheckConfig, client: (CheckClient, &'static str)) {
+async fn check_loop(
+    upstream: Arc<Upstream>,
+    config: HealthCheckConfig,
+    client: (CheckClient, &'static str),
+    first_round: Arc<FirstRound>,
+) {
     let (client, scheme) = client;
+    let mut first_round = Some(first_round);
     let mut verdicts: HashMap<String, CheckState> = HashMap::new();
     // Spread the first round too, so proxies started together do not begin in step.
     let first = config.interval.mul_f64(config.jitter.clamp(0.0, 1.0) * rand::rng().random::<f64>());
@@ -186,6 +204,9 @@ async fn check_loop(upstream: Arc<Upstream>, config: HealthCheckConfig, client: 
                 tracing::debug!(upstream = %upstream.name, backend = %addr, healthy = now_healthy, "check verdict changed");
             }
             apply(&upstream, addr, verdict.healthy);
+        }
+        if let Some(round) = first_round.take() {
+            round.done();
         }
         // Drawn before the await: the thread-local generator must not be held across it.
         let wait = config.jittered_interval(rand::rng().random());

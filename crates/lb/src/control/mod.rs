@@ -1,7 +1,8 @@
 //! The control plane: the live state every worker reads ([`state`]) and everything that changes it
 //! while the proxy runs: active health checks ([`health`]), passive outlier detection ([`outlier`]),
 //! DNS discovery of backends ([`discovery`]), hot reload ([`reload`]) and the admin API ([`admin`],
-//! with its access rules in [`admin_access`] and the live dashboard in [`dashboard`]).
+//! with its access rules in [`admin_access`], the live dashboard in [`dashboard`], and the
+//! orchestrator's `/live` and `/ready` in [`probes`]).
 //!
 //! May import: everything below it ([`crate::config`], [`crate::net`], [`crate::client`],
 //! [`crate::upstream`], [`crate::observe`]). The request path ([`crate::forward`]) sits above it: it
@@ -13,6 +14,7 @@ pub(crate) mod dashboard;
 pub(crate) mod discovery;
 pub(crate) mod health;
 pub(crate) mod outlier;
+pub(crate) mod probes;
 pub(crate) mod reload;
 pub(crate) mod state;
 

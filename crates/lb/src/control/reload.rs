@@ -59,6 +59,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::control::probes::Readiness;
 use crate::control::{Settings, Shared};
 use crate::net::listeners::Listeners;
 use crate::net::tls::{CertSet, Certificates, TlsError};
@@ -110,6 +111,8 @@ pub struct Live {
     pub listeners: Listeners,
     /// Worker threads running (`workers = 0` in the file, resolved to the number of cores).
     pub workers: usize,
+    /// What `/ready` answers from; the health checks mark their first round in it.
+    pub readiness: Arc<Readiness>,
 }
 
 /// The configuration in force and the listeners that go with it; one lock, so reloads run one at a
@@ -211,6 +214,7 @@ pub struct Reloader {
     /// Health checks, the outlier unejector and DNS discovery over the current groups.
     control: Mutex<Vec<JoinHandle<()>>>,
     stop: watch::Receiver<bool>,
+    readiness: Arc<Readiness>,
 }
 
 impl Reloader {
@@ -225,6 +229,7 @@ impl Reloader {
             workers: live.workers,
             control: Mutex::new(Vec::new()),
             stop,
+            readiness: live.readiness,
         };
         reloader.restart_control();
         Arc::new(reloader)
@@ -348,6 +353,7 @@ impl Reloader {
         };
         control.push(crate::control::health::spawn(
             Arc::clone(&self.shared.upstreams),
+            Arc::clone(&self.readiness),
             stopped(self.stop.clone()),
         ));
         control.push(crate::control::outlier::spawn_unejector(

@@ -37,7 +37,10 @@
 //! request (idle keep-alive connections close at once, or, if answered less than a second ago, after
 //! serving the request their client may already have sent; a request in progress gets `Connection: close`
 //! on its response; HTTP/2 connections get hyper's GOAWAY), and waits up to
-//! `server.shutdown_timeout` for them, WebSocket tunnels included; what is left is cut.
+//! `server.shutdown_timeout` for them, WebSocket tunnels included; what is left is cut. The admin API
+//! stays up until then, its `/ready` answering 503 (`crate::control::probes`), so an orchestrator
+//! sees the drain rather than a refused connection; after a binary upgrade it closes at once instead,
+//! and the new process answers on the same socket.
 //!
 //! # Layer
 //!
@@ -71,6 +74,7 @@ use tokio::task::JoinHandle;
 use crate::config::ServerLimits;
 use crate::control::admin::{AdminState, router};
 use crate::control::admin_access::Access;
+use crate::control::probes::Readiness;
 use crate::control::reload::{Live, ReloadError, ReloadReport, Reloader};
 use crate::control::{Settings, Shared};
 use crate::forward::Worker;
@@ -101,6 +105,10 @@ pub struct Running {
     /// Applies a new configuration (`SIGHUP` and admin `POST /reload` go through it).
     pub reloader: Arc<Reloader>,
     stop: watch::Sender<bool>,
+    /// Stops the admin API: after the workers on shutdown, at once after a binary upgrade.
+    admin_stop: watch::Sender<bool>,
+    /// What `/ready` answers from.
+    readiness: Arc<Readiness>,
     workers: Vec<std::thread::JoinHandle<()>>,
     control: Vec<JoinHandle<()>>,
     /// A second descriptor of the admin API's socket, with its address as configured, for a binary
@@ -114,6 +122,7 @@ impl Running {
     pub async fn shutdown(self) {
         // The copies kept for an upgrade would keep the ports listening after the workers close
         // theirs (a binary upgrade has handed its own copies over by now).
+        self.readiness.mark_draining();
         self.reloader.release_sockets();
         drop(self.admin_copy);
         let _ = self.stop.send(true);
@@ -125,10 +134,18 @@ impl Running {
             }
         })
         .await;
+        // The admin API (and its `/ready`, 503 meanwhile) outlived the drain; now it closes too.
+        let _ = self.admin_stop.send(true);
         for task in self.control {
             let _ = task.await;
         }
         self.reloader.join().await;
+    }
+
+    /// Close the admin API now rather than after the drain: the process that took over its socket
+    /// answers there from now on (a binary upgrade).
+    pub fn close_admin(&self) {
+        let _ = self.admin_stop.send(true);
     }
 
     /// Read the configuration file again and switch to it (see [`crate::control::reload`]).
@@ -212,8 +229,11 @@ pub async fn start_with(config: Config, mut handed: Vec<Handed>) -> Result<Runni
     let mut control = Vec::new();
     // The reloader owns the health checks and the unejector (a reload restarts them over the new
     // groups), and everything else a reload changes: settings, certificates, listeners.
-    let live = Live { shared: Arc::clone(&shared), certs, listeners, workers };
+    let readiness = Arc::new(Readiness::new());
+    let live =
+        Live { shared: Arc::clone(&shared), certs, listeners, workers, readiness: Arc::clone(&readiness) };
     let reloader = Reloader::start(config, live, stop_rx.clone());
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
     let (mut admin, mut admin_copy) = (None, None);
     if let Some((addr, token)) = admin_config.and_then(|a| Some((a.listen?, a.token))) {
         let state = |bound| AdminState {
@@ -226,7 +246,8 @@ pub async fn start_with(config: Config, mut handed: Vec<Handed>) -> Result<Runni
         let inherited = admin_socket.filter(|h| h.requested == addr || h.bound == addr);
         let listener = admin_listener(addr, inherited)?;
         admin_copy = listener.try_clone().ok().map(|copy| (addr, copy));
-        let (bound, task) = serve_admin(addr, listener, state, stop_rx.clone())?;
+        let probes = crate::control::probes::router(Arc::clone(&readiness));
+        let (bound, task) = serve_admin(addr, listener, state, probes, admin_stop_rx)?;
         admin = Some(bound);
         control.push(task);
     }
@@ -239,6 +260,8 @@ pub async fn start_with(config: Config, mut handed: Vec<Handed>) -> Result<Runni
         metrics,
         reloader,
         stop,
+        admin_stop,
+        readiness,
         workers: threads,
         control,
         admin_copy,
@@ -276,16 +299,18 @@ fn admin_listener(addr: SocketAddr, inherited: Option<Handed>) -> Result<std::ne
 }
 
 /// Serve the admin API on `listener` until `stop` turns true. Returns the bound address (port 0
-/// picks one) and the server's task.
+/// picks one) and the server's task. `probes` (`/live`, `/ready`) are merged in after the admin
+/// router's access rules, which therefore do not apply to them (see `control/probes.rs`).
 fn serve_admin(
     addr: SocketAddr,
     listener: std::net::TcpListener,
     state: impl FnOnce(SocketAddr) -> AdminState,
+    probes: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), Error> {
     let listener = TcpListener::from_std(listener).map_err(|error| Error::Bind { addr, error })?;
     let bound = listener.local_addr().map_err(|error| Error::Bind { addr, error })?;
-    let app = router(state(bound));
+    let app = router(state(bound)).merge(probes);
     let shutdown = async move {
         let _ = stop.wait_for(|&s| s).await;
     };

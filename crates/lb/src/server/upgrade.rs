@@ -87,6 +87,9 @@ async fn spawn_and_hand(running: &Running, listener: &UnixListener, path: &PathB
         };
         return Err(e.context(format!("upgrade to new process {pid} failed, {why}")));
     }
+    // The new process answers on the admin socket now; this one must not keep taking its requests
+    // (a backend added here while draining would be lost).
+    running.close_admin();
     Ok(pid)
 }
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod dns;
+
 use std::time::Duration;
 
 use lb::config::{AdminConfig, Config, UpstreamConfig};
