@@ -164,9 +164,9 @@ async fn https_rows_come_from_wrk_through_every_balancer() {
     assert!(!report.rates.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_rows_come_from_h2load_through_every_balancer() {
-    let Some(spec) = protocol_spec("h2_rows_come_from_h2load", Protocol::H2, &["h2load"], 27201) else {
+/// An h2 or h2c run: `direct` from `h2load --h1`, every balancer from `h2load -m 10`, every figure present.
+async fn h2load_rows_through_every_balancer(name: &str, protocol: Protocol, base_port: u16) {
+    let Some(spec) = protocol_spec(name, protocol, &["h2load"], base_port) else {
         return;
     };
     let report = balancers::run(spec, |line| eprintln!("{line}")).await.unwrap_or_else(|e| panic!("{e}"));
@@ -178,16 +178,13 @@ async fn h2_rows_come_from_h2load_through_every_balancer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rows_come_from_h2load_through_every_balancer() {
+    h2load_rows_through_every_balancer("h2_rows_come_from_h2load", Protocol::H2, 27201).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_rows_come_from_h2load_through_every_balancer() {
-    let Some(spec) = protocol_spec("h2c_rows_come_from_h2load", Protocol::H2c, &["h2load"], 27301) else {
-        return;
-    };
-    let report = balancers::run(spec, |line| eprintln!("{line}")).await.unwrap_or_else(|e| panic!("{e}"));
-    let text = balancers::text(&report);
-    println!("{text}");
-    let mut tools = vec![("direct", "h2load --h1")];
-    tools.extend(["lb", "nginx", "haproxy", "envoy"].map(|n| (n, "h2load -m 10")));
-    assert_every_figure(&report, &text, &tools);
+    h2load_rows_through_every_balancer("h2c_rows_come_from_h2load", Protocol::H2c, 27301).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

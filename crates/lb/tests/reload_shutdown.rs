@@ -13,10 +13,11 @@ mod proxy_support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use lb::Config;
+use proxy_support::load::{Tally, free_port, load};
 use proxy_support::{LbProcess, backends, client};
 use tokio::time::Instant;
 use toy_backend::Backend;
@@ -34,52 +35,6 @@ fn write_config(path: &Path, listen: &str, backends: &[&Backend]) {
         list.join(", ")
     );
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-}
-
-/// Statuses seen by the load loop: 200s, anything else (with the first few for the message).
-#[derive(Debug, Default)]
-struct Tally {
-    ok: AtomicU64,
-    bad: AtomicU64,
-    first_bad: std::sync::Mutex<Vec<String>>,
-}
-
-/// `tasks` loops of `GET /` on keep-alive connections until `stop`.
-fn load(
-    url: String,
-    tasks: usize,
-    stop: Arc<AtomicBool>,
-    tally: Arc<Tally>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..tasks)
-        .map(|_| {
-            let (url, stop, tally) = (url.clone(), Arc::clone(&stop), Arc::clone(&tally));
-            tokio::spawn(async move {
-                let client = client();
-                let started = Instant::now();
-                // Bounded even if the test forgets to stop it.
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
-                    let outcome = match client.get(&url).send().await {
-                        Ok(r) if r.status() == 200 => r.text().await.map(|_| ()).map_err(|e| e.to_string()),
-                        Ok(r) => Err(format!("status {}", r.status())),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    match outcome {
-                        Ok(()) => {
-                            tally.ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(why) => {
-                            tally.bad.fetch_add(1, Ordering::Relaxed);
-                            let mut first = tally.first_bad.lock().unwrap_or_else(|p| p.into_inner());
-                            if first.len() < 5 {
-                                first.push(why);
-                            }
-                        }
-                    }
-                }
-            })
-        })
-        .collect()
 }
 
 /// Wait (bounded) until `cond` holds.
@@ -127,7 +82,7 @@ async fn reloads_under_load_lose_no_request() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
-    let loops = load(lb.url(), 4, Arc::clone(&stop), Arc::clone(&tally));
+    let loops = load(&lb.url(), 4, &stop, &tally);
     only_these_receive(&all, &[0, 1]).await;
 
     // Three reloads, each adding one backend and removing one; the first two through the admin API,
@@ -156,7 +111,7 @@ async fn reloads_under_load_lose_no_request() {
         let _ = l.await;
     }
     let (ok, bad) = (tally.ok.load(Ordering::Relaxed), tally.bad.load(Ordering::Relaxed));
-    let first_bad = tally.first_bad.lock().map(|v| v.clone()).unwrap_or_default();
+    let first_bad = tally.reasons();
     assert_eq!(bad, 0, "{bad} of {} requests failed across the reloads: {first_bad:?}", ok + bad);
     assert!(ok > 100, "only {ok} requests ran");
     lb.shutdown().await;
@@ -252,14 +207,6 @@ fn temp_config() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// A free loopback port, so the config file can name it (a reload must not change `listen`).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
     let all = backends(2).await;
@@ -274,7 +221,7 @@ async fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
-    let loops = load(url.clone(), 3, Arc::clone(&stop), Arc::clone(&tally));
+    let loops = load(&url, 3, &stop, &tally);
     only_these_receive(&all, &[0]).await;
 
     // SIGHUP: backend 1 replaces backend 0.
@@ -287,12 +234,7 @@ async fn sighup_reloads_and_sigterm_drains_then_exits_zero() {
     for l in loops {
         let _ = l.await;
     }
-    assert_eq!(
-        tally.bad.load(Ordering::Relaxed),
-        0,
-        "failures across SIGHUP: {:?}",
-        tally.first_bad.lock().map(|v| v.clone())
-    );
+    assert_eq!(tally.bad.load(Ordering::Relaxed), 0, "failures across SIGHUP: {:?}", tally.reasons());
 
     // SIGTERM with three slow requests in flight: they finish, new connections are refused, exit 0.
     let slow: Vec<_> = (0..3)

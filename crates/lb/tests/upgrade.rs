@@ -11,9 +11,10 @@ mod proxy_support;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use proxy_support::load::{Tally, free_port, load};
 use proxy_support::{LbProcess, backends, client};
 use rustix::process::{Pid, Signal, kill_process, test_kill_process};
 use tokio::time::Instant;
@@ -31,55 +32,6 @@ fn write_config(path: &Path, listen: &str, workers: usize, backends: &[Backend])
         list.join(", ")
     );
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Answers seen by the load: 200s, and everything else with the first few reasons.
-#[derive(Debug, Default)]
-struct Tally {
-    ok: AtomicU64,
-    bad: AtomicU64,
-    first_bad: std::sync::Mutex<Vec<String>>,
-}
-
-/// `tasks` loops of `GET /` on keep-alive connections until `stop` (at most 60 s).
-fn load(
-    url: &str,
-    tasks: usize,
-    stop: &Arc<AtomicBool>,
-    tally: &Arc<Tally>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..tasks)
-        .map(|_| {
-            let (url, stop, tally) = (url.to_string(), Arc::clone(stop), Arc::clone(tally));
-            tokio::spawn(async move {
-                let client = client();
-                let started = Instant::now();
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
-                    let outcome = match client.get(&url).send().await {
-                        Ok(r) if r.status() == 200 => r.text().await.map(|_| ()).map_err(|e| e.to_string()),
-                        Ok(r) => Err(format!("status {}", r.status())),
-                        Err(e) => Err(format!("{e:?}")),
-                    };
-                    if let Err(why) = outcome {
-                        tally.bad.fetch_add(1, Ordering::Relaxed);
-                        let mut first = tally.first_bad.lock().unwrap_or_else(|p| p.into_inner());
-                        if first.len() < 5 {
-                            first.push(why);
-                        }
-                    } else {
-                        tally.ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect()
 }
 
 /// Kills a process by pid when dropped (the new `lb`, which is not this test's child).
@@ -150,7 +102,7 @@ async fn sigusr2_upgrades_under_load_without_losing_a_request() {
         let _ = l.await;
     }
     let bad = tally.bad.load(Ordering::Relaxed);
-    assert_eq!(bad, 0, "failures across the upgrade: {:?}", tally.first_bad.lock().map(|v| v.clone()));
+    assert_eq!(bad, 0, "failures across the upgrade: {:?}", tally.reasons());
     assert!(tally.ok.load(Ordering::Relaxed) > before, "no request was served after the old process left");
     let pid = Pid::from_raw(pid).unwrap_or_else(|| panic!("pid 0"));
     assert!(test_kill_process(pid).is_ok(), "the new process is gone");

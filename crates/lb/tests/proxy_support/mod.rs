@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod dns;
+pub mod load;
 
 use std::time::Duration;
 
