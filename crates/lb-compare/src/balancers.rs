@@ -1358,13 +1358,10 @@ fn checks(r: &BalancersReport, half_haproxy_rate: Option<f64>) -> Vec<Check> {
             false,
         );
     }
-    push(
-        "user CPU/request vs HAProxy",
-        Some(lb.user_us_per_req.median),
-        haproxy.map(|h| h.user_us_per_req.median),
-        vs_haproxy,
-        false,
-    );
+    // A median of lb's against HAProxy's.
+    let of = |f: fn(&TargetResult) -> f64| (Some(f(lb)), haproxy.map(f));
+    let (lb_user, haproxy_user) = of(|t| t.user_us_per_req.median);
+    push("user CPU/request vs HAProxy", lb_user, haproxy_user, vs_haproxy, false);
     push(
         "syscalls/request vs HAProxy",
         lb.syscalls_per_req,
@@ -1373,13 +1370,8 @@ fn checks(r: &BalancersReport, half_haproxy_rate: Option<f64>) -> Vec<Check> {
         false,
     );
     push("saturation requests/s vs HAProxy", Some(lb.rps.median), haproxy.map(|h| h.rps.median), 1.0, true);
-    push(
-        "total CPU/request vs HAProxy",
-        Some(lb.total_us_per_req.median),
-        haproxy.map(|h| h.total_us_per_req.median),
-        1.0,
-        false,
-    );
+    let (lb_total, haproxy_total) = of(|t| t.total_us_per_req.median);
+    push("total CPU/request vs HAProxy", lb_total, haproxy_total, 1.0, false);
     if let Some(rate) = half_haproxy_rate
         && let Some(ri) = r.rates.iter().position(|x| (x - rate).abs() < 0.5)
     {

@@ -502,46 +502,7 @@ impl Config {
         let config: Config = toml::from_str(text)
             .map_err(|e| ConfigErrors(vec![at(e.span(), e.message().trim_end().to_string())]))?;
 
-        // Whole-file checks, on a second pass that keeps the names' positions.
-        #[derive(Deserialize)]
-        struct Names {
-            #[serde(default)]
-            upstream: Vec<NameOnly>,
-        }
-        #[derive(Deserialize)]
-        struct NameOnly {
-            name: toml::Spanned<String>,
-            backends: Option<toml::Spanned<toml::Value>>,
-            dns: Option<toml::Spanned<toml::Value>>,
-        }
-        let mut errors = Vec::new();
-        if let Ok(names) = toml::from_str::<Names>(text) {
-            for n in &names.upstream {
-                let name = n.name.get_ref();
-                match (&n.backends, &n.dns) {
-                    (Some(b), Some(_)) => errors.push(at(
-                        Some(b.span()),
-                        format!(
-                            "upstream {name:?}: backends and [upstream.dns] are both set: the backends \
-                             come from the list or from DNS, not both; keep one"
-                        ),
-                    )),
-                    (None, None) => errors.push(at(
-                        Some(n.name.span()),
-                        format!("upstream {name:?}: no backends: set backends = [...] or [upstream.dns]"),
-                    )),
-                    _ => {}
-                }
-            }
-            for (i, n) in names.upstream.iter().enumerate() {
-                if names.upstream[..i].iter().any(|m| m.name.get_ref() == n.name.get_ref()) {
-                    errors.push(at(
-                        Some(n.name.span()),
-                        format!("duplicate upstream name {:?}", n.name.get_ref()),
-                    ));
-                }
-            }
-        }
+        let mut errors = upstream_name_errors(text, &at);
         if !config.server.listen_tls.is_empty() && config.server.tls.is_empty() {
             errors.push(at(
                 None,
@@ -878,6 +839,52 @@ impl<'de> Deserialize<'de> for BackendEntry {
 /// configured value: one formatter for every message, the same one `humantime_serde` reads.
 pub fn format_duration(d: std::time::Duration) -> String {
     humantime_serde::re::humantime::format_duration(d).to_string()
+}
+
+/// The upstreams' names and backend sources, checked on a second pass over the text that keeps their
+/// positions: each name once, and backends from a list or from DNS, exactly one of the two.
+fn upstream_name_errors(
+    text: &str,
+    at: &dyn Fn(Option<std::ops::Range<usize>>, String) -> ConfigError,
+) -> Vec<ConfigError> {
+    #[derive(Deserialize)]
+    struct Names {
+        #[serde(default)]
+        upstream: Vec<NameOnly>,
+    }
+    #[derive(Deserialize)]
+    struct NameOnly {
+        name: toml::Spanned<String>,
+        backends: Option<toml::Spanned<toml::Value>>,
+        dns: Option<toml::Spanned<toml::Value>>,
+    }
+    let mut errors = Vec::new();
+    if let Ok(names) = toml::from_str::<Names>(text) {
+        for n in &names.upstream {
+            let name = n.name.get_ref();
+            match (&n.backends, &n.dns) {
+                (Some(b), Some(_)) => errors.push(at(
+                    Some(b.span()),
+                    format!(
+                        "upstream {name:?}: backends and [upstream.dns] are both set: the backends \
+                         come from the list or from DNS, not both; keep one"
+                    ),
+                )),
+                (None, None) => errors.push(at(
+                    Some(n.name.span()),
+                    format!("upstream {name:?}: no backends: set backends = [...] or [upstream.dns]"),
+                )),
+                _ => {}
+            }
+        }
+        for (i, n) in names.upstream.iter().enumerate() {
+            if names.upstream[..i].iter().any(|m| m.name.get_ref() == n.name.get_ref()) {
+                errors
+                    .push(at(Some(n.name.span()), format!("duplicate upstream name {:?}", n.name.get_ref())));
+            }
+        }
+    }
+    errors
 }
 
 #[cfg(test)]

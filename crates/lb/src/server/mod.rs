@@ -205,15 +205,7 @@ pub async fn start_with(config: Config, mut handed: Vec<Handed>) -> Result<Runni
         n => n,
     };
 
-    // One acceptor for every TLS listener, even when there is none yet: a reload may add one. Its
-    // certificates are the part a reload replaces.
-    let certs = crate::net::tls::CertSet::load(&config.server.tls)?;
-    if certs.is_empty() && !config.server.listen_tls.is_empty() {
-        return Err(crate::net::tls::TlsError::no_certificate().into());
-    }
-    metrics.set_certificates(certs.expiry());
-    let certs = crate::net::tls::Certificates::new(certs);
-    let tls = crate::net::tls::terminator(Arc::clone(&certs))?;
+    let (certs, tls) = tls_terminator(&config, &metrics)?;
     // Bind all sockets up front, and queue each worker's for it before it starts.
     let (mut listeners, incoming) = Listeners::new(workers);
     let admin_socket = handed.iter().position(|h| h.kind == Kind::Admin).map(|i| handed.swap_remove(i));
@@ -266,6 +258,22 @@ pub async fn start_with(config: Config, mut handed: Vec<Handed>) -> Result<Runni
         control,
         admin_copy,
     })
+}
+
+/// One acceptor for every TLS listener, even when there is none yet: a reload may add one. Its
+/// certificates are the part a reload replaces.
+fn tls_terminator(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<(Arc<crate::net::tls::Certificates>, tokio_rustls::TlsAcceptor), Error> {
+    let certs = crate::net::tls::CertSet::load(&config.server.tls)?;
+    if certs.is_empty() && !config.server.listen_tls.is_empty() {
+        return Err(crate::net::tls::TlsError::no_certificate().into());
+    }
+    metrics.set_certificates(certs.expiry());
+    let certs = crate::net::tls::Certificates::new(certs);
+    let tls = crate::net::tls::terminator(Arc::clone(&certs))?;
+    Ok((certs, tls))
 }
 
 /// One thread per worker, each with its channel of listening sockets.
