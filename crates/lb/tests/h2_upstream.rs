@@ -327,14 +327,11 @@ async fn h2c_silent_after_hello() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_backend_silent_mid_body_is_cut_after_the_read_timeout() {
     let addr = h2c_silent_after_hello().await;
-    let mut cfg = lb::Config::default();
-    cfg.server.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
-    cfg.server.workers = 1;
-    let specs = vec![BackendSpec::new(addr.to_string())];
-    cfg.upstreams.push(lb::config::UpstreamConfig::new("app", Algorithm::RoundRobin, specs));
-    cfg.upstreams[0].protocol = Protocol::H2c;
-    cfg.upstreams[0].timeouts.read = std::time::Duration::from_millis(300);
-    let lb = proxy(cfg).await;
+    let lb = proxy_support::proxy_to(addr, |c| {
+        c.upstreams[0].protocol = Protocol::H2c;
+        c.upstreams[0].timeouts.read = std::time::Duration::from_millis(300);
+    })
+    .await;
     let response = client().get(lb.url()).send().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(response.status(), 200);
     let body = tokio::time::timeout(std::time::Duration::from_secs(5), response.bytes()).await;

@@ -14,12 +14,12 @@
 //! Each test starts a one-shot backend on 127.0.0.1:0 that reads a request head and writes a scripted
 //! answer, puts `lb` in front of it, and reads the client's answer with a deadline ([`READ_TIMEOUT`]).
 
+mod proxy_support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use lb::config::{Config, UpstreamConfig};
-use lb::{Running, start};
-use lb_algorithms::{Algorithm, BackendSpec};
+use proxy_support::proxy_to;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout_at};
@@ -50,20 +50,6 @@ async fn scripted_backend(answer: &'static [u8]) -> SocketAddr {
     addr
 }
 
-/// `lb` with one upstream over `backend`, one worker.
-async fn proxy(backend: SocketAddr) -> Running {
-    let mut config = Config::default();
-    config.server.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
-    config.server.workers = 1;
-    config.server.shutdown_grace = Duration::from_secs(1);
-    let specs = vec![BackendSpec::new(backend.to_string())];
-    config.upstreams.push(UpstreamConfig::new("app", Algorithm::RoundRobin, specs));
-    match start(config).await {
-        Ok(r) => r,
-        Err(e) => panic!("cannot start lb: {e}"),
-    }
-}
-
 /// Send `raw` to the proxy and read everything until it closes (bounded): the bytes as text.
 async fn exchange(addr: SocketAddr, raw: &str) -> String {
     let deadline = Instant::now() + READ_TIMEOUT;
@@ -84,7 +70,7 @@ async fn exchange(addr: SocketAddr, raw: &str) -> String {
 
 /// What the client gets from `lb` in front of a backend that answers `answer`, for `request`.
 async fn through(answer: &'static [u8], request: &str) -> String {
-    let lb = proxy(scripted_backend(answer).await).await;
+    let lb = proxy_to(scripted_backend(answer).await, |_| {}).await;
     let got = exchange(lb.listen[0], request).await;
     lb.shutdown().await;
     got

@@ -13,15 +13,15 @@
 //! - a client that stops reading is dropped (`send_timeout`), over HTTP/1.1 and, per stream, over
 //!   HTTP/2 with a zero window, and the backend connection it held is closed with it.
 
+mod proxy_support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lb::config::{Config, UpstreamConfig};
-use lb::{Running, start};
-use lb_algorithms::{Algorithm, BackendSpec};
+use proxy_support::proxy_to;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -31,21 +31,6 @@ use tokio::time::{Instant, timeout};
 const SHORT: Duration = Duration::from_millis(400);
 /// Longer than any of these tests should take when the proxy behaves.
 const PATIENCE: Duration = Duration::from_secs(8);
-
-/// `lb` with one upstream over `backend`, one worker, and `tune` applied to the config.
-async fn proxy(backend: SocketAddr, tune: impl FnOnce(&mut Config)) -> Running {
-    let mut config = Config::default();
-    config.server.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
-    config.server.workers = 1;
-    config.server.shutdown_grace = Duration::from_secs(1);
-    let specs = vec![BackendSpec::new(backend.to_string())];
-    config.upstreams.push(UpstreamConfig::new("app", Algorithm::RoundRobin, specs));
-    tune(&mut config);
-    match start(config).await {
-        Ok(r) => r,
-        Err(e) => panic!("cannot start lb: {e}"),
-    }
-}
 
 async fn listener() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
@@ -102,7 +87,7 @@ const UPLOAD: usize = 64 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upload_is_not_a_backend_timeout() {
     let backend = reads_then_answers().await;
-    let lb = proxy(backend, |c| {
+    let lb = proxy_to(backend, |c| {
         c.upstreams[0].timeouts.response_headers = SHORT;
         c.upstreams[0].timeouts.request = SHORT;
     })
@@ -159,7 +144,7 @@ const GET: &str = "GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_silent_mid_body_is_cut_after_the_read_timeout() {
     let backend = goes_silent(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello").await;
-    let lb = proxy(backend, |c| c.upstreams[0].timeouts.read = SHORT).await;
+    let lb = proxy_to(backend, |c| c.upstreams[0].timeouts.read = SHORT).await;
     let (got, took) = read_until_closed(lb.listen[0], GET).await;
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(got.contains("Content-Length: 10\r\n"), "{got}");
@@ -173,7 +158,7 @@ async fn a_backend_silent_mid_body_is_cut_after_the_read_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_chunked_body_never_gets_its_last_chunk() {
     let backend = goes_silent(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").await;
-    let lb = proxy(backend, |c| c.upstreams[0].timeouts.read = SHORT).await;
+    let lb = proxy_to(backend, |c| c.upstreams[0].timeouts.read = SHORT).await;
     let (got, _) = read_until_closed(lb.listen[0], GET).await;
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(got.to_ascii_lowercase().contains("transfer-encoding: chunked\r\n"), "{got}");
@@ -208,7 +193,7 @@ async fn endless_body() -> (SocketAddr, oneshot::Receiver<()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_dropped_and_frees_the_backend() {
     let (backend, closed) = endless_body().await;
-    let lb = proxy(backend, |c| c.server.limits.send_timeout = SHORT).await;
+    let lb = proxy_to(backend, |c| c.server.limits.send_timeout = SHORT).await;
     let mut s = TcpStream::connect(lb.listen[0]).await.unwrap_or_else(|e| panic!("{e}"));
     s.write_all(GET.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
     let mut head = [0u8; 512];
@@ -239,7 +224,7 @@ async fn a_client_that_stops_reading_is_dropped_and_frees_the_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_stream_with_no_window_frees_the_backend() {
     let (backend, closed) = endless_body().await;
-    let lb = proxy(backend, |c| c.server.limits.send_timeout = SHORT).await;
+    let lb = proxy_to(backend, |c| c.server.limits.send_timeout = SHORT).await;
     let tcp = TcpStream::connect(lb.listen[0]).await.unwrap_or_else(|e| panic!("{e}"));
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder.initial_stream_window_size(0).adaptive_window(false);

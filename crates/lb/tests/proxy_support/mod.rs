@@ -138,3 +138,19 @@ impl LbProcess {
         }
     }
 }
+
+/// `lb` in front of one backend at `backend` (a raw-socket one, made by the test): upstream "app",
+/// round robin, one worker, a one-second shutdown grace, and `tune` applied to the config.
+pub async fn proxy_to(backend: std::net::SocketAddr, tune: impl FnOnce(&mut Config)) -> Running {
+    let mut config = Config::default();
+    config.server.listen = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+    config.server.workers = 1;
+    config.server.shutdown_grace = Duration::from_secs(1);
+    let specs = vec![BackendSpec::new(backend.to_string())];
+    config.upstreams.push(UpstreamConfig::new("app", Algorithm::RoundRobin, specs));
+    tune(&mut config);
+    match start(config).await {
+        Ok(r) => r,
+        Err(e) => panic!("cannot start lb: {e}"),
+    }
+}
