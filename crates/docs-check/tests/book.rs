@@ -5,6 +5,8 @@
 //! The build needs `mdbook` (`cargo install mdbook --locked`); without it the build test is skipped,
 //! unless `LB_REQUIRE_EXTERNAL=1` (CI), which makes it fail.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,10 +16,7 @@ use docs_check::book::{summary, summary_of};
 use docs_check::external;
 use docs_check::translation::{KOREAN_DIR, core_track};
 
-fn repository_root() -> PathBuf {
-    // crates/docs-check -> crates -> the root.
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).map(Path::to_path_buf).unwrap_or_default()
-}
+use common::repository_root;
 
 #[test]
 fn every_lesson_is_in_the_summary() {

@@ -2,14 +2,11 @@
 //! `go vet`. Without Go the check is skipped with a line saying how to install it (`apt-get install
 //! golang-go`); `LB_REQUIRE_EXTERNAL=1` (CI) makes that a failure.
 
-use std::path::{Path, PathBuf};
+mod common;
 
 use docs_check::{external, go, lesson_files};
 
-fn repository_root() -> PathBuf {
-    // crates/docs-check -> crates -> the root.
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).map(Path::to_path_buf).unwrap_or_default()
-}
+use common::repository_root;
 
 #[test]
 fn go_sidebars_are_formatted_and_vetted() {

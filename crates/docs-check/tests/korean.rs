@@ -6,15 +6,11 @@
 //! Below the repository test, the checker itself on small fixture repositories: a missing translation,
 //! a changed block, a block too many, a link to the English sibling, and a pair that passes.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
 
 use docs_check::translation::{self, core_track};
 
-fn repository_root() -> PathBuf {
-    // crates/docs-check -> crates -> the root.
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).map(Path::to_path_buf).unwrap_or_default()
-}
+use common::{fixture, repository_root};
 
 #[test]
 fn every_core_track_lesson_has_a_korean_counterpart_with_the_same_commands() {
@@ -34,17 +30,6 @@ fn every_core_track_lesson_has_a_korean_counterpart_with_the_same_commands() {
         failures.join("\n\n")
     );
     assert_eq!(report.pairs, lessons.len());
-}
-
-/// A fixture repository in a temp dir with the given files.
-fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for (path, text) in files {
-        let path = dir.path().join(path);
-        fs::create_dir_all(path.parent().expect("fixture paths have a folder")).expect("mkdir");
-        fs::write(path, text).expect("write fixture");
-    }
-    dir
 }
 
 /// A learning path whose core track is `one.md` then `two.md` (`one.md` twice, with an anchor: listed

@@ -4,22 +4,20 @@
 //! `whole_repository` runs alone under nextest (see `.config/nextest.toml`): lessons start services on
 //! fixed ports such as 8080, which must not collide with other tests.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use docs_check::{FileReport, Options, Report, check_files, lesson_files};
+
+use common::{fixture, repository_root};
 
 /// The whole-repository check gives up after this, listing what it did not reach. Eight minutes for the
 /// English lessons, and as much again for the Korean core track in `docs/ko/`, which replays the same
 /// commands as the English core track (`tests/korean.rs` keeps them identical) and so takes as long.
 /// It is there to stop a hanging command, not to time the lessons.
 const TIME_LIMIT: Duration = Duration::from_secs(16 * 60);
-
-fn repository_root() -> PathBuf {
-    // crates/docs-check -> crates -> the root.
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).map(Path::to_path_buf).unwrap_or_default()
-}
 
 fn describe(report: &Report) -> String {
     let mut text = String::new();
@@ -56,17 +54,6 @@ fn whole_repository() {
         describe(&report)
     );
     assert!(report.ok(), "the docs do not do what they say:\n{}", describe(&report));
-}
-
-/// A fixture repository in a temp dir with the given files.
-fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for (path, text) in files {
-        let path = dir.path().join(path);
-        fs::create_dir_all(path.parent().expect("fixture paths have a folder")).expect("mkdir");
-        fs::write(path, text).expect("write fixture");
-    }
-    dir
 }
 
 fn check(dir: &Path) -> Report {

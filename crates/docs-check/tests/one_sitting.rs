@@ -9,19 +9,18 @@
 //! `LB_REQUIRE_EXTERNAL=1`), like in `tests/lessons.rs`. This binary holds one test on purpose: the port
 //! check looks at every process below this one.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use docs_check::book::summary;
 use docs_check::{Options, check_files};
 
+use common::repository_root;
+
 const CORE_TRACK: &str = "The core track";
 const TIME_LIMIT: Duration = Duration::from_secs(8 * 60);
-
-fn repository_root() -> PathBuf {
-    // crates/docs-check -> crates -> the root.
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).map(Path::to_path_buf).unwrap_or_default()
-}
 
 #[test]
 fn the_core_track_in_one_sitting() {
