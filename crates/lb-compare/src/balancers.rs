@@ -28,7 +28,9 @@
 //!    work, the same for every proxy, and it swings with machine noise.
 //! 2. System calls per request: `strace -c -f` attached to the balancer over an open-loop run of a
 //!    fixed number of requests (when `strace` is installed). Health checks add a few calls a second.
-//! 3. Throughput at saturation (closed loop, keep-alive connections), with the status code counts.
+//! 3. Throughput at saturation (closed loop, keep-alive connections), with the status code counts, and
+//!    how busy the balancer's core was meanwhile (`core %`, CPU time over wall time): a balancer well
+//!    below 100% was not the limit, the load generator's core was.
 //! 4. Latency at fixed rates (open loop, from the intended send time): p50/p99/p99.9 at fractions of the
 //!    slowest balancer's saturation rate (and at half of HAProxy's, for its target), and the latency
 //!    *added* over `direct` at the same rate.
@@ -347,6 +349,10 @@ pub struct TargetResult {
     pub total_us_per_req: Spread,
     /// Requests per second at saturation.
     pub rps: Spread,
+    /// Percent of its one core the balancer was busy during the saturation runs (CPU time over wall
+    /// time). Well below 100, the load generator's core was the limit: requests/s then compare how
+    /// much work each balancer leaves the client, not how much the balancer can do.
+    pub core_busy_pct: Spread,
     /// Status codes of the saturation runs, summed.
     pub status_counts: BTreeMap<u16, u64>,
     /// Transport errors of the saturation runs, summed.
@@ -958,7 +964,12 @@ pub async fn run(spec: BalancersSpec, mut progress: impl FnMut(&str)) -> Result<
         FixedRates::below_saturation(&bench.spec, &targets, &saturation)
     };
     let fixed_rate_runs = bench.fixed_rate_runs(&targets, &fixed_rates.rates, &mut progress)?;
-    let peaks = targets.iter().map(|&t| (t, vmhwm_kib(bench.pids(t)))).collect();
+    // The kernel's resident counts lag by a few pages per thread, so a later reading can come out a
+    // little under an earlier one; the peak of the run is at least the idle figure by definition.
+    let peaks = targets
+        .iter()
+        .map(|&t| (t, vmhwm_kib(bench.pids(t)).max(memory.get(&t).copied().unwrap_or(0))))
+        .collect();
     let tools = targets.iter().map(|&t| (t, (bench.tool_text(t, false), bench.tool_text(t, true)))).collect();
     let measured =
         Measurements { targets, saturation, syscalls, fixed_rates, fixed_rate_runs, memory, peaks, tools };
@@ -1261,6 +1272,7 @@ impl Measurements {
             sys_us_per_req: spread(|r| r.sys_us_per_req),
             total_us_per_req: spread(|r| r.user_us_per_req + r.sys_us_per_req),
             rps: spread(|r| r.load.rps),
+            core_busy_pct: spread(|r| (r.user_us_per_req + r.sys_us_per_req) * r.load.rps / 1e4),
             status_counts,
             errors,
             syscalls_per_req: self.syscalls.get(&t).copied().flatten(),
@@ -1499,6 +1511,8 @@ fn figures_table(r: &BalancersReport) -> String {
                 cpu(&t.total_us_per_req),
                 t.syscalls_per_req.map_or_else(|| "-".into(), |v| format!("{v:.2}")),
                 spread_text(&t.rps, 0),
+                // The median only: a busy share is read against 100, not compared closely.
+                if t.name == "direct" { "-".into() } else { format!("{:.0}", t.core_busy_pct.median) },
                 status,
                 mib(t.vmhwm_kib),
                 mib(t.peak_vmhwm_kib),
@@ -1514,6 +1528,7 @@ fn figures_table(r: &BalancersReport) -> String {
             "total us/req",
             "syscalls/req",
             "requests/s",
+            "core %",
             "status",
             "idle MiB",
             "peak MiB",

@@ -64,6 +64,14 @@ async fn smoke_run_measures_every_figure_with_only_2xx_answers() {
         if r.name != "direct" {
             assert!(r.user_us_per_req.median + r.sys_us_per_req.median > 0.0, "{}: no CPU measured", r.name);
             assert!(r.vmhwm_kib.is_some_and(|k| k > 0), "{}: no memory figure", r.name);
+            assert!(r.peak_vmhwm_kib.is_some_and(|k| k > 0), "{}: no peak memory figure", r.name);
+            // A percent of one core: CPU time over wall time, never many cores' worth.
+            assert!(
+                r.core_busy_pct.median > 0.0 && r.core_busy_pct.median < 150.0,
+                "{}: core {}%",
+                r.name,
+                r.core_busy_pct.median
+            );
             assert!(r.latency.iter().all(|l| l.added_p99_us.is_some()), "{}: no added latency", r.name);
             if lab::programs::find_on_path("strace").is_some() {
                 // At least a read and a write per request on each side, whatever the proxy.
@@ -142,6 +150,14 @@ fn assert_every_figure(report: &balancers::BalancersReport, text: &str, saturati
         if r.name != "direct" {
             assert!(r.user_us_per_req.median + r.sys_us_per_req.median > 0.0, "{}: no CPU measured", r.name);
             assert!(r.vmhwm_kib.is_some_and(|k| k > 0), "{}: no memory figure", r.name);
+            assert!(r.peak_vmhwm_kib.is_some_and(|k| k > 0), "{}: no peak memory figure", r.name);
+            // A percent of one core: CPU time over wall time, never many cores' worth.
+            assert!(
+                r.core_busy_pct.median > 0.0 && r.core_busy_pct.median < 150.0,
+                "{}: core {}%",
+                r.name,
+                r.core_busy_pct.median
+            );
         }
         let row =
             text.lines().find(|l| l.starts_with(&r.name)).unwrap_or_else(|| panic!("no row for {}", r.name));
