@@ -130,3 +130,96 @@ async fn a_missing_certificate_fails_at_start_with_the_file_name() {
         Err(e) => assert!(e.to_string().contains("/nonexistent/lb.pem"), "{e}"),
     }
 }
+
+/// The request id goes to an HTTP/2 client as a never-indexed HPACK field: a value that never repeats
+/// would otherwise be added to the connection's header table on every response, pushing out the fields
+/// that do repeat, for nothing. Read from the raw frames, since an HTTP/2 library hides how a field was
+/// encoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_reaches_h2_clients_never_indexed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let all = backends(1).await;
+    let lb = proxy(config(Algorithm::RoundRobin, &all, &[])).await;
+    let addr = lb.url().trim_start_matches("http://").trim_end_matches('/').to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap_or_else(|e| panic!("{e}"));
+    // Preface, an empty SETTINGS, then GET / on stream 1 (END_STREAM | END_HEADERS): :method GET,
+    // :scheme http and :path / from the static table, :authority as a literal.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+    let mut block = vec![0x82, 0x86, 0x84, 0x41, addr.len() as u8];
+    block.extend_from_slice(addr.as_bytes());
+    hello.extend_from_slice(&[0, 0, block.len() as u8, 0x01, 0x05, 0, 0, 0, 1]);
+    hello.extend_from_slice(&block);
+    conn.write_all(&hello).await.unwrap_or_else(|e| panic!("{e}"));
+    // Frames until the response's HEADERS on stream 1.
+    let block = tokio::time::timeout(CLIENT_TIMEOUT, async {
+        loop {
+            let mut head = [0u8; 9];
+            conn.read_exact(&mut head).await.unwrap_or_else(|e| panic!("{e}"));
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0u8; len];
+            conn.read_exact(&mut payload).await.unwrap_or_else(|e| panic!("{e}"));
+            let (kind, flags, stream) =
+                (head[3], head[4], u32::from_be_bytes([head[5], head[6], head[7], head[8]]));
+            if kind == 0x01 && stream == 1 {
+                assert_eq!(flags & 0x04, 0x04, "a small response head fits one frame");
+                assert_eq!(flags & 0x28, 0, "no padding or priority from the server");
+                return payload;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no response HEADERS within {CLIENT_TIMEOUT:?}"));
+    // The backend's fields all have names from HPACK's static table; the request id's name is the one
+    // written as a literal. 0x10 is "never indexed" (RFC 7541, 6.2.3); 0x40 would add it to the table.
+    assert_eq!(literal_name_fields(&block), [0x10], "HPACK block {block:02x?}");
+    lb.shutdown().await;
+}
+
+/// The representation (0x40 with incremental indexing, 0x00 without, 0x10 never indexed) of each field
+/// in an HPACK block whose name is a literal rather than a table index.
+fn literal_name_fields(block: &[u8]) -> Vec<u8> {
+    // An HPACK integer with an N-bit prefix (RFC 7541, 5.1), from `at`; returns it and the next offset.
+    fn int(block: &[u8], at: usize, bits: u32) -> (usize, usize) {
+        let mask = (1usize << bits) - 1;
+        let mut value = usize::from(block[at]) & mask;
+        let mut i = at + 1;
+        if value == mask {
+            let mut shift = 0;
+            loop {
+                let b = block[i];
+                i += 1;
+                value += usize::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+        }
+        (value, i)
+    }
+    // A string literal (5.2): its length after the Huffman bit, then its bytes.
+    let string = |at: usize| {
+        let (len, i) = int(block, at, 7);
+        i + len
+    };
+    let mut kinds = Vec::new();
+    let mut i = 0;
+    while i < block.len() {
+        let b = block[i];
+        let (kind, bits) = match b {
+            _ if b & 0x80 != 0 => (None, 7),
+            _ if b & 0xc0 == 0x40 => (Some(0x40), 6),
+            _ if b & 0xe0 == 0x20 => (None, 5),
+            _ => (Some(b & 0xf0), 4),
+        };
+        let (index, next) = int(block, i, bits);
+        i = next;
+        let Some(kind) = kind else { continue };
+        if index == 0 {
+            kinds.push(kind);
+            i = string(i);
+        }
+        i = string(i);
+    }
+    kinds
+}

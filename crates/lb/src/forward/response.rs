@@ -95,7 +95,10 @@ impl ProxyBody {
     pub fn fields_into(&mut self, headers: &mut HeaderMap) {
         if let Inner::Upstream { body, request_id, .. } = &mut self.inner {
             body.take_fields().append_to(headers);
-            if let Some(id) = request_id.take() {
+            if let Some(mut id) = request_id.take() {
+                // Never indexed by HPACK: an id never repeats, so adding it to the connection's header
+                // table would only push out the fields that do (content-type, server...).
+                id.set_sensitive(true);
                 headers.insert(X_REQUEST_ID.clone(), id);
             }
         }
