@@ -62,16 +62,7 @@ async fn smoke_run_measures_every_figure_with_only_2xx_answers() {
             r.name
         );
         if r.name != "direct" {
-            assert!(r.user_us_per_req.median + r.sys_us_per_req.median > 0.0, "{}: no CPU measured", r.name);
-            assert!(r.vmhwm_kib.is_some_and(|k| k > 0), "{}: no memory figure", r.name);
-            assert!(r.peak_vmhwm_kib.is_some_and(|k| k > 0), "{}: no peak memory figure", r.name);
-            // A percent of one core: CPU time over wall time, never many cores' worth.
-            assert!(
-                r.core_busy_pct.median > 0.0 && r.core_busy_pct.median < 150.0,
-                "{}: core {}%",
-                r.name,
-                r.core_busy_pct.median
-            );
+            assert_proxy_figures(r);
             assert!(r.latency.iter().all(|l| l.added_p99_us.is_some()), "{}: no added latency", r.name);
             if lab::programs::find_on_path("strace").is_some() {
                 // At least a read and a write per request on each side, whatever the proxy.
@@ -148,16 +139,7 @@ fn assert_every_figure(report: &balancers::BalancersReport, text: &str, saturati
             assert!(l.tool.starts_with("h2load"), "{}: {}", r.name, l.tool);
         }
         if r.name != "direct" {
-            assert!(r.user_us_per_req.median + r.sys_us_per_req.median > 0.0, "{}: no CPU measured", r.name);
-            assert!(r.vmhwm_kib.is_some_and(|k| k > 0), "{}: no memory figure", r.name);
-            assert!(r.peak_vmhwm_kib.is_some_and(|k| k > 0), "{}: no peak memory figure", r.name);
-            // A percent of one core: CPU time over wall time, never many cores' worth.
-            assert!(
-                r.core_busy_pct.median > 0.0 && r.core_busy_pct.median < 150.0,
-                "{}: core {}%",
-                r.name,
-                r.core_busy_pct.median
-            );
+            assert_proxy_figures(r);
         }
         let row =
             text.lines().find(|l| l.starts_with(&r.name)).unwrap_or_else(|| panic!("no row for {}", r.name));
@@ -224,4 +206,18 @@ async fn new_tls_connections_give_handshake_figures() {
         assert!(cpu.median > 0.0, "{}", r.name);
     }
     assert!(report.checks.iter().any(|c| c.what == "CPU per new connection vs nginx"), "{:?}", report.checks);
+}
+
+/// What every proxy's row has, whatever the protocol: CPU, idle and peak memory, and a busy share of
+/// one core (CPU time over wall time, never many cores' worth).
+fn assert_proxy_figures(r: &lb_compare::balancers::TargetResult) {
+    assert!(r.user_us_per_req.median + r.sys_us_per_req.median > 0.0, "{}: no CPU measured", r.name);
+    assert!(r.vmhwm_kib.is_some_and(|k| k > 0), "{}: no memory figure", r.name);
+    assert!(r.peak_vmhwm_kib.is_some_and(|k| k > 0), "{}: no peak memory figure", r.name);
+    assert!(
+        r.core_busy_pct.median > 0.0 && r.core_busy_pct.median < 150.0,
+        "{}: core {}%",
+        r.name,
+        r.core_busy_pct.median
+    );
 }
