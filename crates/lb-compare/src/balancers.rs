@@ -392,7 +392,12 @@ pub struct Check {
     pub higher_is_better: bool,
     /// Whether it holds.
     pub met: bool,
+    /// Why the figure may not measure lb (a throughput check while lb's core had time to spare).
+    pub caveat: Option<String>,
 }
+
+/// Below this `core %`, a balancer was not what limited its requests/s.
+const BUSY: f64 = 90.0;
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
@@ -1363,6 +1368,7 @@ fn checks(r: &BalancersReport, half_haproxy_rate: Option<f64>) -> Vec<Check> {
                 limit,
                 higher_is_better: higher,
                 met,
+                caveat: None,
             });
         }
     };
@@ -1371,6 +1377,7 @@ fn checks(r: &BalancersReport, half_haproxy_rate: Option<f64>) -> Vec<Check> {
         let per_hs = |t: &TargetResult| t.total_us_per_req.median;
         push("CPU per new connection vs nginx", Some(per_hs(lb)), nginx.map(per_hs), 1.0, false);
         push("new connections/s vs HAProxy", Some(lb.rps.median), haproxy.map(|h| h.rps.median), 1.0, true);
+        note_idle_core(&mut out, lb);
         return out;
     }
     let (vs_nginx, vs_haproxy) = cpu_limits(r);
@@ -1418,6 +1425,7 @@ fn checks(r: &BalancersReport, half_haproxy_rate: Option<f64>) -> Vec<Check> {
         1.0,
         false,
     );
+    note_idle_core(&mut out, lb);
     out
 }
 
@@ -1567,6 +1575,20 @@ fn latency_table(r: &BalancersReport) -> String {
 }
 
 /// lb against the proxy issue's targets, a line each (nothing when there are none).
+/// When lb's core had time to spare, say so on the throughput checks: its requests/s then measure the
+/// load generator's core, not lb.
+fn note_idle_core(checks: &mut [Check], lb: &TargetResult) {
+    if lb.core_busy_pct.median >= BUSY {
+        return;
+    }
+    for c in checks.iter_mut().filter(|c| c.higher_is_better) {
+        c.caveat = Some(format!(
+            "lb's core was {:.0}% busy: the load generator was the limit, compare CPU per request",
+            lb.core_busy_pct.median
+        ));
+    }
+}
+
 fn checks_text(checks: &[Check]) -> String {
     if checks.is_empty() {
         return String::new();
@@ -1583,6 +1605,9 @@ fn checks_text(checks: &[Check]) -> String {
             c.limit,
             if c.met { "met" } else { "NOT met" }
         );
+        if let Some(caveat) = &c.caveat {
+            out += &format!("    ({caveat})\n");
+        }
     }
     out
 }
@@ -1590,6 +1615,49 @@ fn checks_text(checks: &[Check]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throughput_check_says_when_lb_was_not_the_limit() {
+        let spread = |v: f64| Spread { median: v, min: v, max: v };
+        let lb = |busy: f64| TargetResult {
+            name: "lb".into(),
+            user_us_per_req: spread(3.0),
+            sys_us_per_req: spread(8.0),
+            total_us_per_req: spread(11.0),
+            rps: spread(60_000.0),
+            core_busy_pct: spread(busy),
+            status_counts: BTreeMap::new(),
+            errors: 0,
+            syscalls_per_req: None,
+            latency: Vec::new(),
+            vmhwm_kib: None,
+            peak_vmhwm_kib: None,
+            tool: String::new(),
+            handshakes_per_s: None,
+            cpu_us_per_handshake: None,
+        };
+        let check = |higher_is_better| Check {
+            what: String::new(),
+            lb: 1.0,
+            other: 1.0,
+            ratio: 1.0,
+            limit: 1.0,
+            higher_is_better,
+            met: true,
+            caveat: None,
+        };
+        let mut out = vec![check(true)];
+        note_idle_core(&mut out, &lb(80.0));
+        assert!(out[0].caveat.as_deref().is_some_and(|c| c.starts_with("lb's core was 80% busy")), "{out:?}");
+        // lb at its limit: requests/s measure lb, nothing to say.
+        let mut out = vec![check(true)];
+        note_idle_core(&mut out, &lb(98.0));
+        assert_eq!(out[0].caveat, None);
+        // A CPU check is about lb whatever the load generator did.
+        let mut out = vec![check(false)];
+        note_idle_core(&mut out, &lb(80.0));
+        assert_eq!(out[0].caveat, None);
+    }
 
     #[test]
     fn strace_totals_parse_with_and_without_errors() {
